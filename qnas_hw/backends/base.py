@@ -1,0 +1,142 @@
+"""The one small interface every execution target implements.
+
+The search only needs a device's *description* (qubits, coupling, basis,
+instruction durations and errors) to transpile candidates and predict cost;
+the job layer additionally needs *submission* (sampler jobs with parameter
+arrays, re-attachment by provider job id, provider-reported timings).  Keeping
+both behind :class:`Backend` is what lets an IBM device, a Braket QPU, a fake
+snapshot and an Aer simulator be swapped by name.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from qiskit import QuantumCircuit
+
+
+class BackendError(RuntimeError):
+    """A backend problem the user must fix (unknown name, missing credentials...)."""
+
+
+class JobState(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class SamplerPub:
+    """One transpiled, measured circuit and a parameter array (..., num_parameters).
+
+    A whole batch of validation samples is one PUB, never one job per sample.
+    ``parameter_values`` may be ``None`` for circuits without parameters.
+    """
+
+    circuit: QuantumCircuit
+    parameter_values: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class JobTiming:
+    """What the provider itself reports; ``None`` where a provider has no such figure."""
+
+    quantum_seconds: float | None = None  # IBM usage / Braket billed duration
+    wall_seconds: float | None = None  # submission to result, as seen by us
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class JobHandle(ABC):
+    """A submitted job. ``job_id`` is the provider's id, stored in the ledger."""
+
+    @property
+    @abstractmethod
+    def job_id(self) -> str: ...
+
+    @abstractmethod
+    def state(self) -> JobState: ...
+
+    @abstractmethod
+    def counts(self) -> list[list[dict[str, int]]]:
+        """Counts per PUB, then per parameter row (flattened), blocking until done."""
+
+    @abstractmethod
+    def timing(self) -> JobTiming: ...
+
+    def cancel(self) -> None:  # pragma: no cover - providers override where supported
+        """Best effort; local jobs may not be cancellable."""
+
+
+class Backend(ABC):
+    """A named target: description for transpilation/cost, submission for jobs."""
+
+    #: registry name, e.g. ``fake_sherbrooke``, ``braket_iqm_garnet``, ``aer_noisy``
+    name: str
+    #: ``ibm`` | ``braket`` | ``aer``
+    provider: str
+
+    @property
+    @abstractmethod
+    def num_qubits(self) -> int: ...
+
+    @property
+    @abstractmethod
+    def coupling_edges(self) -> list[tuple[int, int]] | None:
+        """Directed couplings, or ``None`` for all-to-all (e.g. trapped ions, ideal Aer)."""
+
+    @property
+    @abstractmethod
+    def topology_kind(self) -> str:
+        """Short human label: ``heavy-hex``, ``square``, ``all-to-all``, ``line``..."""
+
+    @property
+    @abstractmethod
+    def basis_gates(self) -> list[str]: ...
+
+    @property
+    def is_simulator(self) -> bool:
+        return True
+
+    @property
+    def supports_reattach(self) -> bool:
+        """True when a job can be found again by id after this process dies (cloud jobs)."""
+        return False
+
+    @abstractmethod
+    def credentials_present(self) -> bool:
+        """Whether the provider's standard credential sources are set; never reads them into logs."""
+
+    @abstractmethod
+    def transpile(self, circuit: QuantumCircuit, optimization_level: int = 1, seed: int = 0) -> QuantumCircuit: ...
+
+    @abstractmethod
+    def scheduled_duration(self, transpiled: QuantumCircuit) -> float:
+        """Seconds one shot of the transpiled circuit takes, from the device's instruction durations."""
+
+    @abstractmethod
+    def submit(self, pubs: Sequence[SamplerPub], shots: int, seed: int | None = None) -> JobHandle: ...
+
+    def reattach(self, job_id: str) -> JobHandle:
+        """Find a submitted job again by provider id (after a crash)."""
+        raise BackendError(
+            f"backend {self.name!r} runs jobs in-process; job {job_id!r} cannot be re-attached after a restart"
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """Row for ``qnas-hw devices`` and for the study's provenance (no secrets)."""
+        return {
+            "name": self.name,
+            "provider": self.provider,
+            "qubits": self.num_qubits,
+            "topology": self.topology_kind,
+            "basis": self.basis_gates,
+            "simulator": self.is_simulator,
+            "credentials": self.credentials_present(),
+        }

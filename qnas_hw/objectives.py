@@ -1,0 +1,41 @@
+"""The one interface the search loop sees for every objective.
+
+NSGA-II minimises a vector of floats; each entry comes from an
+:class:`Objective`.  Validation error, the device runtime cost and the
+subcircuit count all implement it, so swapping a proxy for a calibrated
+hardware objective never touches the search loop.  ``details`` carry the
+figures behind a value (gate counts, sampling overhead, dollars) so the study
+can store them and constraints can read them.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+from qnas_hw.space import Architecture
+
+
+@dataclass(frozen=True)
+class ObjectiveResult:
+    value: float
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Objective(ABC):
+    """A minimised quantity of an architecture."""
+
+    #: column name in the study and reports, e.g. ``val_error``, ``runtime_s``, ``subcircuits``
+    name: str
+
+    @abstractmethod
+    def settings_key(self) -> str:
+        """Everything that changes the value besides the architecture (backend, budget, seed...).
+
+        Cached evaluations are keyed by ``(architecture.key(), name, settings_key())``
+        so changing a setting never reuses a stale value.
+        """
+
+    @abstractmethod
+    def evaluate(self, arch: Architecture) -> ObjectiveResult: ...
