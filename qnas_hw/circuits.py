@@ -208,7 +208,9 @@ def amplitude_angles(features: np.ndarray, n_qubits: int) -> np.ndarray:
     feats = np.asarray(features, dtype=np.float64)
     dim = 2**n_qubits
     if feats.shape[-1] > dim:
-        raise SpaceError(f"amplitude embedding on {n_qubits} qubits takes at most {dim} features, got {feats.shape[-1]}")
+        raise SpaceError(
+            f"amplitude embedding on {n_qubits} qubits takes at most {dim} features, got {feats.shape[-1]}"
+        )
     pad = [(0, 0)] * (feats.ndim - 1) + [(0, dim - feats.shape[-1])]
     amps = np.pad(feats, pad)
     lead = amps.shape[:-1]

@@ -113,10 +113,7 @@ class Architecture:
     # ------------------------------------------------------------ identities
     def canonical(self) -> str:
         """Stable text form, e.g. ``angle-y|q8|l2|ry-rz|ring|z``; parse with :meth:`parse`."""
-        return (
-            f"{self.embedding}|q{self.n_qubits}|l{self.n_layers}|"
-            f"{self.rotation}|{self.entangler}|{self.readout}"
-        )
+        return f"{self.embedding}|q{self.n_qubits}|l{self.n_layers}|{self.rotation}|{self.entangler}|{self.readout}"
 
     def __str__(self) -> str:
         return self.canonical()
@@ -231,7 +228,7 @@ class SearchSpace:
         lo, hi = self.bounds
         ints = []
         for name, g, a, b in zip(GENES, genome, lo, hi, strict=True):
-            gi = int(round(float(g)))
+            gi = round(float(g))
             if abs(float(g) - gi) > 1e-9 or not a <= gi <= b:
                 raise SpaceError(f"gene {name}={g!r} is not an integer in {a}..{b}")
             ints.append(gi)
