@@ -14,10 +14,17 @@ import enum
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from qiskit import QuantumCircuit
+from qiskit.transpiler import Target
+
+
+def calibration_dir() -> Path:
+    """The repository's ``calibration/`` folder (device snapshots and fitted cost models)."""
+    return Path(__file__).resolve().parents[2] / "calibration"
 
 
 class BackendError(RuntimeError):
@@ -51,6 +58,15 @@ class JobTiming:
     quantum_seconds: float | None = None  # IBM usage / Braket billed duration
     wall_seconds: float | None = None  # submission to result, as seen by us
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Pricing:
+    """A provider's published per-task and per-shot prices (USD), with where they came from."""
+
+    per_task_usd: float
+    per_shot_usd: float
+    source: str = ""
 
 
 class JobHandle(ABC):
@@ -108,6 +124,26 @@ class Backend(ABC):
     def supports_reattach(self) -> bool:
         """True when a job can be found again by id after this process dies (cloud jobs)."""
         return False
+
+    @property
+    def target(self) -> Target | None:
+        """The qiskit Target transpilation aims at (``None`` for unconstrained simulators)."""
+        return None
+
+    @property
+    def rep_delay_s(self) -> float:
+        """Idle time between shots on the device (reset/repetition delay); 0 for simulators."""
+        return 0.0
+
+    @property
+    def pricing(self) -> Pricing | None:
+        """Per-task/per-shot prices where the provider charges that way (Braket); ``None`` otherwise."""
+        return None
+
+    @property
+    def timing_source(self) -> str:
+        """What a cost model fitted on this backend measures: ``device`` time or local ``wall`` clock."""
+        return "wall" if self.is_simulator else "device"
 
     @abstractmethod
     def credentials_present(self) -> bool:
