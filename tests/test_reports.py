@@ -1,0 +1,292 @@
+"""Reports: front against pymoo, knee on fronts with a known answer, hypervolume by hand, files parseable."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
+
+from qnas_hw.reports import (
+    analyze,
+    front_table,
+    hypervolume,
+    hypervolume_history_from_records,
+    knee_point,
+    pareto_front,
+    write_report_data,
+)
+from qnas_hw.space import Architecture, SearchSpace
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+# --------------------------------------------------------------- pareto_front
+@pytest.mark.parametrize("m", [2, 3, 4])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_front_matches_pymoo(m: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    # Small integer grid: many ties and exact duplicates, the cases a sloppy dominance test gets wrong.
+    F = rng.integers(0, 6, size=(150, m)).astype(float)
+    expected = np.sort(NonDominatedSorting().do(F, only_non_dominated_front=True))
+    np.testing.assert_array_equal(pareto_front(F), expected)
+
+
+def test_front_continuous_matches_pymoo() -> None:
+    F = np.random.default_rng(7).random((400, 3))
+    expected = np.sort(NonDominatedSorting().do(F, only_non_dominated_front=True))
+    np.testing.assert_array_equal(pareto_front(F), expected)
+
+
+def test_front_skips_non_finite_and_handles_empty() -> None:
+    F = np.array([[0.0, 0.0], [np.nan, -1.0], [1.0, 1.0], [-np.inf, 5.0]])
+    np.testing.assert_array_equal(pareto_front(F), [0])
+    assert pareto_front(np.zeros((0, 3))).size == 0
+
+
+# ----------------------------------------------------------------- knee_point
+def test_knee_on_convex_2d_front() -> None:
+    # f2 = (1 - f1)^2: distance below the line f1 + f2 = 1 is f1 - f1^2, maximal at f1 = 0.5.
+    f1 = np.linspace(0.0, 1.0, 101)
+    front = np.column_stack([f1, (1 - f1) ** 2])
+    perm = np.random.default_rng(0).permutation(len(front))
+    assert knee_point(front[perm]) == int(np.flatnonzero(perm == 50)[0])
+
+
+def test_knee_is_scale_invariant() -> None:
+    f1 = np.linspace(0.0, 1.0, 41)
+    front = np.column_stack([f1, (1 - np.sqrt(f1)) ** 2])
+    scaled = front * np.array([0.01, 3000.0]) + np.array([0.1, 7.0])
+    assert knee_point(front) == knee_point(scaled)
+    # Known answer for f2 = (1 - sqrt(f1))^2: maximise f1^... numerically via a fine grid.
+    fine = np.linspace(0, 1, 100001)
+    best = fine[np.argmax(1 - fine - (1 - np.sqrt(fine)) ** 2)]
+    assert abs(f1[knee_point(front)] - best) <= 0.5 / 40 + 1e-9
+
+
+def test_knee_3d_uses_plane_through_extremes() -> None:
+    # Extremes at the unit axes (plane f1+f2+f3=1); points on the plane have distance 0,
+    # the bulge at 0.2 each lies farthest below it.
+    front = np.array(
+        [[1, 0, 0], [0, 1, 0], [0, 0, 1], [0.5, 0.5, 0], [0, 0.5, 0.5], [0.2, 0.2, 0.2], [0.3, 0.3, 0.3]], float
+    )
+    assert knee_point(front) == 5
+    # A tilted plane: extremes on a non-symmetric simplex; the knee must still be the deepest point.
+    tilt = front * np.array([1.0, 2.0, 5.0])
+    assert knee_point(tilt) == 5
+
+
+def test_knee_edge_cases() -> None:
+    assert knee_point(np.array([[3.0, 4.0]])) == 0
+    # One objective constant on the front: reduces to minimising the varying one.
+    assert knee_point(np.array([[2.0, 1.0], [1.0, 1.0], [3.0, 1.0]])) == 1
+    with pytest.raises(ValueError, match="non-empty"):
+        knee_point(np.zeros((0, 2)))
+    with pytest.raises(ValueError, match="non-finite"):
+        knee_point(np.array([[0.0, np.nan], [1.0, 0.0]]))
+
+
+# ---------------------------------------------------------------- hypervolume
+def test_hypervolume_by_hand() -> None:
+    pts = np.array([[0.0, 1.0], [1.0, 0.0], [0.5, 0.5]])
+    # Slabs in f1: [0,.5) height 1.1-1, [.5,1) height 1.1-.5, [1,1.1) height 1.1.
+    expected = 0.5 * 0.1 + 0.5 * 0.6 + 0.1 * 1.1
+    assert hypervolume(pts, ideal=np.zeros(2), nadir=np.ones(2)) == pytest.approx(expected)
+    # Same points in raw units (scaled and shifted) give the same normalised volume.
+    raw = pts * np.array([10.0, 0.001]) + np.array([5.0, 2.0])
+    assert hypervolume(raw, ideal=np.array([5.0, 2.0]), nadir=np.array([15.0, 2.001])) == pytest.approx(expected)
+    assert hypervolume(np.zeros((0, 2)), np.zeros(2), np.ones(2)) == 0.0
+
+
+def test_hypervolume_3d_matches_monte_carlo() -> None:
+    rng = np.random.default_rng(3)
+    pts = rng.random((12, 3))
+    hv = hypervolume(pts, np.zeros(3), np.ones(3))
+    samples = rng.random((200_000, 3)) * 1.1
+    dominated = (pts[None, :, :] <= samples[:, None, :]).all(axis=2).any(axis=1)
+    assert hv == pytest.approx(dominated.mean() * 1.1**3, abs=0.01)
+
+
+# ------------------------------------------------------- synthetic study records
+@dataclass
+class Rec:
+    """The attributes of the study's CandidateRecord that reports read."""
+
+    arch: Architecture
+    objectives: dict[str, float]
+    details: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, Any] = field(default_factory=dict)
+    generation: int = 0
+    feasible: bool = True
+
+
+@dataclass
+class Gen:
+    index: int
+    population: list[str]
+    front: list[str]
+    hypervolume: float | None = None
+    finished_at: str = ""
+
+
+NAMES = ["val_error", "runtime_s", "subcircuits"]
+
+
+def synthetic_study(seed: int = 0, n_gen: int = 4, pop: int = 10) -> tuple[list[Rec], list[Gen]]:
+    """An elitist toy search: each generation keeps its whole front and refills with random architectures."""
+    rng = np.random.default_rng(seed)
+    space = SearchSpace(qubits=(2, 8), layers=(1, 3))
+    records: list[Rec] = []
+    gens: list[Gen] = []
+    population: list[str] = []
+    seen: dict[str, Rec] = {}
+    for g in range(n_gen):
+        while len(population) < pop:
+            arch = space.sample(rng)
+            key = arch.canonical()
+            if key in seen:
+                if key not in population:
+                    population.append(key)
+                continue
+            size = arch.n_qubits * arch.n_layers * arch.rotations_per_qubit
+            rec = Rec(
+                arch=arch,
+                objectives={
+                    "val_error": float(np.clip(0.6 / math.sqrt(size) + rng.normal(0, 0.02), 0.0, 1.0)),
+                    "runtime_s": float(size * 1e-3 * (1 + rng.random())),
+                    "subcircuits": float(math.ceil(arch.n_qubits / 4)),
+                },
+                details={"n_2q": size, "cut": {"overhead": 9.0 ** (arch.n_qubits // 5)}},
+                timings={"eval_s": float(rng.random())},
+                generation=g,
+                feasible=arch.n_qubits <= 7,
+            )
+            seen[key] = rec
+            records.append(rec)
+            population.append(key)
+        F = np.array([seen[a].objectives[n] for a in population for n in NAMES]).reshape(-1, 3)
+        ok = np.array([seen[a].feasible for a in population])
+        rows = np.flatnonzero(ok)
+        front = [population[rows[i]] for i in pareto_front(F[rows])]
+        gens.append(Gen(g, list(population), front))
+        # Elitism: the front survives, the rest is refilled next generation.
+        population = list(front)
+    return records, gens
+
+
+def test_analyze_front_knee_and_picks() -> None:
+    records, gens = synthetic_study()
+    data = analyze(records, gens, NAMES, {"seed": 0})
+    F = data.matrix()
+    usable = np.array([c.usable for c in data.candidates])
+    rows = np.flatnonzero(usable)
+    expected = np.sort(rows[NonDominatedSorting().do(F[rows], only_non_dominated_front=True)])
+    assert sorted(data.front) == expected.tolist()
+    assert all(data.candidates[i].feasible for i in data.front)
+    best = min(data.front, key=lambda i: F[i, 0])
+    assert F[data.most_accurate, 0] == F[best, 0] == F[rows, 0].min()
+    assert data.knee in data.front
+    assert data.front[knee_point(F[data.front])] == data.knee
+
+
+def test_hypervolume_history_is_monotone_for_elitist_search() -> None:
+    records, gens = synthetic_study(seed=1, n_gen=5)
+    hist = hypervolume_history_from_records(records, gens, NAMES)
+    assert [g for g, _ in hist] == [0, 1, 2, 3, 4]
+    values = [hv for _, hv in hist]
+    assert all(b >= a - 1e-12 for a, b in itertools.pairwise(values))
+    assert 0 < values[-1] <= 1.1**3
+    # The last generation's value is the HV of its population in the study-wide box.
+    F = np.array([[r.objectives[n] for n in NAMES] for r in records if r.feasible])
+    last = set(gens[-1].population)
+    pop = np.array([[r.objectives[n] for n in NAMES] for r in records if r.feasible and r.arch.canonical() in last])
+    assert values[-1] == pytest.approx(hypervolume(pop, F.min(axis=0), F.max(axis=0)))
+
+
+def test_duplicate_records_keep_the_latest() -> None:
+    a = Architecture.parse("angle-y|q2|l1|ry|linear")
+    b = Architecture.parse("angle-y|q3|l1|ry|linear")
+    recs = [
+        Rec(a, {"val_error": 0.5, "runtime_s": 1.0}, generation=0),
+        Rec(b, {"val_error": 0.4, "runtime_s": 2.0}, generation=0),
+        Rec(a, {"val_error": 0.3, "runtime_s": 1.0}, generation=1),  # re-evaluated, now dominates b
+    ]
+    data = analyze(recs, [], ["val_error", "runtime_s"])
+    assert len(data.candidates) == 2
+    assert [data.candidates[i].arch for i in data.front] == [a]
+    assert data.candidates[data.front[0]].generation == 0
+    assert data.candidates[data.front[0]].objectives["val_error"] == 0.3
+
+
+def test_write_report_files_parse(tmp_path: Path) -> None:
+    records, gens = synthetic_study(seed=2)
+    data = analyze(records, gens, NAMES, {"seed": 2, "data": {"dataset": "iris"}})
+    files = write_report_data(data, tmp_path / "report")
+    for p in files.all():
+        assert p.is_file() and p.stat().st_size > 0, p
+
+    with files.candidates_csv.open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == len(data.candidates)
+    assert {"architecture", "embedding", "n_qubits", "val_error", "details.cut.overhead", "timings.eval_s"} <= set(
+        rows[0]
+    )
+    assert sum(r["on_front"] == "True" for r in rows) == len(data.front)
+    for r in rows:
+        Architecture.parse(r["architecture"])
+    with files.front_csv.open() as fh:
+        front_rows = list(csv.DictReader(fh))
+    assert {r["architecture"] for r in front_rows} == {data.candidates[i].arch.canonical() for i in data.front}
+    assert [r["knee"] for r in front_rows].count("True") == 1
+
+    report = json.loads(files.report_json.read_text())
+    assert report["objective_names"] == NAMES
+    assert len(report["candidates"]) == len(data.candidates)
+    assert report["knee"]["architecture"] == data.candidates[data.knee].arch.canonical()
+    assert len(report["hypervolume"]) == len(gens)
+
+    names = {p.name for p in files.plots}
+    assert names == {
+        "front_val_error_vs_runtime_s.png",
+        "front_val_error_vs_subcircuits.png",
+        "front_runtime_s_vs_subcircuits.png",
+        "front_3d.png",
+        "hypervolume.png",
+    }
+    for p in files.plots:
+        blob = p.read_bytes()
+        assert blob.startswith(PNG_MAGIC) and len(blob) > 5000, p
+
+    summary = files.summary_md.read_text()
+    assert data.candidates[data.knee].arch.canonical() in summary
+    assert data.candidates[data.most_accurate].arch.canonical() in summary
+    assert '"seed": 2' in summary
+
+
+def test_front_table_lists_the_front() -> None:
+    from rich.console import Console
+
+    records, gens = synthetic_study(seed=3)
+    data = analyze(records, gens, NAMES)
+    table = front_table(data)
+    assert table.row_count == len(data.front)
+    console = Console(width=200, record=True)
+    console.print(table)
+    text = console.export_text()
+    assert "knee" in text and "best-acc" in text
+
+
+def test_no_feasible_candidate_still_reports(tmp_path: Path) -> None:
+    a = Architecture.parse("angle-y|q2|l1|ry|linear")
+    data = analyze([Rec(a, {"val_error": 0.5, "runtime_s": 1.0}, feasible=False)], [], ["val_error", "runtime_s"])
+    assert data.front == [] and data.knee is None and data.most_accurate is None
+    files = write_report_data(data, tmp_path)
+    assert "no feasible candidate" in files.summary_md.read_text()
+    assert json.loads(files.report_json.read_text())["knee"] is None
