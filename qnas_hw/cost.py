@@ -1,0 +1,517 @@
+"""Calibrated runtime (and money) cost of running a candidate on a backend.
+
+Two models, never mixed up:
+
+* **device** model, for anything that stands for a real QPU (IBM snapshots,
+  Braket device snapshots, real devices): what the *QPU* would spend,
+
+      seconds = jobs * per_job_s + circuits * per_circuit_s
+                + total_shots * (scheduled_duration + rep_delay) * duration_scale
+
+  with the scheduled duration from the device's own instruction durations and
+  its repetition delay.  Overheads come from provider-reported timings
+  (IBM ``usage``) when ``qnas-hw calibrate ibm:<device>`` has been run, else
+  from documented priors (see ``calibration/README.md``), flagged
+  ``fitted: false``.  Simulating a snapshot locally says nothing about the
+  QPU's time, so local wall-clock is never used here.
+* **wall** model, for local simulators: wall-clock seconds, fitted by
+  non-negative least squares on measured runs (``qnas-hw calibrate``):
+
+      seconds = sum_k coef_k * feature_k(workload)
+
+  over :data:`WALL_FEATURES` (per job, per circuit, per shot, per gate and the
+  state-vector / density-matrix work terms gates * 2^w and gates * 4^w).
+
+Circuit cutting multiplies the work: ``n_subexperiments`` circuits per
+original circuit and ``sampling_overhead`` times the shots for the same
+precision.  Dollars: Braket's per-task + per-shot prices from the snapshot.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from qiskit import QuantumCircuit
+from scipy.optimize import nnls
+
+from qnas_hw.backends.base import Backend, SamplerPub, calibration_dir
+from qnas_hw.objectives import Objective, ObjectiveResult
+from qnas_hw.space import Architecture
+from qnas_hw.transpilation import Transpiler, active_qubits, gate_counts
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+DEFAULT_MAX_AGE_DAYS = 180
+WALL_FEATURES: tuple[str, ...] = (
+    "jobs",
+    "circuits",
+    "shots",
+    "gates",
+    "shot_gates",
+    "sv_work",
+    "dm_work",
+)
+DEVICE_COEFFS: tuple[str, ...] = ("per_job_s", "per_circuit_s", "duration_scale")
+
+#: Prior device overheads for IBM QPUs when no real usage has been fitted.  IBM's
+#: "Workload usage" guide shows ``usage_estimation`` = 4.1 quantum seconds for a one-circuit
+#: job; at 4096 shots x (250 us rep delay + ~5 us circuit) that leaves ~3 s per job.
+IBM_PRIOR = {
+    "per_job_s": 3.0,
+    "per_circuit_s": 0.0,
+    "duration_scale": 1.0,
+    "source": "prior, not fitted: per-job overhead derived from the usage_estimation example "
+    "(4.1 s for one circuit) in https://quantum.cloud.ibm.com/docs/guides/estimate-job-run-time "
+    "minus 4096 shots x (rep_delay + circuit); per-circuit overhead unknown (0). "
+    "Fit real values with `qnas-hw calibrate --backend ibm:<device>`.",
+}
+BRAKET_PRIOR = {
+    "per_job_s": 0.0,
+    "per_circuit_s": 0.0,
+    "duration_scale": 1.0,
+    "source": "prior, not fitted: Braket reports no QPU seconds; device time = shots x (schedule + shot "
+    "overhead from the snapshot). Braket bills per task and per shot (dollars are exact given prices).",
+}
+
+
+class CostModelError(ValueError):
+    """A calibration file that cannot be trusted (corrupt, wrong backend, wrong schema, stale)."""
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What one evaluation (or one batch of jobs) executes.
+
+    ``circuits`` counts circuit executions (parameter rows); ``total_shots``
+    defaults to circuits * shots and differs when cutting redistributes shots.
+    ``tasks`` counts provider tasks (Braket: one program set per PUB).
+    """
+
+    jobs: int
+    circuits: int
+    shots: int
+    n_gates: int
+    width: int
+    duration_s: float = 0.0
+    rep_delay_s: float = 0.0
+    total_shots: int | None = None
+    tasks: int | None = None
+
+    @property
+    def shots_total(self) -> int:
+        return self.total_shots if self.total_shots is not None else self.circuits * self.shots
+
+    def wall_features(self) -> np.ndarray:
+        c, g, w = float(self.circuits), float(self.n_gates), float(self.width)
+        s = float(self.shots_total)
+        return np.array(
+            [
+                float(self.jobs),
+                c,
+                s,
+                c * g,
+                s * g,
+                c * g * 2.0 ** (w - 10),  # scaled so coefficients stay O(1e-6..1)
+                c * g * 4.0 ** (w - 10),
+            ]
+        )
+
+
+@dataclass(frozen=True)
+class FitQuality:
+    r2_train: float
+    r2_heldout: float
+    mape_heldout: float
+    n_train: int
+    n_heldout: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def fit_nnls(features: np.ndarray, seconds: np.ndarray, relative: bool = True) -> np.ndarray:
+    """Non-negative least squares; ``relative`` weights rows by 1/seconds so small jobs count as much as big ones.
+
+    Wall-clock noise on a shared box is roughly proportional to run time, and
+    the search compares small and large candidates alike, so minimising the
+    relative error is what keeps MAPE low across the design.
+    """
+    X = np.asarray(features, dtype=float)
+    y = np.asarray(seconds, dtype=float)
+    if X.ndim != 2 or X.shape[0] != y.shape[0] or X.shape[0] == 0:
+        raise CostModelError(f"fit needs an (n, k) feature matrix and n timings, got {X.shape} and {y.shape}")
+    w = 1.0 / np.maximum(y, 1e-9) if relative else np.ones_like(y)
+    scale = np.maximum(np.abs(X).max(axis=0), 1e-300)  # column scaling for conditioning
+    coef, _ = nnls((X / scale) * w[:, None], y * w)
+    return coef / scale
+
+
+def r2_score(measured: np.ndarray, predicted: np.ndarray) -> float:
+    y, p = np.asarray(measured, float), np.asarray(predicted, float)
+    ss_res = float(np.sum((y - p) ** 2))
+    ss_tot = float(np.sum((y - y.mean()) ** 2))
+    return 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan")
+
+
+def mape(measured: np.ndarray, predicted: np.ndarray) -> float:
+    y, p = np.asarray(measured, float), np.asarray(predicted, float)
+    return float(np.mean(np.abs(p - y) / np.maximum(np.abs(y), 1e-12)))
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Coefficients + provenance for one backend; see the module docstring for the formulas."""
+
+    backend: str
+    timing_source: str  # "device" | "wall"
+    device: dict[str, float] | None = None
+    wall: dict[str, float] | None = None
+    rep_delay_s: float = 0.0
+    fit: FitQuality | None = None
+    created: str = ""
+    provenance: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    # ------------------------------------------------------------ predict
+    def predict_device(self, work: Workload) -> float:
+        if self.device is None:
+            raise CostModelError(f"cost model for {self.backend!r} has no device coefficients")
+        d = self.device
+        per_shot = work.duration_s + (work.rep_delay_s or self.rep_delay_s)
+        return float(
+            work.jobs * d["per_job_s"]
+            + work.circuits * d["per_circuit_s"]
+            + work.shots_total * per_shot * d["duration_scale"]
+        )
+
+    def predict_wall(self, work: Workload) -> float:
+        if self.wall is None:
+            raise CostModelError(
+                f"cost model for {self.backend!r} has no wall-clock fit; run `qnas-hw calibrate --backend "
+                f"{self.backend}`"
+            )
+        coef = np.array([self.wall[k] for k in WALL_FEATURES])
+        return float(work.wall_features() @ coef)
+
+    def predict(self, work: Workload) -> float:
+        """Seconds in this model's own currency: QPU seconds for devices, wall seconds for simulators."""
+        return self.predict_device(work) if self.timing_source == "device" else self.predict_wall(work)
+
+    def key(self) -> str:
+        """Content hash of the coefficients (part of objective cache keys)."""
+        blob = json.dumps([self.backend, self.timing_source, self.device, self.wall, self.rep_delay_s], sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    # ---------------------------------------------------------- persist
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "backend": self.backend,
+            "timing_source": self.timing_source,
+            "created": self.created,
+            "rep_delay_s": self.rep_delay_s,
+            "device_model": self.device,
+            "wall_model": self.wall,
+            "wall_features": list(WALL_FEATURES),
+            "fit": self.fit.to_dict() if self.fit else None,
+            "provenance": self.provenance,
+        }
+
+    def save(self, path: Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=1, default=str) + "\n")
+        tmp.replace(path)  # atomic: a crash never leaves half a calibration file
+        return path
+
+    @classmethod
+    def load(
+        cls,
+        path: Path | str,
+        backend_name: str | None = None,
+        max_age_days: float | None = DEFAULT_MAX_AGE_DAYS,
+        on_stale: str = "warn",
+        now: dt.datetime | None = None,
+    ) -> CostModel:
+        """Read and validate a calibration file; every failure names the file and the fix."""
+        path = Path(path)
+        fix = f"re-run `qnas-hw calibrate --backend {backend_name or '<backend>'}`"
+        if not path.is_file():
+            raise CostModelError(f"calibration file {path} does not exist; {fix}")
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CostModelError(f"calibration file {path} is corrupt ({exc}); {fix} or restore it from git") from None
+        if not isinstance(data, dict):
+            raise CostModelError(f"calibration file {path} is not a JSON object; {fix}")
+        if data.get("schema_version") != SCHEMA_VERSION:
+            raise CostModelError(
+                f"calibration file {path} has schema_version {data.get('schema_version')!r}, expected "
+                f"{SCHEMA_VERSION}; {fix}"
+            )
+        if backend_name is not None and data.get("backend") != backend_name:
+            raise CostModelError(
+                f"calibration file {path} is for backend {data.get('backend')!r}, not {backend_name!r}; "
+                f"use calibration/{backend_name}.json or {fix}"
+            )
+        model = cls._from_dict(data, path, fix)
+        model._check_age(max_age_days, on_stale, now or dt.datetime.now(dt.UTC), fix)
+        return model
+
+    @classmethod
+    def _from_dict(cls, data: dict[str, Any], path: Path, fix: str) -> CostModel:
+        source = data.get("timing_source")
+        if source not in ("device", "wall"):
+            raise CostModelError(f"calibration file {path}: timing_source {source!r} must be 'device' or 'wall'; {fix}")
+        device = _coeffs(data.get("device_model"), DEVICE_COEFFS, path, "device_model", fix)
+        wall = _coeffs(data.get("wall_model"), WALL_FEATURES, path, "wall_model", fix)
+        if (source == "device" and device is None) or (source == "wall" and wall is None):
+            raise CostModelError(f"calibration file {path}: timing_source {source!r} but no matching model; {fix}")
+        fit = data.get("fit")
+        return cls(
+            backend=str(data.get("backend")),
+            timing_source=source,
+            device=device,
+            wall=wall,
+            rep_delay_s=float(data.get("rep_delay_s") or 0.0),
+            fit=FitQuality(**fit) if isinstance(fit, dict) else None,
+            created=str(data.get("created", "")),
+            provenance=dict(data.get("provenance") or {}),
+            path=path,
+        )
+
+    def _check_age(self, max_age_days: float | None, on_stale: str, now: dt.datetime, fix: str) -> None:
+        if max_age_days is None:
+            return
+        try:
+            created = dt.datetime.fromisoformat(self.created)
+        except ValueError:
+            raise CostModelError(f"calibration file {self.path}: created date {self.created!r} is not ISO 8601; {fix}")
+        if created.tzinfo is None:
+            created = created.replace(tzinfo=dt.UTC)
+        age = (now - created).total_seconds() / 86400.0
+        if age <= max_age_days:
+            return
+        msg = (
+            f"calibration file {self.path} is {age:.0f} days old (limit {max_age_days:g}); devices and "
+            f"simulators drift, {fix}"
+        )
+        if on_stale == "error":
+            raise CostModelError(msg)
+        warnings.warn(msg, stacklevel=3)
+        log.warning(msg)
+
+    # ----------------------------------------------------- construction
+    @classmethod
+    def for_backend(cls, backend: Backend, directory: Path | None = None, **load_kw: Any) -> CostModel:
+        """The shipped/fitted file ``calibration/<backend>.json`` or, for devices, the documented prior."""
+        path = (directory or calibration_dir()) / f"{_file_stem(backend.name)}.json"
+        if path.is_file():
+            return cls.load(path, backend_name=backend.name, **load_kw)
+        if backend.timing_source == "device":
+            return cls.device_prior(backend)
+        raise CostModelError(
+            f"no calibration for simulator backend {backend.name!r} ({path}); run "
+            f"`qnas-hw calibrate --backend {backend.name}`"
+        )
+
+    @classmethod
+    def device_prior(cls, backend: Backend) -> CostModel:
+        prior = IBM_PRIOR if backend.provider == "ibm" else BRAKET_PRIOR
+        return cls(
+            backend=backend.name,
+            timing_source="device",
+            device={k: float(prior[k]) for k in DEVICE_COEFFS},
+            rep_delay_s=backend.rep_delay_s,
+            created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            provenance={"device_model": {"fitted": False, "source": prior["source"]}},
+        )
+
+
+def _file_stem(name: str) -> str:
+    """``ibm:ibm_brisbane`` -> ``ibm_ibm_brisbane``; ARNs become safe file names too."""
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
+
+
+def calibration_path(backend_name: str, directory: Path | None = None) -> Path:
+    return (directory or calibration_dir()) / f"{_file_stem(backend_name)}.json"
+
+
+def _coeffs(block: Any, names: Sequence[str], path: Path, label: str, fix: str) -> dict[str, float] | None:
+    if block is None:
+        return None
+    if not isinstance(block, dict):
+        raise CostModelError(f"calibration file {path}: {label} must be an object; {fix}")
+    missing = [k for k in names if k not in block]
+    if missing:
+        raise CostModelError(f"calibration file {path}: {label} lacks coefficients {missing}; {fix}")
+    out: dict[str, float] = {}
+    for k in names:
+        v = block[k]
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
+            raise CostModelError(
+                f"calibration file {path}: {label}.{k} = {v!r} is not a finite non-negative number; {fix}"
+            )
+        out[k] = float(v)
+    return out
+
+
+# ------------------------------------------------------------ estimates
+@dataclass(frozen=True)
+class CostEstimate:
+    """Predicted cost of a batch: seconds in the model's currency, dollars where priced, total shots."""
+
+    seconds: float
+    dollars: float | None
+    shots: int
+    timing_source: str = "device"
+
+
+def dollars_for(backend: Backend, tasks: int, total_shots: int) -> float | None:
+    price = backend.pricing
+    if price is None:
+        return None
+    return float(tasks * price.per_task_usd + total_shots * price.per_shot_usd)
+
+
+def _rows(item: QuantumCircuit | SamplerPub) -> int:
+    if isinstance(item, SamplerPub) and item.parameter_values is not None:
+        values = np.asarray(item.parameter_values)
+        return int(np.prod(values.shape[:-1])) if values.ndim > 1 else 1
+    return 1
+
+
+def estimate_job_cost(
+    backend: Backend,
+    transpiled_circuits: Sequence[QuantumCircuit | SamplerPub],
+    shots: int,
+    n_jobs: int = 1,
+    cost_model: CostModel | None = None,
+) -> CostEstimate:
+    """Cost of running these transpiled circuits/PUBs, split over ``n_jobs`` jobs, before submitting.
+
+    Each PUB counts one circuit execution per parameter row; on Braket each
+    PUB is one task (a program set).  Used by the spending guard, so it never
+    under-counts shots.
+    """
+    if shots <= 0 or n_jobs <= 0:
+        raise ValueError(f"shots and n_jobs must be positive, got shots={shots}, n_jobs={n_jobs}")
+    model = cost_model or CostModel.for_backend(backend)
+    seconds = 0.0
+    total_shots = 0
+    for k, item in enumerate(transpiled_circuits):
+        circ = item.circuit if isinstance(item, SamplerPub) else item
+        rows = _rows(item)
+        n1, n2 = gate_counts(circ)
+        work = Workload(
+            jobs=1 if k < n_jobs else 0,
+            circuits=rows,
+            shots=shots,
+            n_gates=n1 + n2,
+            width=len(active_qubits(circ)),
+            duration_s=backend.scheduled_duration(circ),
+            rep_delay_s=backend.rep_delay_s,
+        )
+        seconds += model.predict(work)
+        total_shots += rows * shots
+    tasks = len(transpiled_circuits)
+    return CostEstimate(seconds, dollars_for(backend, tasks, total_shots), total_shots, model.timing_source)
+
+
+# ------------------------------------------------------------ objective
+class RuntimeCostObjective(Objective):
+    """``runtime_s``: predicted seconds to evaluate a candidate on the backend (QPU seconds for devices).
+
+    One evaluation = ``n_circuits`` parameter rows (validation samples) x
+    ``shots`` in one job.  With a cut planner, a candidate wider than the
+    budget runs as ``n_subexperiments`` subcircuit executions per row with
+    ``sampling_overhead`` times the shots; the uncut schedule length bounds
+    each subexperiment's duration.
+    """
+
+    name = "runtime_s"
+
+    def __init__(
+        self,
+        backend: Backend,
+        transpiler: Transpiler,
+        cost_model: CostModel,
+        cut_planner: Any | None = None,
+        shots: int = 1024,
+        n_circuits: int = 32,
+    ) -> None:
+        if shots <= 0 or n_circuits <= 0:
+            raise ValueError(f"shots and n_circuits must be positive, got {shots} and {n_circuits}")
+        if cost_model.backend != backend.name:
+            raise CostModelError(f"cost model is for {cost_model.backend!r}, backend is {backend.name!r}")
+        self.backend = backend
+        self.transpiler = transpiler
+        self.cost_model = cost_model
+        self.cut_planner = cut_planner
+        self.shots = shots
+        self.n_circuits = n_circuits
+
+    def settings_key(self) -> str:
+        cut = "nocut" if self.cut_planner is None else f"cut{getattr(self.cut_planner, 'qubit_budget', '?')}"
+        return f"{self.transpiler.settings_key()}|{self.cost_model.key()}|{cut}|shots{self.shots}|n{self.n_circuits}"
+
+    def workload(self, arch: Architecture) -> tuple[Workload, dict[str, Any]]:
+        rec = self.transpiler.transpile(arch)
+        circuits, total_shots, tasks = self.n_circuits, self.n_circuits * self.shots, 1
+        cut: dict[str, Any] = {}
+        if self.cut_planner is not None:
+            plan = self.cut_planner.plan(arch)
+            if plan.n_subcircuits > 1 or plan.n_cuts > 0:
+                circuits = self.n_circuits * int(plan.n_subexperiments)
+                total_shots = math.ceil(self.n_circuits * self.shots * float(plan.sampling_overhead))
+                tasks = int(plan.n_subexperiments)
+            cut = {
+                "n_subexperiments": int(plan.n_subexperiments),
+                "sampling_overhead": float(plan.sampling_overhead),
+                "n_cuts": int(plan.n_cuts),
+            }
+        work = Workload(
+            jobs=1,
+            circuits=circuits,
+            shots=self.shots,
+            n_gates=rec.n_gates,
+            width=rec.width,
+            duration_s=rec.duration_s,
+            rep_delay_s=self.backend.rep_delay_s,
+            total_shots=total_shots,
+            tasks=tasks,
+        )
+        details = {**rec.summary(), **cut}
+        return work, details
+
+    def evaluate(self, arch: Architecture) -> ObjectiveResult:
+        work, details = self.workload(arch)
+        seconds = self.cost_model.predict(work)
+        details.update(
+            shots=work.shots_total,
+            circuits=work.circuits,
+            timing_source=self.cost_model.timing_source,
+            dollars=dollars_for(self.backend, work.tasks or 1, work.shots_total),
+        )
+        if self.cost_model.timing_source == "device":
+            details["qpu_seconds"] = seconds
+        if self.cost_model.wall is not None:
+            details["local_wall_seconds"] = self.cost_model.predict_wall(work)
+        return ObjectiveResult(value=float(seconds), details=details)
+
+
+def with_wall_fit(model: CostModel, wall: dict[str, float], fit: FitQuality, provenance: dict[str, Any]) -> CostModel:
+    """A copy carrying a freshly fitted wall-clock model (device coefficients untouched)."""
+    return replace(model, wall=wall, fit=fit, provenance={**model.provenance, **provenance})
