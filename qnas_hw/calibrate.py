@@ -25,7 +25,6 @@ import numpy as np
 
 from qnas_hw.backends import get_backend
 from qnas_hw.backends.base import Backend, SamplerPub
-from qnas_hw.circuits import build_circuit
 from qnas_hw.cost import (
     DEVICE_COEFFS,
     WALL_FEATURES,
@@ -38,9 +37,11 @@ from qnas_hw.cost import (
     r2_score,
 )
 from qnas_hw.space import Architecture
-from qnas_hw.transpilation import TranspileRecord, Transpiler
+from qnas_hw.transpilation import Transpiler, TranspileRecord
 
 log = logging.getLogger(__name__)
+
+IDEAL_SIMULATORS = ("aer_ideal", "braket_local_sv")
 
 PACKAGES = (
     "qiskit",
@@ -110,7 +111,7 @@ def design(seed: int, quick: bool, max_width: int) -> list[DesignPoint]:
     """
     rng = np.random.default_rng(seed)
     widths = [w for w in (2, 3, 4, 6, 8, 10) if w <= max_width]
-    n = 14 if quick else 30
+    n = 12 if quick else 24
     seen: set[tuple[int, ...]] = set()
     points: list[DesignPoint] = []
     while len(points) < n:
@@ -126,7 +127,7 @@ def design(seed: int, quick: bool, max_width: int) -> list[DesignPoint]:
         seen.add(cfg)
         points.append(DesignPoint(*cfg, heldout=False))
     order = rng.permutation(n)
-    n_held = max(4, round(0.3 * n))
+    n_held = max(4, round(0.3 * n))  # 4 of 12 (quick) / 7 of 24
     held = set(order[:n_held].tolist())
     return [DesignPoint(**{**p.__dict__, "heldout": i in held}) for i, p in enumerate(points)]
 
@@ -193,10 +194,11 @@ def run_calibration(
     transpiler = Transpiler(backend, optimization_level=1, seed=seed)
     rng = np.random.default_rng(seed)
     real_qpu = not backend.is_simulator
-    reps = repeats if repeats is not None else (1 if real_qpu else 2 if quick else 3)
-    max_width = min(10 if not quick else 8, backend.num_qubits, 8 if backend.name == "braket_local_dm" else 10)
-    if backend.name.startswith("braket_") and backend.timing_source == "device":
-        max_width = min(max_width, 8)  # local density-matrix simulation of the snapshot
+    reps = repeats if repeats is not None else (1 if quick or real_qpu else 2)
+    # noisy simulation of >9 active qubits switches Aer/Braket to density matrices (minutes per job), so
+    # noisy backends are calibrated up to 8 logical qubits; predictions beyond that are extrapolation
+    ideal = backend.name in IDEAL_SIMULATORS
+    max_width = min(10 if ideal else 8, backend.num_qubits)
     points = design(seed, quick or real_qpu, max_width)
 
     # warm-up: first calls pay imports and JIT; never part of the fit

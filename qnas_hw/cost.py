@@ -298,7 +298,9 @@ class CostModel:
         try:
             created = dt.datetime.fromisoformat(self.created)
         except ValueError:
-            raise CostModelError(f"calibration file {self.path}: created date {self.created!r} is not ISO 8601; {fix}")
+            raise CostModelError(
+                f"calibration file {self.path}: created date {self.created!r} is not ISO 8601; {fix}"
+            ) from None
         if created.tzinfo is None:
             created = created.replace(tzinfo=dt.UTC)
         age = (now - created).total_seconds() / 86400.0
