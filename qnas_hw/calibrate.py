@@ -194,10 +194,11 @@ def run_calibration(
     transpiler = Transpiler(backend, optimization_level=1, seed=seed)
     rng = np.random.default_rng(seed)
     real_qpu = not backend.is_simulator
-    reps = repeats if repeats is not None else (1 if quick or real_qpu else 2)
+    ideal = backend.name in IDEAL_SIMULATORS
+    # ideal simulators run millisecond jobs whose timing jitter on a shared CPU is large: more repeats
+    reps = repeats if repeats is not None else (1 if quick or real_qpu else 4 if ideal else 2)
     # noisy simulation of >9 active qubits switches Aer/Braket to density matrices (minutes per job), so
     # noisy backends are calibrated up to 8 logical qubits; predictions beyond that are extrapolation
-    ideal = backend.name in IDEAL_SIMULATORS
     max_width = min(10 if ideal else 8, backend.num_qubits)
     points = design(seed, quick or real_qpu, max_width)
 
@@ -218,6 +219,7 @@ def run_calibration(
         model, fit, preds = _fit_wall(backend, measured)
     created = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     provenance = {
+        "fit_of": "device_model" if real_qpu else "wall_model",
         "backend": backend.name,
         "created": created,
         "seed": seed,
