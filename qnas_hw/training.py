@@ -1,0 +1,192 @@
+"""Seeded supervised training with validation-based model selection.
+
+Selection (early stopping, restoring the best epoch) looks at the validation
+split only; the test split is evaluated exactly once, after training, and is
+reported, never used to choose anything.
+
+Determinism: batch order comes from a ``torch.Generator`` seeded with
+``TrainConfig.seed`` and the model's own init is seeded by its constructor, so
+the same seed gives the same result on the same CPU build of torch (whatever
+else the process has done with the global RNG).  Nothing here changes global
+state: callers who want bit-exact kernels across runs may call
+``torch.use_deterministic_algorithms(True)`` themselves; every operation used
+here supports it.  Results are not promised to be bit-identical across
+different hardware or thread counts (floating-point reduction order differs).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import TensorDataset
+
+from qnas_hw.data import DatasetSplits
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingError(ValueError):
+    """A training request that cannot run, with a message saying how to fix it."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimiser and schedule settings; ``patience=None`` trains all ``epochs`` (still restoring the best)."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-2
+    weight_decay: float = 0.0
+    seed: int = 0
+    patience: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise TrainingError(f"{name}={value!r} must be a positive integer")
+        if not self.lr > 0:
+            raise TrainingError(f"lr={self.lr!r} must be > 0 (e.g. 1e-2)")
+        if self.weight_decay < 0:
+            raise TrainingError(f"weight_decay={self.weight_decay!r} must be >= 0")
+        if self.patience is not None and (not isinstance(self.patience, int) or self.patience < 1):
+            raise TrainingError(f"patience={self.patience!r} must be a positive integer or None")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    """``history`` has one row per epoch: epoch, train_loss, train_acc, val_acc, seconds."""
+
+    best_val_acc: float
+    history: list[dict[str, float]] = field(default_factory=list)
+    epochs_run: int = 0
+    test_acc: float = float("nan")
+    train_seconds: float = 0.0
+    best_epoch: int = 0
+    stopped_early: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _tensors(dataset: TensorDataset, label: str) -> tuple[Tensor, Tensor]:
+    if not isinstance(dataset, TensorDataset) or len(dataset.tensors) != 2:
+        raise TrainingError(f"{label} split must be a TensorDataset (X, y); got {type(dataset).__name__}")
+    return dataset.tensors[0], dataset.tensors[1]
+
+
+@torch.no_grad()
+def evaluate_accuracy(model: nn.Module, dataset: TensorDataset, batch_size: int = 512) -> float:
+    """Fraction of ``dataset`` classified correctly (eval mode, no gradients); restores the previous mode."""
+    x, y = _tensors(dataset, "evaluation")
+    if len(y) == 0:
+        raise TrainingError("cannot evaluate accuracy on an empty split")
+    was_training = model.training
+    model.eval()
+    try:
+        correct = 0
+        for start in range(0, len(y), batch_size):
+            logits = model(x[start : start + batch_size])
+            correct += int((logits.argmax(dim=1) == y[start : start + batch_size]).sum())
+    finally:
+        model.train(was_training)
+    return correct / len(y)
+
+
+def _snapshot(model: nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _progress(iterable: range, enabled: bool, desc: str) -> Any:
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, leave=False)
+
+
+def _train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: Tensor,
+    y: Tensor,
+    batch_size: int,
+    generator: torch.Generator,
+    progress: bool,
+    epoch: int,
+) -> tuple[float, float]:
+    model.train()
+    order = torch.randperm(len(y), generator=generator)
+    loss_sum, correct = 0.0, 0
+    loss_fn = nn.CrossEntropyLoss()
+    for start in _progress(range(0, len(y), batch_size), progress, f"epoch {epoch}"):
+        idx = order[start : start + batch_size]
+        xb, yb = x[idx], y[idx]
+        optimizer.zero_grad(set_to_none=True)
+        logits = model(xb)
+        loss = loss_fn(logits, yb)
+        loss.backward()
+        optimizer.step()
+        loss_sum += float(loss.detach()) * len(idx)
+        correct += int((logits.detach().argmax(dim=1) == yb).sum())
+    return loss_sum / len(y), correct / len(y)
+
+
+def train_model(model: nn.Module, splits: DatasetSplits, cfg: TrainConfig, progress: bool = False) -> TrainResult:
+    """Adam on the training split; keep the weights of the best validation epoch; test once at the end.
+
+    Early stopping (``cfg.patience``) stops after that many epochs without a
+    strictly better validation accuracy.  The model is left holding the
+    best-validation weights.
+    """
+    x, y = _tensors(splits.train, "train")
+    _tensors(splits.val, "validation")
+    if len(y) == 0:
+        raise TrainingError("the training split is empty; check limit_train / the dataset")
+    generator = torch.Generator().manual_seed(cfg.seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    result = TrainResult(best_val_acc=-1.0)
+    best_state = _snapshot(model)
+    since_best = 0
+    t0 = time.perf_counter()
+    for epoch in range(1, cfg.epochs + 1):
+        t_epoch = time.perf_counter()
+        train_loss, train_acc = _train_epoch(model, optimizer, x, y, cfg.batch_size, generator, progress, epoch)
+        val_acc = evaluate_accuracy(model, splits.val)
+        row = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "train_acc": train_acc,
+            "val_acc": val_acc,
+            "seconds": time.perf_counter() - t_epoch,
+        }
+        result.history.append(row)
+        result.epochs_run = epoch
+        logger.info("epoch %d: loss %.4f train %.4f val %.4f", epoch, train_loss, train_acc, val_acc)
+        if val_acc > result.best_val_acc:
+            result.best_val_acc, result.best_epoch = val_acc, epoch
+            best_state = _snapshot(model)
+            since_best = 0
+        else:
+            since_best += 1
+            if cfg.patience is not None and since_best >= cfg.patience:
+                result.stopped_early = epoch < cfg.epochs
+                logger.info(
+                    "early stop after epoch %d (best val %.4f at epoch %d)",
+                    epoch,
+                    result.best_val_acc,
+                    result.best_epoch,
+                )
+                break
+    result.train_seconds = time.perf_counter() - t0
+    model.load_state_dict(best_state)
+    result.test_acc = evaluate_accuracy(model, splits.test)
+    return result
