@@ -1,0 +1,394 @@
+"""Run configuration: one validated object for everything a search, a retrain or a hardware evaluation reads.
+
+A study stores the *resolved* configuration (``RunConfig.model_dump(mode="json")``)
+so a run can be resumed or reproduced from the study alone.  Every model forbids
+unknown keys: a typo such as ``pop_sise`` would otherwise be ignored silently
+and the user would search with the default they meant to override.
+
+Errors name the offending key and value and say what to use instead;
+:func:`load_config` adds the file name, so a message points straight at the line
+to edit.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from qnas_hw.space import EMBEDDINGS, ENTANGLERS, MAX_LAYERS, MAX_QUBITS, ROTATIONS, SearchSpace, SpaceError
+
+DATASETS: tuple[str, ...] = ("iris", "mnist", "fashion-mnist")
+FRONTENDS: tuple[str, ...] = ("identity", "linear", "mlp", "cnn")
+#: Objectives the search knows how to build, in the order they are reported.
+KNOWN_OBJECTIVES: tuple[str, ...] = ("val_error", "runtime_s", "subcircuits")
+
+
+class ConfigError(ValueError):
+    """A configuration file or value that cannot be used, with a message that says how to fix it."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _one_of(name: str, value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"{name} {value!r} is not supported; use one of {', '.join(map(repr, choices))}")
+    return value
+
+
+class DataConfig(_Section):
+    """Which dataset and how the validation split is carved out of the training set."""
+
+    dataset: str = "iris"
+    data_dir: Path | None = None
+    val_fraction: float = 0.2
+    limit_train: int | None = None
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset(cls, v: str) -> str:
+        return _one_of("dataset", v, DATASETS)
+
+    @field_validator("val_fraction")
+    @classmethod
+    def _val_fraction(cls, v: float) -> float:
+        if not 0.0 < v < 1.0:
+            raise ValueError(f"val_fraction={v} must be strictly between 0 and 1 (e.g. 0.1)")
+        return v
+
+    @field_validator("limit_train")
+    @classmethod
+    def _limit(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError(f"limit_train={v} must be a positive number of samples, or omitted for all")
+        return v
+
+
+class ModelConfig(_Section):
+    """The classical part shared by every candidate (not a searched gene)."""
+
+    frontend: str = "linear"
+
+    @field_validator("frontend")
+    @classmethod
+    def _frontend(cls, v: str) -> str:
+        return _one_of("frontend", v, FRONTENDS)
+
+
+class SpaceConfig(_Section):
+    """The searched box; mirrors :class:`qnas_hw.space.SearchSpace` and is validated by it."""
+
+    embeddings: list[str] = Field(default_factory=lambda: list(EMBEDDINGS))
+    qubits: tuple[int, int] = (2, 6)
+    layers: tuple[int, int] = (1, 3)
+    rotations: list[str] = Field(default_factory=lambda: list(ROTATIONS))
+    entanglers: list[str] = Field(default_factory=lambda: list(ENTANGLERS))
+
+    @model_validator(mode="after")
+    def _valid_space(self) -> SpaceConfig:
+        try:
+            self.to_space()
+        except SpaceError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    def to_space(self) -> SearchSpace:
+        return SearchSpace.from_dict(self.model_dump())
+
+
+class SuperCircuitConfig(_Section):
+    """Weight-shared SuperCircuit training (once per study)."""
+
+    epochs: int = 8
+    batch_size: int = 32
+    lr: float = 2e-2
+    sampling: Literal["uniform", "sandwich", "restricted"] = "sandwich"
+    restricted_genes: int = 1
+
+    @field_validator("epochs")
+    @classmethod
+    def _epochs(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError(f"supercircuit epochs={v} must be >= 0 (0 = use the initial shared weights)")
+        return v
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batch(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError(f"batch_size={v} must be >= 1 (e.g. 32)")
+        return v
+
+    @field_validator("lr")
+    @classmethod
+    def _lr(cls, v: float) -> float:
+        if not v > 0:
+            raise ValueError(f"lr={v} must be a positive learning rate (e.g. 0.01)")
+        return v
+
+    @field_validator("restricted_genes")
+    @classmethod
+    def _genes(cls, v: int) -> int:
+        if not 1 <= v <= 5:
+            raise ValueError(f"restricted_genes={v} must be in 1..5 (genes changed per restricted sample)")
+        return v
+
+
+class ConstraintsConfig(_Section):
+    """Hard limits, enforced as NSGA-II inequality constraints (infeasible candidates never reach the front)."""
+
+    max_qubits: int | None = None
+    max_sampling_overhead: float | None = None
+
+    @field_validator("max_qubits")
+    @classmethod
+    def _maxq(cls, v: int | None) -> int | None:
+        if v is not None and not 1 <= v <= MAX_QUBITS:
+            raise ValueError(f"max_qubits={v} must be in 1..{MAX_QUBITS}, or omitted for no limit")
+        return v
+
+    @field_validator("max_sampling_overhead")
+    @classmethod
+    def _maxo(cls, v: float | None) -> float | None:
+        if v is not None and v < 1.0:
+            raise ValueError(
+                f"max_sampling_overhead={v} must be >= 1 (1 = no cutting allowed; each gate cut multiplies it by 9)"
+            )
+        return v
+
+
+class SearchConfig(_Section):
+    """NSGA-II settings.  ``generations`` counts the initial population as generation 0."""
+
+    pop_size: int = 12
+    generations: int = 5
+    finetune_epochs: int = 1
+    objectives: list[str] = Field(default_factory=lambda: list(KNOWN_OBJECTIVES))
+    constraints: ConstraintsConfig = Field(default_factory=ConstraintsConfig)
+
+    @field_validator("pop_size")
+    @classmethod
+    def _pop(cls, v: int) -> int:
+        if v < 4:
+            raise ValueError(f"pop_size={v} is too small for NSGA-II's tournament selection; use at least 4")
+        return v
+
+    @field_validator("generations")
+    @classmethod
+    def _gens(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError(f"generations={v} must be >= 1 (1 = evaluate the initial population only)")
+        return v
+
+    @field_validator("finetune_epochs")
+    @classmethod
+    def _ft(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError(f"finetune_epochs={v} must be >= 0 (0 = score inherited weights as they are)")
+        return v
+
+    @field_validator("objectives")
+    @classmethod
+    def _objectives(cls, v: list[str]) -> list[str]:
+        if len(v) < 2:
+            raise ValueError(f"objectives={v} needs at least two entries for a multi-objective search")
+        if len(set(v)) != len(v):
+            raise ValueError(f"objectives={v} lists an objective twice")
+        for name in v:
+            _one_of("objective", name, KNOWN_OBJECTIVES)
+        return v
+
+
+class HardwareConfig(_Section):
+    """The target device: what the runtime objective is calibrated for and what cutting plans fit."""
+
+    backend: str = "fake_kolkata"
+    qubit_budget: int = 4
+    optimization_level: int = 1
+    shots: int = 1024
+    n_circuits: int = 32
+
+    @field_validator("backend")
+    @classmethod
+    def _backend(cls, v: str) -> str:
+        v = v.strip()
+        if v.startswith(("ibm:", "braket:")) and len(v.split(":", 1)[1]) > 0:
+            return v
+        from qnas_hw.backends import known_backend_names  # lazy: listing names imports the providers
+
+        known = known_backend_names()
+        if v not in known:
+            raise ValueError(
+                f"backend {v!r} is unknown; use one of {', '.join(known)}, or 'ibm:<device>' / "
+                "'braket:<device ARN>' for a real QPU (see `qnas-hw devices`)"
+            )
+        return v
+
+    @field_validator("qubit_budget")
+    @classmethod
+    def _budget(cls, v: int) -> int:
+        if not 2 <= v <= MAX_QUBITS:
+            raise ValueError(f"qubit_budget={v} must be in 2..{MAX_QUBITS} (qubits per subcircuit after cutting)")
+        return v
+
+    @field_validator("optimization_level")
+    @classmethod
+    def _opt(cls, v: int) -> int:
+        if v not in (0, 1, 2, 3):
+            raise ValueError(f"optimization_level={v} must be 0, 1, 2 or 3")
+        return v
+
+    @field_validator("shots", "n_circuits")
+    @classmethod
+    def _positive(cls, v: int, info: Any) -> int:
+        if v < 1:
+            raise ValueError(f"{info.field_name}={v} must be >= 1")
+        return v
+
+
+class HwEvalConfig(_Section):
+    """Hardware-in-the-loop evaluation of picked candidates (``qnas-hw hw-eval``) and its spending guard."""
+
+    enabled: bool = False
+    which: Literal["front", "all"] = "front"
+    shots: int = 1024
+    max_cost_usd: float | None = 0.0
+    max_qpu_seconds: float | None = None
+    max_shots: int | None = None
+    concurrency: int = 4
+    timeout_s: float = 600.0
+    max_attempts: int = 3
+    dry_run: bool = False
+    as_objective: bool = False
+
+    @field_validator("shots", "concurrency", "max_attempts")
+    @classmethod
+    def _positive(cls, v: int, info: Any) -> int:
+        if v < 1:
+            raise ValueError(f"hw_eval {info.field_name}={v} must be >= 1")
+        return v
+
+    @field_validator("max_cost_usd", "max_qpu_seconds", "timeout_s")
+    @classmethod
+    def _non_negative(cls, v: float | None, info: Any) -> float | None:
+        if v is not None and v < 0:
+            raise ValueError(f"hw_eval {info.field_name}={v} must be >= 0 (or omitted for no limit)")
+        return v
+
+    @field_validator("max_shots")
+    @classmethod
+    def _max_shots(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError(f"hw_eval max_shots={v} must be >= 1, or omitted for no limit")
+        return v
+
+
+class RunConfig(_Section):
+    """Everything one run reads; ``model_dump(mode="json")`` is the resolved config stored with the study."""
+
+    seed: int = 0
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    space: SpaceConfig = Field(default_factory=SpaceConfig)
+    supercircuit: SuperCircuitConfig = Field(default_factory=SuperCircuitConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    hardware: HardwareConfig = Field(default_factory=HardwareConfig)
+    hw_eval: HwEvalConfig = Field(default_factory=HwEvalConfig)
+
+    @field_validator("seed")
+    @classmethod
+    def _seed(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError(f"seed={v} must be a non-negative integer")
+        return v
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> RunConfig:
+        c = self.search.constraints
+        if c.max_qubits is not None and c.max_qubits < self.space.qubits[0]:
+            raise ValueError(
+                f"search.constraints.max_qubits={c.max_qubits} is below the smallest width in the space "
+                f"(space.qubits={list(self.space.qubits)}): every candidate would be infeasible; raise it or "
+                "lower space.qubits"
+            )
+        if self.model.frontend == "cnn" and self.data.dataset == "iris":
+            raise ValueError("model.frontend='cnn' needs image data; use 'linear' or 'mlp' for dataset 'iris'")
+        if self.space.layers[1] > MAX_LAYERS:  # pragma: no cover - SearchSpace already rejects it
+            raise ValueError(f"space.layers upper bound must be <= {MAX_LAYERS}")
+        return self
+
+    def search_space(self) -> SearchSpace:
+        return self.space.to_space()
+
+    def resolved(self) -> dict[str, Any]:
+        """The JSON-safe dict stored in a study (paths as strings)."""
+        return self.model_dump(mode="json")
+
+
+def _format_errors(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown key {loc.rsplit('.', 1)[-1]!r}; check the spelling (allowed keys are listed in the docs)"
+        elif "input" in err and err["type"] not in ("value_error", "assertion_error"):
+            msg = f"{msg} (got {err['input']!r})"
+        lines.append(f"  {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def config_from_dict(data: dict[str, Any], source: str = "configuration") -> RunConfig:
+    """Validate a plain dict (e.g. a study's stored config); errors name every bad key at once."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a table of sections, got {type(data).__name__}")
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid {source}:\n{_format_errors(exc)}") from None
+
+
+def load_config(path: Path | str) -> RunConfig:
+    """Read a TOML config; missing sections/keys take the defaults of :func:`default_config`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass an existing TOML file (see examples/)")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text: {exc}") from None
+    return config_from_dict(data, source=f"config file {path}")
+
+
+def default_config() -> RunConfig:
+    """The embedded offline default: Iris, linear front-end, 2..6 qubits, fake_kolkata with a 4-qubit budget.
+
+    Sized so ``qnas-hw search`` with no arguments finishes in a few minutes on
+    two CPU cores while still exercising every objective (6-qubit candidates
+    need cutting under the 4-qubit budget).
+    """
+    return RunConfig()
+
+
+def with_overrides(config: RunConfig, **overrides: Any) -> RunConfig:
+    """A copy with dotted-key overrides (``{"hardware.backend": "aer_ideal"}``), validated like a file."""
+    data = config.model_dump(mode="json")
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        node = data
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            if not isinstance(node.get(p), dict):
+                raise ConfigError(f"unknown config section {p!r} in override {dotted!r}")
+            node = node[p]
+        if leaf not in node:
+            raise ConfigError(f"unknown config key {dotted!r}")
+        node[leaf] = value
+    return config_from_dict(data, source="configuration with command-line overrides")

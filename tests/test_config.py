@@ -1,0 +1,117 @@
+"""Config: defaults are valid, every bad value is named in the error with its fix, TOML errors name the file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from qnas_hw.config import ConfigError, RunConfig, config_from_dict, default_config, load_config, with_overrides
+from qnas_hw.space import SearchSpace
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "iris_search.toml"
+
+
+def test_default_is_offline_iris_on_fake_kolkata() -> None:
+    cfg = default_config()
+    assert cfg.data.dataset == "iris"
+    assert cfg.hardware.backend == "fake_kolkata"
+    assert cfg.model.frontend == "linear"
+    space = cfg.search_space()
+    assert isinstance(space, SearchSpace)
+    # the default space must contain candidates that need cutting under the budget, or subcircuits is constant
+    assert space.qubits[1] > cfg.hardware.qubit_budget >= space.qubits[0]
+    # the resolved dump round-trips through JSON and validates back to the same config
+    dumped = cfg.resolved()
+    again = config_from_dict(json.loads(json.dumps(dumped)))
+    assert again == cfg
+
+
+def test_example_file_loads() -> None:
+    cfg = load_config(EXAMPLE)
+    assert cfg.data.dataset == "iris"
+    assert cfg.search.objectives == ["val_error", "runtime_s", "subcircuits"]
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"data": {"dataset": "cifar10"}}, ["data.dataset", "'cifar10'", "'iris'"]),
+        ({"data": {"val_fraction": 1.5}}, ["data.val_fraction", "1.5", "between 0 and 1"]),
+        ({"model": {"frontend": "resnet"}}, ["model.frontend", "'resnet'", "'linear'"]),
+        ({"space": {"qubits": [6, 3]}}, ["space", "(6, 3)", "lower bound must be <= upper"]),
+        ({"space": {"qubits": [2, 40]}}, ["space", "40", "2..12"]),
+        ({"space": {"embeddings": ["angle-w"]}}, ["space", "'angle-w'", "'angle-y'"]),
+        ({"supercircuit": {"sampling": "random"}}, ["supercircuit.sampling", "'random'", "sandwich"]),
+        ({"supercircuit": {"lr": 0}}, ["supercircuit.lr", "lr=0", "positive"]),
+        ({"search": {"pop_size": 2}}, ["search.pop_size", "pop_size=2", "at least 4"]),
+        ({"search": {"generations": 0}}, ["search.generations", "generations=0"]),
+        ({"search": {"objectives": ["val_error", "fidelity"]}}, ["search.objectives", "'fidelity'", "'runtime_s'"]),
+        ({"search": {"constraints": {"max_sampling_overhead": 0.5}}}, ["max_sampling_overhead=0.5", ">= 1"]),
+        ({"hardware": {"backend": "fake_nowhere"}}, ["hardware.backend", "'fake_nowhere'", "fake_kolkata"]),
+        ({"hardware": {"qubit_budget": 1}}, ["hardware.qubit_budget", "qubit_budget=1", "2..12"]),
+        ({"hardware": {"optimization_level": 5}}, ["optimization_level=5", "0, 1, 2 or 3"]),
+        ({"hw_eval": {"which": "best"}}, ["hw_eval.which", "'best'"]),
+        ({"hw_eval": {"max_cost_usd": -1}}, ["max_cost_usd=-1", ">= 0"]),
+        ({"search": {"pop_sise": 12}}, ["search.pop_sise", "unknown key 'pop_sise'"]),
+        ({"hardwere": {}}, ["hardwere", "unknown key"]),
+        ({"seed": -3}, ["seed", "seed=-3"]),
+        ({"search": {"constraints": {"max_qubits": 2}}, "space": {"qubits": [3, 5]}}, ["max_qubits=2", "space.qubits"]),
+        ({"data": {"dataset": "iris"}, "model": {"frontend": "cnn"}}, ["cnn", "image data"]),
+    ],
+)
+def test_bad_values_are_named(data: dict, expected: list[str]) -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(data)
+    msg = str(info.value)
+    for fragment in expected:
+        assert fragment in msg, f"{fragment!r} missing from:\n{msg}"
+
+
+def test_all_errors_reported_at_once() -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict({"search": {"pop_size": 1, "generations": -1}, "hardware": {"shots": 0}})
+    msg = str(info.value)
+    assert "pop_size=1" in msg and "generations=-1" in msg and "shots=0" in msg
+
+
+def test_real_qpu_names_accepted_without_contacting_cloud() -> None:
+    cfg = config_from_dict({"hardware": {"backend": "ibm:ibm_brisbane"}})
+    assert cfg.hardware.backend == "ibm:ibm_brisbane"
+    with pytest.raises(ConfigError, match="'ibm:'"):
+        config_from_dict({"hardware": {"backend": "ibm:"}})
+
+
+def test_load_config_errors_name_the_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError, match=r"nope\.toml does not exist"):
+        load_config(missing)
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[search\npop_size = 3\n")
+    with pytest.raises(ConfigError, match=r"broken\.toml is not valid TOML"):
+        load_config(broken)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[search]\npop_size = 3\n[hardware]\nqubit_budget = 99\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(bad)
+    msg = str(info.value)
+    assert "bad.toml" in msg and "search.pop_size" in msg and "hardware.qubit_budget" in msg
+
+
+def test_partial_file_keeps_defaults(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text('seed = 7\n[search]\npop_size = 6\n[space]\nqubits = [2, 4]\nentanglers = ["ring"]\n')
+    cfg = load_config(f)
+    assert cfg.seed == 7 and cfg.search.pop_size == 6 and cfg.search.generations == RunConfig().search.generations
+    assert cfg.search_space().entanglers == ("ring",)
+    assert cfg.search_space().qubits == (2, 4)
+
+
+def test_overrides_are_validated() -> None:
+    cfg = with_overrides(default_config(), **{"seed": 5, "hardware.qubit_budget": 3, "hardware.backend": None})
+    assert cfg.seed == 5 and cfg.hardware.qubit_budget == 3 and cfg.hardware.backend == "fake_kolkata"
+    with pytest.raises(ConfigError, match="qubit_budget=0"):
+        with_overrides(cfg, **{"hardware.qubit_budget": 0})
+    with pytest.raises(ConfigError, match=r"unknown config key 'hardware\.budget'"):
+        with_overrides(cfg, **{"hardware.budget": 3})
