@@ -1,0 +1,373 @@
+"""Circuit-cutting plans: how many subcircuits, cuts and subexperiments a candidate needs on a small device.
+
+A candidate wider than the device's qubit budget can still run, as several
+narrower subcircuits whose results are recombined classically; the price is
+a sampling overhead (more shots) and many more circuit executions.  The
+search uses that price as an objective and a constraint, so it comes from
+qiskit-addon-cutting itself, never from a formula of our own:
+
+1. ``find_cuts`` (the addon's best-first cut finder, seeded) places gate and
+   wire cuts so every subcircuit fits ``qubit_budget`` qubits;
+2. ``cut_wires`` / ``expand_observables`` / ``partition_problem`` build the
+   real subcircuits (their widths are what the device must hold);
+3. the addon's own exact quasi-probability enumeration
+   (``generate_qpd_weights(..., num_samples=inf)``, the function
+   ``generate_cutting_experiments`` calls) times the number of qubit-wise
+   commuting observable groups per subcircuit gives the number of
+   subexperiments.  ``materialize=True`` calls ``generate_cutting_experiments``
+   itself and counts the circuits it returns (slower, same number; the tests
+   check both against direct addon calls).
+
+Parameter values: the cut finder needs each two-qubit gate's QPD basis, and
+an ``RZZ(x_i x_j)`` gate's overhead depends on its angle (``kappa = 1 + 2|sin|``).
+A plan has to hold for every input sample, so inputs are bound so that every
+product ``x_i x_j = pi/2``, the worst case (``kappa = 3``, the same as a CNOT).
+Weights only enter single-qubit gates and cannot change a plan; they are
+drawn from the planner's seed so the bound circuit is reproducible.
+
+Connected pieces of the cut circuit that fit together are packed into one
+subcircuit (first-fit decreasing), so an unentangled 8-qubit circuit on a
+4-qubit budget is 2 device runs, not 8.  Packing never adds cuts.
+
+When the cheapest plan the optimiser finds has ``gamma > max_gamma`` (the
+addon then falls back to its greedy plan), the plan is returned with
+``feasible=False``: the search treats it as a constraint violation.  Its
+subexperiment count is then the size of the exact decomposition (product of
+the bases' term counts), not enumerated, because it can be astronomically
+large.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Hashable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+from qiskit import QuantumCircuit
+from qiskit.quantum_info import PauliList
+from qiskit_addon_cutting import (
+    cut_wires,
+    expand_observables,
+    generate_cutting_experiments,
+    partition_problem,
+)
+from qiskit_addon_cutting.automated_cut_finding import DeviceConstraints, OptimizationParameters, find_cuts
+from qiskit_addon_cutting.qpd import QPDBasis, TwoQubitQPDGate, generate_qpd_weights
+from qiskit_addon_cutting.utils.observable_grouping import ObservableCollection
+
+from qnas_hw.circuits import INPUT_NAME, build_circuit, observables
+from qnas_hw.objectives import Objective, ObjectiveResult
+from qnas_hw.space import Architecture
+
+log = logging.getLogger(__name__)
+
+#: Input angle whose pairwise products are pi/2: the worst case for RZZ cutting overhead.
+WORST_CASE_INPUT = math.sqrt(math.pi / 2)
+
+
+class CuttingError(ValueError):
+    """A planner setting that cannot work, with a message saying how to fix it."""
+
+
+@dataclass(frozen=True)
+class CutPlan:
+    """The addon's cutting plan for one architecture under one qubit budget.
+
+    ``sampling_overhead`` is the factor by which shots grow for the same
+    precision (gamma squared); ``n_subexperiments`` counts circuit executions
+    per original circuit (all subcircuits, all QPD terms, all observable
+    groups).  ``feasible`` is False when no plan with gamma <= max_gamma was
+    found; the other figures then describe the addon's greedy fallback plan.
+    """
+
+    n_subcircuits: int
+    n_cuts: int
+    sampling_overhead: float
+    n_subexperiments: int
+    subcircuit_widths: tuple[int, ...]
+    gate_cuts: int = 0
+    wire_cuts: int = 0
+    subcircuit_depths: tuple[int, ...] = ()
+    feasible: bool = True
+    minimum_reached: bool = True
+    qubit_budget: int = 0
+    plan_seconds: float = 0.0
+    reason: str = ""
+
+    @property
+    def gamma(self) -> float:
+        return math.sqrt(self.sampling_overhead)
+
+    def details(self) -> dict[str, Any]:
+        """JSON-friendly figures for the study (huge counts as floats so JSON and SQLite can hold them)."""
+        n_sub = self.n_subexperiments if self.n_subexperiments < 2**53 else float(self.n_subexperiments)
+        return {
+            "n_subcircuits": self.n_subcircuits,
+            "n_cuts": self.n_cuts,
+            "gate_cuts": self.gate_cuts,
+            "wire_cuts": self.wire_cuts,
+            "sampling_overhead": self.sampling_overhead,
+            "n_subexperiments": n_sub,
+            "subcircuit_widths": list(self.subcircuit_widths),
+            "subcircuit_depths": list(self.subcircuit_depths),
+            "feasible": self.feasible,
+            "minimum_reached": self.minimum_reached,
+            "qubit_budget": self.qubit_budget,
+            "plan_seconds": self.plan_seconds,
+            "reason": self.reason,
+        }
+
+
+def representative_circuit(arch: Architecture, seed: int = 0) -> QuantumCircuit:
+    """The architecture's circuit bound for planning: worst-case inputs, seeded weights (see module docstring)."""
+    qc = build_circuit(arch)
+    rng = np.random.default_rng(seed)
+    params = list(qc.parameters)
+    weights = rng.uniform(0.0, 2 * np.pi, size=len(params))
+    values = {
+        p: (WORST_CASE_INPUT if p.vector.name == INPUT_NAME else float(w)) for p, w in zip(params, weights, strict=True)
+    }
+    return qc.assign_parameters(values)
+
+
+def observable_list(arch: Architecture) -> PauliList:
+    """The readout observables (Z on every qubit) as the PauliList the addon takes."""
+    return PauliList([op.paulis[0] for op in observables(arch)])
+
+
+def pack_components(circuit: QuantumCircuit, budget: int) -> list[int]:
+    """Partition labels: connected pieces of ``circuit`` (ignoring cut gates) packed into bins of <= budget qubits.
+
+    First-fit decreasing, ties broken by lowest qubit, so labels are
+    deterministic.  A piece wider than the budget would mean the cut finder
+    failed; it gets its own bin and the caller reports the width honestly.
+    """
+    parent = list(range(circuit.num_qubits))
+
+    def find(q: int) -> int:
+        while parent[q] != q:
+            parent[q] = parent[parent[q]]
+            q = parent[q]
+        return q
+
+    for inst in circuit.data:
+        if isinstance(inst.operation, TwoQubitQPDGate) or len(inst.qubits) < 2:
+            continue
+        ids = [circuit.find_bit(q).index for q in inst.qubits]
+        for other in ids[1:]:
+            parent[find(other)] = find(ids[0])
+    groups: dict[int, list[int]] = {}
+    for q in range(circuit.num_qubits):
+        groups.setdefault(find(q), []).append(q)
+    pieces = sorted(groups.values(), key=lambda g: (-len(g), min(g)))
+    bins: list[list[int]] = []
+    for piece in pieces:
+        for b in bins:
+            if len(b) + len(piece) <= budget:
+                b.extend(piece)
+                break
+        else:
+            bins.append(list(piece))
+    labels = [0] * circuit.num_qubits
+    for label, b in enumerate(sorted(bins, key=min)):
+        for q in b:
+            labels[q] = label
+    return labels
+
+
+def _groups(subobservables: dict[Hashable, PauliList]) -> int:
+    return sum(len(ObservableCollection(obs).groups) for obs in subobservables.values())
+
+
+def count_subexperiments(
+    subcircuits: dict[Hashable, QuantumCircuit],
+    bases: list[QPDBasis],
+    subobservables: dict[Hashable, PauliList],
+    materialize: bool = False,
+) -> int:
+    """Circuit executions the addon would generate with ``num_samples=inf``.
+
+    ``materialize`` builds them with ``generate_cutting_experiments``;
+    otherwise the same exact enumeration of QPD terms is done without
+    building circuits (terms x observable groups, exactly what that
+    function loops over).
+    """
+    if materialize:
+        experiments, _ = generate_cutting_experiments(
+            circuits=subcircuits, observables=subobservables, num_samples=np.inf
+        )
+        return sum(len(v) for v in experiments.values())
+    return len(generate_qpd_weights(bases, num_samples=np.inf)) * _groups(subobservables)
+
+
+def decomposition_size(bases: list[QPDBasis], subobservables: dict[Hashable, PauliList]) -> int:
+    """Size of the exact decomposition without enumerating it (for plans too large to enumerate)."""
+    terms = math.prod(int(np.count_nonzero(np.asarray(b.probabilities))) for b in bases)
+    return terms * _groups(subobservables)
+
+
+@dataclass
+class CutPlanner:
+    """Seeded, cached cut planning for a device that holds ``qubit_budget`` qubits.
+
+    ``max_qubits`` is the device's size where known: a budget above it would
+    plan subcircuits the device cannot run.  The cache lives in this object
+    (one per study), keyed by architecture and every setting that changes a
+    plan.
+    """
+
+    qubit_budget: int
+    seed: int = 0
+    max_gamma: float = 1024
+    max_backjumps: int | None = 10000
+    max_qubits: int | None = None
+    materialize: bool = False
+    hits: int = field(default=0, init=False)
+    misses: int = field(default=0, init=False)
+    _cache: dict[tuple[Any, ...], CutPlan] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        b = self.qubit_budget
+        if isinstance(b, bool) or not isinstance(b, int | np.integer) or b < 1:
+            raise CuttingError(
+                f"qubit_budget={b!r} is not a positive integer; set it to the number of qubits one subcircuit "
+                "may use on the device (e.g. hardware.qubit_budget = 5)"
+            )
+        if self.max_qubits is not None and b > self.max_qubits:
+            raise CuttingError(
+                f"qubit_budget={b} exceeds the device's {self.max_qubits} qubits; use a budget of at most "
+                f"{self.max_qubits}"
+            )
+        if not self.max_gamma >= 1:
+            raise CuttingError(f"max_gamma={self.max_gamma!r} must be >= 1 (1 forbids any cut)")
+        if self.max_backjumps is not None and self.max_backjumps < 0:
+            raise CuttingError(f"max_backjumps={self.max_backjumps!r} must be >= 0 or None (unlimited)")
+        self.qubit_budget = int(b)
+
+    def settings_key(self) -> str:
+        return (
+            f"budget{self.qubit_budget}|seed{self.seed}|gamma{self.max_gamma:g}|bj{self.max_backjumps}"
+            f"|{'gen' if self.materialize else 'enum'}"
+        )
+
+    def cache_key(self, arch: Architecture) -> tuple[Any, ...]:
+        return (arch.key(), self.qubit_budget, self.seed, self.settings_key())
+
+    def plan(self, arch: Architecture) -> CutPlan:
+        key = self.cache_key(arch)
+        cached = self._cache.get(key)
+        if cached is not None:
+            self.hits += 1
+            return cached
+        self.misses += 1
+        start = time.perf_counter()
+        plan = self._trivial(arch) if arch.n_qubits <= self.qubit_budget else self._cut(arch)
+        plan = _with_time(plan, time.perf_counter() - start)
+        self._cache[key] = plan
+        log.debug("cut plan %s budget %d: %s", arch.canonical(), self.qubit_budget, plan)
+        return plan
+
+    def _trivial(self, arch: Architecture) -> CutPlan:
+        """A circuit that fits runs as itself: one subcircuit, no overhead, one experiment."""
+        depth = representative_circuit(arch, self.seed).depth()
+        return CutPlan(
+            n_subcircuits=1,
+            n_cuts=0,
+            sampling_overhead=1.0,
+            n_subexperiments=1,
+            subcircuit_widths=(arch.n_qubits,),
+            subcircuit_depths=(depth,),
+            qubit_budget=self.qubit_budget,
+        )
+
+    def _cut(self, arch: Architecture) -> CutPlan:
+        circuit = representative_circuit(arch, self.seed)
+        cut_circuit, meta = find_cuts(
+            circuit,
+            OptimizationParameters(seed=self.seed, max_gamma=self.max_gamma, max_backjumps=self.max_backjumps),
+            DeviceConstraints(qubits_per_subcircuit=self.qubit_budget),
+        )
+        kinds = [kind for kind, _ in meta["cuts"]]
+        gate_cuts, wire_cuts = kinds.count("Gate Cut"), kinds.count("Wire Cut")
+        wired = cut_wires(cut_circuit)
+        problem = partition_problem(
+            circuit=wired,
+            partition_labels=pack_components(wired, self.qubit_budget),
+            observables=expand_observables(observable_list(arch), circuit, wired),
+        )
+        overhead = math.prod((float(b.overhead) for b in problem.bases), start=1.0)
+        gamma = math.sqrt(overhead)
+        feasible = gamma <= self.max_gamma * (1 + 1e-9)
+        subobs = problem.subobservables or {}
+        if feasible:
+            n_sub = count_subexperiments(problem.subcircuits, problem.bases, subobs, self.materialize)
+            reason = ""
+        else:
+            n_sub = decomposition_size(problem.bases, subobs)
+            reason = (
+                f"cheapest plan found needs gamma={gamma:.3g} > max_gamma={self.max_gamma:g} "
+                f"({len(kinds)} cuts for a {self.qubit_budget}-qubit budget); raise the budget or max_gamma"
+            )
+        labels = sorted(problem.subcircuits, key=str)
+        widths = tuple(problem.subcircuits[k].num_qubits for k in labels)
+        if max(widths) > self.qubit_budget:
+            feasible = False
+            reason = f"subcircuit widths {widths} exceed the budget {self.qubit_budget}"
+        return CutPlan(
+            n_subcircuits=len(problem.subcircuits),
+            n_cuts=len(kinds),
+            sampling_overhead=overhead,
+            n_subexperiments=int(n_sub),
+            subcircuit_widths=widths,
+            gate_cuts=gate_cuts,
+            wire_cuts=wire_cuts,
+            subcircuit_depths=tuple(problem.subcircuits[k].depth() for k in labels),
+            feasible=feasible,
+            minimum_reached=bool(meta.get("minimum_reached", True)),
+            qubit_budget=self.qubit_budget,
+            reason=reason,
+        )
+
+    def cache_info(self) -> dict[str, int]:
+        return {"hits": self.hits, "misses": self.misses, "size": len(self._cache)}
+
+
+def _with_time(plan: CutPlan, seconds: float) -> CutPlan:
+    return replace(plan, plan_seconds=seconds)
+
+
+class SubcircuitObjective(Objective):
+    """``subcircuits``: how many device-sized pieces a candidate is cut into (1 = runs uncut).
+
+    ``details["feasible"]`` is False when no plan within ``max_gamma`` exists;
+    the search reads it as a constraint violation.
+    """
+
+    name = "subcircuits"
+
+    def __init__(self, planner: CutPlanner) -> None:
+        self.planner = planner
+
+    def settings_key(self) -> str:
+        return self.planner.settings_key()
+
+    def evaluate(self, arch: Architecture) -> ObjectiveResult:
+        plan = self.planner.plan(arch)
+        return ObjectiveResult(value=float(plan.n_subcircuits), details=plan.details())
+
+
+__all__ = [
+    "CutPlan",
+    "CutPlanner",
+    "CuttingError",
+    "SubcircuitObjective",
+    "count_subexperiments",
+    "decomposition_size",
+    "observable_list",
+    "pack_components",
+    "representative_circuit",
+]
