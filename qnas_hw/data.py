@@ -25,7 +25,7 @@ import shutil
 import tempfile
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +100,10 @@ class DatasetSplits:
     test: TensorDataset
     n_classes: int
     input_shape: tuple[int, ...]
+    #: Row numbers of each split in its source: the training file for train/val,
+    #: the test file for test (Iris: the 150-row table for all three).  Kept so a
+    #: result can be traced back to exactly the samples it saw.
+    indices: dict[str, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
@@ -320,6 +324,7 @@ def _load_iris(
         test=_tensor_dataset(z[test_idx], y[test_idx]),
         n_classes=3,
         input_shape=(4,),
+        indices={"train": train_idx, "val": val_idx, "test": test_idx},
     )
 
 
@@ -347,6 +352,7 @@ def _load_images(
         test=_tensor_dataset(_images(x_test[test_idx]), y_test[test_idx]),
         n_classes=int(max(y_train.max(), y_test.max())) + 1,
         input_shape=tuple(int(d) for d in (1, *x_train.shape[1:])),
+        indices={"train": train_idx, "val": val_idx, "test": test_idx},
     )
 
 
