@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from qnas_hw.simulator import QuantumLayer
 from qnas_hw.space import Architecture, SpaceError
 
 FRONTENDS: tuple[str, ...] = ("identity", "linear", "mlp", "cnn")
@@ -189,9 +190,8 @@ class HQNN(nn.Module):
         g_front, g_quantum, g_head = derive_generators(seed, 3)
         self.n_features = self._feature_width(arch, frontend, quantum)
         self.frontend = build_frontend(frontend, self.input_shape, self.n_features, g_front)
+        self.quantum_dtype = dtype
         if quantum == "simulator":
-            from qnas_hw.simulator import QuantumLayer
-
             self.quantum: nn.Module = QuantumLayer(arch, generator=g_quantum, dtype=dtype)
         else:
             self.quantum = IdentityLayer(arch.n_qubits)
@@ -229,7 +229,7 @@ class HQNN(nn.Module):
         return self.head(z.to(self.head.weight.dtype))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.decode(self.quantum(self.encode(x)))
+        return self.decode(self.quantum(self.encode(x).to(self.quantum_dtype)))
 
     def n_classical_params(self) -> int:
         """Trainable parameters of the front-end and head (the quantum weights excluded)."""
