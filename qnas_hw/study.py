@@ -106,6 +106,11 @@ class AlgorithmState:
     saved_at: str
 
 
+def now_iso() -> str:
+    """UTC timestamp used for every time the study records."""
+    return _now()
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
@@ -255,6 +260,19 @@ class Study:
     @property
     def created(self) -> str:
         return self._meta("created") or ""
+
+    def append_run(self, info: dict[str, Any]) -> None:
+        """Append one run's provenance (when, new evaluations, reused ones) to the study's run log."""
+        with self.transaction() as c:
+            row = c.execute("SELECT value FROM meta WHERE key = 'runs'").fetchone()
+            runs = json.loads(row[0]) if row else []
+            runs.append({**info, "finished_at": _now()})
+            c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('runs', ?)", (_dumps(runs),))
+
+    def runs(self) -> list[dict[str, Any]]:
+        """Every finished ``run_search`` call on this study, oldest first (killed runs leave no entry)."""
+        raw = self._meta("runs")
+        return json.loads(raw) if raw else []
 
     @property
     def config_json_path(self) -> Path:

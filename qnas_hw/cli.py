@@ -1,0 +1,306 @@
+"""``qnas-hw`` command line: search, train, report, devices, calibrate (and hw-eval, added by the jobs layer).
+
+The only module that prints.  Library errors caused by bad input (a wrong
+config value, an unknown backend, an existing study, a corrupt calibration
+file) exit with status 1 and their message, without a traceback; ``--verbose``
+adds debug logging on stderr and the traceback.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from qnas_hw.config import ConfigError, RunConfig, config_from_dict, default_config, load_config, with_overrides
+
+app = typer.Typer(
+    name="qnas-hw",
+    help="Hardware-aware architecture search for hybrid quantum-classical neural networks.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out_console = Console()
+err_console = Console(stderr=True)
+logger = logging.getLogger("qnas_hw.cli")
+
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging (and tracebacks) on stderr.")]
+#: Libraries whose INFO logging would drown ours even with --verbose.
+_NOISY = ("qiskit", "stevedore", "qiskit_addon_cutting", "qiskit_aer", "qiskit_ibm_runtime", "braket", "matplotlib")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+    if verbose:
+        for name in _NOISY:
+            logging.getLogger(name).setLevel(logging.INFO)
+        logging.getLogger("qnas_hw").setLevel(logging.DEBUG)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean "bad input or state the user can fix", reported without a traceback."""
+    from qnas_hw.backends.base import BackendError
+    from qnas_hw.search import SearchError
+    from qnas_hw.study import StudyError
+
+    return (ValueError, ConfigError, StudyError, SearchError, BackendError, FileNotFoundError, PermissionError)
+
+
+@contextmanager
+def _cli_errors(verbose: bool) -> Iterator[None]:
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/yellow]; everything finished so far is saved (resume with --resume)")
+        raise typer.Exit(130) from None
+    except _user_errors() as exc:
+        if verbose:
+            logger.exception("failed")
+        err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, markup=True, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+def _fail(message: str) -> None:
+    err_console.print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def _timestamp() -> str:
+    return dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def _resolve_config(
+    config: Path | None, study: Path | None = None, overrides: dict[str, Any] | None = None
+) -> RunConfig:
+    """``--study`` (its stored config) or ``--config`` (a TOML file) or the embedded default, then overrides."""
+    if config is not None and study is not None:
+        _fail("pass either --config or --study, not both (a study carries its own configuration)")
+    if study is not None:
+        from qnas_hw.study import Study
+
+        with Study.open(study) as s:
+            cfg = config_from_dict(s.config, source=f"configuration stored in {study}")
+    elif config is not None:
+        cfg = load_config(config)
+    else:
+        cfg = default_config()
+    return with_overrides(cfg, **(overrides or {})) if overrides else cfg
+
+
+# ===================================================================== search
+@app.command()
+def search(
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="TOML config (default: embedded Iris run).")
+    ] = None,
+    resume: Annotated[Path | None, typer.Option("--resume", help="Continue this study.sqlite after a stop.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed for everything (overrides the config).")] = None,
+    backend: Annotated[str | None, typer.Option("--backend", help="Target backend (see `qnas-hw devices`).")] = None,
+    qubit_budget: Annotated[int | None, typer.Option("--qubit-budget", help="Qubits per subcircuit.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Run directory (default runs/search-<time>).")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars on stderr.")] = True,
+    verbose: Verbose = False,
+) -> None:
+    """Run (or resume) the NSGA-II search; print the Pareto front and write the report."""
+    _setup_logging(verbose)
+    with _cli_errors(verbose):
+        from qnas_hw.search import run_search
+
+        overrides = {"seed": seed, "hardware.backend": backend, "hardware.qubit_budget": qubit_budget}
+        if resume is not None:
+            given = [f for f, v in (("--config", config), ("--out", out), *overrides.items()) if v is not None]
+            if given:
+                _fail(
+                    f"--resume continues {resume} with its stored configuration; drop {', '.join(given)} "
+                    "(start a new study to change settings)"
+                )
+            study = run_search(None, resume=resume, progress=progress)
+        else:
+            cfg = _resolve_config(config, overrides=overrides)
+            run_dir = out if out is not None else Path("runs") / f"search-{_timestamp()}"
+            err_console.print(f"study: {run_dir / 'study.sqlite'}", highlight=False)
+            study = run_search(cfg, run_dir, progress=progress)
+        _print_summary(study)
+
+
+def _print_summary(study: Any) -> None:
+    from qnas_hw.reports import front_table, study_report_data, write_report_data
+
+    data = study_report_data(study)
+    out_console.print(front_table(data))
+    files = write_report_data(data, study.path.parent / "report")
+    runs = study.runs()
+    if runs:
+        last = runs[-1]
+        out_console.print(
+            f"this run: {last.get('evaluated', 0)} candidates evaluated, {last.get('reused', 0)} reused from the "
+            f"study, {last.get('failed', 0)} failed; study holds {study.n_candidates()} candidates in "
+            f"{len(study.generations())} generations",
+            highlight=False,
+        )
+    out_console.print(f"study: {study.path}", highlight=False)
+    out_console.print(f"report: {files.summary_md}", highlight=False)
+
+
+# ====================================================================== train
+@app.command()
+def train(
+    arch: Annotated[str, typer.Option("--arch", help="Canonical architecture, e.g. 'angle-y|q4|l2|ry-rz|ring|z'.")],
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML config for data/model settings.")] = None,
+    study: Annotated[Path | None, typer.Option("--study", help="Use the configuration stored in this study.")] = None,
+    epochs: Annotated[int, typer.Option("--epochs", help="Training epochs from scratch.")] = 30,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed (default: the config's).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write weights and result JSON here.")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+    verbose: Verbose = False,
+) -> None:
+    """Retrain one architecture from scratch; report validation and (evaluated once, at the end) test accuracy."""
+    _setup_logging(verbose)
+    with _cli_errors(verbose):
+        import torch
+
+        from qnas_hw.data import load_dataset
+        from qnas_hw.models import HQNN
+        from qnas_hw.space import Architecture
+        from qnas_hw.training import TrainConfig, train_model
+
+        cfg = _resolve_config(config, study, {"seed": seed})
+        architecture = Architecture.parse(arch)
+        if epochs < 1:
+            _fail(f"--epochs={epochs} must be >= 1")
+        d = cfg.data
+        splits = load_dataset(
+            d.dataset, d.data_dir, val_fraction=d.val_fraction, seed=cfg.seed, limit_train=d.limit_train
+        )
+        model = HQNN(
+            architecture, tuple(splits.input_shape), splits.n_classes, frontend=cfg.model.frontend, seed=cfg.seed
+        )
+        tc = TrainConfig(epochs=epochs, batch_size=cfg.supercircuit.batch_size, lr=cfg.supercircuit.lr, seed=cfg.seed)
+        result = train_model(model, splits, tc, progress=progress)
+        out_console.print(
+            f"{architecture.canonical()}: best validation accuracy {100 * result.best_val_acc:.2f}% "
+            f"(epoch {result.best_epoch}), test accuracy {100 * result.test_acc:.2f}% "
+            f"({result.epochs_run} epochs, {result.train_seconds:.1f} s, dataset {splits.name})",
+            highlight=False,
+        )
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            weights = out / f"{architecture.key()}.pt"
+            torch.save(model.state_dict(), weights)
+            summary = {
+                "architecture": architecture.canonical(),
+                "dataset": splits.name,
+                "best_val_acc": result.best_val_acc,
+                "best_epoch": result.best_epoch,
+                "test_acc": result.test_acc,
+                "epochs_run": result.epochs_run,
+                "train_seconds": result.train_seconds,
+                "history": result.history,
+                "config": cfg.resolved(),
+                "weights": str(weights),
+            }
+            (out / f"{architecture.key()}.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+            out_console.print(f"wrote {weights} and {out / (architecture.key() + '.json')}", highlight=False)
+
+
+# ===================================================================== report
+@app.command()
+def report(
+    study: Annotated[Path, typer.Argument(help="A study.sqlite written by `qnas-hw search`.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Report directory (default: next to the study).")
+    ] = None,
+    verbose: Verbose = False,
+) -> None:
+    """Write the Pareto report (CSV, JSON, plots, summary.md) of a study and print its front."""
+    _setup_logging(verbose)
+    with _cli_errors(verbose):
+        from qnas_hw.reports import front_table, study_report_data, write_report_data
+        from qnas_hw.study import Study
+
+        with Study.open(study) as s:
+            data = study_report_data(s)
+            files = write_report_data(data, out if out is not None else s.path.parent / "report")
+        out_console.print(front_table(data))
+        out_console.print(f"wrote {len(files.all())} files to {files.out_dir}", highlight=False)
+
+
+# ==================================================================== devices
+@app.command()
+def devices(verbose: Verbose = False) -> None:
+    """List the backends (offline snapshots, local simulators, cloud QPUs); contacts no cloud."""
+    _setup_logging(verbose)
+    with _cli_errors(verbose):
+        from qnas_hw.backends import list_backends
+
+        rows = list_backends()
+        table = Table(title="qnas-hw backends")
+        for col in ("name", "provider", "qubits", "topology", "basis", "simulator", "credentials", "note"):
+            table.add_column(col, overflow="fold")
+        for r in rows:
+            table.add_row(
+                *(_cell(r.get(c)) for c in ("name", "provider", "qubits", "topology", "basis", "simulator")),
+                _cell(r.get("credentials")),
+                _cell(r.get("note", "")),
+            )
+        out_console.print(table)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return ", ".join(map(str, value))
+    if value is None:
+        return ""
+    return str(value)
+
+
+# ================================================================== calibrate
+@app.command()
+def calibrate(
+    backend: Annotated[str, typer.Option("--backend", help="Backend to calibrate (see `qnas-hw devices`).")],
+    quick: Annotated[bool, typer.Option("--quick", help="Small design (minutes less, fit less precise).")] = False,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Calibration JSON (default calibration/<backend>.json).")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    verbose: Verbose = False,
+) -> None:
+    """Measure runtimes on a backend and fit its cost model (written as calibration JSON)."""
+    _setup_logging(verbose)
+    with _cli_errors(verbose):
+        from qnas_hw.calibrate import run_calibration, summary_lines
+
+        report_ = run_calibration(backend, out_path=out, seed=seed, quick=quick)
+        for line in summary_lines(report_):
+            out_console.print(line, highlight=False)
+
+
+# ==================================================================== hw-eval
+# The hardware-evaluation command (`qnas-hw hw-eval STUDY ...`) is registered by the jobs layer
+# (qnas_hw/jobs) with a minimal edit below this line, using _setup_logging/_cli_errors like the others.
+
+
+def main(argv: list[str] | None = None) -> Callable[..., Any] | None:
+    """Console entry point (``python -m qnas_hw.cli``)."""
+    return app(args=argv)
+
+
+if __name__ == "__main__":
+    main()
