@@ -50,6 +50,7 @@ import numpy as np
 from qiskit import QuantumCircuit
 from qiskit.quantum_info import PauliList
 from qiskit_addon_cutting import (
+    PartitionedCuttingProblem,
     cut_wires,
     expand_observables,
     generate_cutting_experiments,
@@ -284,21 +285,34 @@ class CutPlanner:
             qubit_budget=self.qubit_budget,
         )
 
-    def _cut(self, arch: Architecture) -> CutPlan:
-        circuit = representative_circuit(arch, self.seed)
+    def cut_problem(
+        self, circuit: QuantumCircuit, obs: PauliList
+    ) -> tuple[PartitionedCuttingProblem, list[tuple[str, int]], bool]:
+        """Cut a bound circuit for this budget: (partitioned problem, cut list, optimum proven).
+
+        Planning calls it on the representative circuit; hardware execution
+        and the reconstruction test call it on a real sample's circuit, so
+        the plan that is costed is the plan that runs.
+        """
         cut_circuit, meta = find_cuts(
             circuit,
             OptimizationParameters(seed=self.seed, max_gamma=self.max_gamma, max_backjumps=self.max_backjumps),
             DeviceConstraints(qubits_per_subcircuit=self.qubit_budget),
         )
-        kinds = [kind for kind, _ in meta["cuts"]]
-        gate_cuts, wire_cuts = kinds.count("Gate Cut"), kinds.count("Wire Cut")
         wired = cut_wires(cut_circuit)
         problem = partition_problem(
             circuit=wired,
             partition_labels=pack_components(wired, self.qubit_budget),
-            observables=expand_observables(observable_list(arch), circuit, wired),
+            observables=expand_observables(obs, circuit, wired),
         )
+        return problem, list(meta["cuts"]), bool(meta.get("minimum_reached", True))
+
+    def _cut(self, arch: Architecture) -> CutPlan:
+        problem, cuts, minimum_reached = self.cut_problem(
+            representative_circuit(arch, self.seed), observable_list(arch)
+        )
+        kinds = [kind for kind, _ in cuts]
+        gate_cuts, wire_cuts = kinds.count("Gate Cut"), kinds.count("Wire Cut")
         overhead = math.prod((float(b.overhead) for b in problem.bases), start=1.0)
         gamma = math.sqrt(overhead)
         feasible = gamma <= self.max_gamma * (1 + 1e-9)
@@ -327,7 +341,7 @@ class CutPlanner:
             wire_cuts=wire_cuts,
             subcircuit_depths=tuple(problem.subcircuits[k].depth() for k in labels),
             feasible=feasible,
-            minimum_reached=bool(meta.get("minimum_reached", True)),
+            minimum_reached=minimum_reached,
             qubit_budget=self.qubit_budget,
             reason=reason,
         )

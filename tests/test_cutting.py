@@ -1,0 +1,195 @@
+"""Cut planning against qiskit-addon-cutting called directly, and cut-and-reconstruct against Statevector."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from qiskit.quantum_info import PauliList, Statevector
+from qiskit_addon_cutting import (
+    cut_wires,
+    expand_observables,
+    generate_cutting_experiments,
+    partition_problem,
+    reconstruct_expectation_values,
+)
+from qiskit_addon_cutting.automated_cut_finding import DeviceConstraints, OptimizationParameters, find_cuts
+from qiskit_aer import AerSimulator
+from qiskit_aer.primitives import SamplerV2
+
+import qnas_hw.cutting as cutting
+from qnas_hw.circuits import bind, build_circuit, observables
+from qnas_hw.cutting import CutPlanner, CuttingError, SubcircuitObjective
+from qnas_hw.space import Architecture
+
+
+def _direct(arch: Architecture, budget: int, seed: int = 0, labels: list[int] | None = None) -> dict:
+    """The addon's own pipeline, written out here independently of qnas_hw.cutting.
+
+    Inputs bound to sqrt(pi/2) (every IQP product is pi/2); weights a constant,
+    since single-qubit angles cannot move a cut.
+    """
+    qc = build_circuit(arch)
+    bound = qc.assign_parameters({p: (math.sqrt(math.pi / 2) if p.vector.name == "x" else 0.7) for p in qc.parameters})
+    n = arch.n_qubits
+    obs = PauliList(["I" * (n - 1 - q) + "Z" + "I" * q for q in range(n)])
+    cut, meta = find_cuts(bound, OptimizationParameters(seed=seed), DeviceConstraints(qubits_per_subcircuit=budget))
+    wired = cut_wires(cut)
+    problem = partition_problem(
+        circuit=wired, partition_labels=labels, observables=expand_observables(obs, bound, wired)
+    )
+    experiments, coefficients = generate_cutting_experiments(
+        circuits=problem.subcircuits, observables=problem.subobservables, num_samples=np.inf
+    )
+    return {
+        "n_cuts": len(meta["cuts"]),
+        "gate_cuts": sum(kind == "Gate Cut" for kind, _ in meta["cuts"]),
+        "wire_cuts": sum(kind == "Wire Cut" for kind, _ in meta["cuts"]),
+        "sampling_overhead": meta["sampling_overhead"],
+        "n_subcircuits": len(problem.subcircuits),
+        "widths": sorted(c.num_qubits for c in problem.subcircuits.values()),
+        "n_subexperiments": sum(len(v) for v in experiments.values()),
+        "n_terms": len(coefficients),
+    }
+
+
+# (architecture, budget): every connected piece already fills its subcircuit, so the
+# addon's default partition (connected components) is also the planner's packed one.
+CASES = [
+    ("angle-y|q6|l1|ry|linear", 4),  # one gate cut, pieces 4 + 2
+    ("iqp|q4|l1|ry|sparse", 3),  # gate cuts on RZZ plus a wire cut (widths 3 + 2)
+    ("angle-y|q6|l1|ry-rz|ring", 3),  # ring: two gate cuts
+    ("angle-y|q4|l1|ry|full", 3),  # full entangler: three gate cuts, pieces 3 + 1
+]
+
+
+@pytest.mark.parametrize(("text", "budget"), CASES)
+@pytest.mark.parametrize("materialize", [False, True])
+def test_plan_matches_addon_called_directly(text: str, budget: int, materialize: bool) -> None:
+    arch = Architecture.parse(text)
+    expected = _direct(arch, budget)
+    plan = CutPlanner(budget, seed=0, materialize=materialize).plan(arch)
+    assert plan.feasible
+    assert plan.n_cuts == expected["n_cuts"] > 0
+    assert (plan.gate_cuts, plan.wire_cuts) == (expected["gate_cuts"], expected["wire_cuts"])
+    assert plan.sampling_overhead == pytest.approx(expected["sampling_overhead"], rel=1e-9)
+    assert plan.n_subcircuits == expected["n_subcircuits"]
+    assert sorted(plan.subcircuit_widths) == expected["widths"]
+    assert max(plan.subcircuit_widths) <= budget
+    assert plan.n_subexperiments == expected["n_subexperiments"]
+
+
+def test_wire_cut_case_really_has_a_wire_cut() -> None:
+    """Guards CASES: without a wire cut the Move/expand_observables path would go untested."""
+    plan = CutPlanner(3).plan(Architecture.parse("iqp|q4|l1|ry|sparse"))
+    assert plan.wire_cuts >= 1 and sum(plan.subcircuit_widths) > 4
+
+
+def test_unentangled_pieces_are_packed_into_budget_sized_subcircuits() -> None:
+    arch = Architecture.parse("angle-y|q8|l2|ry|none")
+    plan = CutPlanner(4).plan(arch)
+    # the addon on its own splits into 8 single-qubit pieces; with explicit 4+4 labels it gives 2
+    assert _direct(arch, 4)["n_subcircuits"] == 8
+    packed = _direct(arch, 4, labels=[0, 0, 0, 0, 1, 1, 1, 1])
+    assert (plan.n_subcircuits, plan.n_cuts, plan.sampling_overhead) == (2, 0, 1.0)
+    assert plan.subcircuit_widths == (4, 4)
+    assert plan.n_subexperiments == packed["n_subexperiments"] == 2
+
+
+def test_circuit_that_fits_is_one_subcircuit_without_calling_the_optimiser(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("find_cuts must not run for a circuit that fits")
+
+    monkeypatch.setattr(cutting, "find_cuts", refuse)
+    arch = Architecture.parse("iqp|q5|l3|rx-ry-rz|full")
+    plan = CutPlanner(5).plan(arch)
+    assert (plan.n_subcircuits, plan.n_cuts, plan.sampling_overhead, plan.n_subexperiments) == (1, 0, 1.0, 1)
+    assert plan.subcircuit_widths == (5,) and plan.feasible
+    result = SubcircuitObjective(CutPlanner(8)).evaluate(arch)
+    assert result.value == 1.0 and result.details["feasible"] is True
+
+
+def test_deterministic_for_a_seed_and_cached() -> None:
+    arch = Architecture.parse("angle-y|q6|l2|ry-rz|ring")
+    a, b = CutPlanner(3, seed=7), CutPlanner(3, seed=7)
+    pa, pb = a.plan(arch), b.plan(arch)
+    assert replace(pa, plan_seconds=0.0) == replace(pb, plan_seconds=0.0)
+    assert (a.hits, a.misses) == (0, 1)
+    again = a.plan(Architecture.parse("angle-y|q6|l2|ry-rz|ring"))
+    assert again is pa and (a.hits, a.misses) == (1, 1)
+    a.plan(Architecture.parse("angle-y|q6|l1|ry|linear"))
+    assert (a.hits, a.misses) == (1, 2)
+
+
+def test_settings_change_the_cache_and_objective_keys() -> None:
+    a, b = CutPlanner(3, seed=0), CutPlanner(4, seed=0)
+    arch = Architecture.parse("angle-y|q6|l1|ry|linear")
+    assert a.cache_key(arch) != b.cache_key(arch)
+    assert SubcircuitObjective(a).settings_key() != SubcircuitObjective(CutPlanner(3, seed=1)).settings_key()
+    assert SubcircuitObjective(a).settings_key() != SubcircuitObjective(CutPlanner(3, max_gamma=64)).settings_key()
+
+
+@pytest.mark.parametrize("budget", [0, -2, 2.5, True, "4", None])
+def test_bad_budget_is_refused_with_the_fix(budget: object) -> None:
+    with pytest.raises(CuttingError, match="qubit_budget"):
+        CutPlanner(budget)  # type: ignore[arg-type]
+
+
+def test_budget_above_device_size_is_refused() -> None:
+    with pytest.raises(CuttingError, match=r"qubit_budget=30 exceeds the device's 27 qubits.*at most 27"):
+        CutPlanner(30, max_qubits=27)
+    assert CutPlanner(27, max_qubits=27).qubit_budget == 27
+
+
+def test_bad_optimiser_settings_are_refused() -> None:
+    with pytest.raises(CuttingError, match="max_gamma"):
+        CutPlanner(4, max_gamma=0.5)
+    with pytest.raises(CuttingError, match="max_backjumps"):
+        CutPlanner(4, max_backjumps=-1)
+
+
+def test_plan_beyond_max_gamma_is_infeasible_not_an_exception() -> None:
+    arch = Architecture.parse("angle-y|q6|l2|ry-rz|ring")
+    feasible = CutPlanner(3).plan(arch)
+    assert feasible.feasible and feasible.gamma > 3  # needs more than one gate cut
+    result = SubcircuitObjective(CutPlanner(3, max_gamma=3)).evaluate(arch)
+    assert result.details["feasible"] is False
+    assert result.details["sampling_overhead"] > 9
+    assert "max_gamma=3" in result.details["reason"]
+    assert result.value >= 2
+
+
+def test_reconstruction_from_cut_subexperiments_matches_statevector() -> None:
+    """Cut a real sample's circuit with the planner's pipeline, sample it on Aer, reconstruct <Z_q>.
+
+    Each QPD term's estimate is a product of per-subcircuit sample means of
+    +-1 outcomes, so its standard error is at most sqrt(n_subcircuits / shots);
+    the reconstruction sums terms with |coefficients| adding up to kappa =
+    sqrt(overhead), so its standard error is at most kappa * sqrt(2 / shots).
+    The tolerance is 4 of those.
+    """
+    arch = Architecture.parse("angle-y|q4|l1|ry-rz|linear")
+    rng = np.random.default_rng(3)
+    qc = build_circuit(arch)
+    bound = bind(qc, arch, rng.uniform(0, np.pi, arch.n_inputs), rng.uniform(0, 2 * np.pi, arch.n_weights))
+    planner = CutPlanner(2, seed=0)
+    obs = cutting.observable_list(arch)
+    problem, cuts, _ = planner.cut_problem(bound, obs)
+    assert len(cuts) == 1 and len(problem.subcircuits) == 2
+    assert planner.plan(arch).n_subcircuits == 2
+
+    experiments, coefficients = generate_cutting_experiments(
+        circuits=problem.subcircuits, observables=problem.subobservables, num_samples=np.inf
+    )
+    shots = 20_000
+    sampler = SamplerV2.from_backend(AerSimulator(seed_simulator=11))
+    results = {label: sampler.run(circs, shots=shots).result() for label, circs in experiments.items()}
+    reconstructed = np.array(reconstruct_expectation_values(results, coefficients, problem.subobservables))
+
+    exact = np.array([Statevector(bound).expectation_value(op).real for op in observables(arch)])
+    kappa = math.sqrt(math.prod(b.overhead for b in problem.bases))
+    tol = 4 * kappa * math.sqrt(2 / shots)
+    assert np.max(np.abs(reconstructed - exact)) < tol, (reconstructed, exact, tol)
+    assert np.max(np.abs(exact)) > 3 * tol  # the check is not trivially met by all-zero expectations
