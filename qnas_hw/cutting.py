@@ -292,7 +292,9 @@ class CutPlanner:
 
         Planning calls it on the representative circuit; hardware execution
         and the reconstruction test call it on a real sample's circuit, so
-        the plan that is costed is the plan that runs.
+        what is costed and what runs go through the same pipeline (for
+        CNOT-only circuits the cuts are identical; for IQP, a sample's RZZ
+        angles can only make the overhead smaller than the planned worst case).
         """
         cut_circuit, meta = find_cuts(
             circuit,
