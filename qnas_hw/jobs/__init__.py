@@ -1,0 +1,45 @@
+"""Hardware jobs: a persistent ledger, an async retrying executor, a spending guard, fault injection.
+
+Data flow: :mod:`hardware_eval` builds :class:`JobSpec` s (one transpiled
+circuit + parameter array per PUB), :mod:`guard` prices them, and
+:class:`AsyncExecutor` runs them on a :class:`~qnas_hw.backends.Backend`,
+recording every state change in the :class:`JobLedger` first.
+"""
+
+from qnas_hw.jobs.executor import (
+    AsyncExecutor,
+    FaultKind,
+    JobExecutionError,
+    JobOutcome,
+    JobSpec,
+    JobStillRunning,
+    PermanentJobError,
+    RetryPolicy,
+    UnsafeResubmission,
+    classify_error,
+)
+from qnas_hw.jobs.guard import Budget, BudgetExceeded, SpendPlan, check_budget, plan_spend
+from qnas_hw.jobs.ledger import JobLedger, JobRecord, LedgerError, LedgerState, idempotency_key
+
+__all__ = [
+    "AsyncExecutor",
+    "Budget",
+    "BudgetExceeded",
+    "FaultKind",
+    "JobExecutionError",
+    "JobLedger",
+    "JobOutcome",
+    "JobRecord",
+    "JobSpec",
+    "JobStillRunning",
+    "LedgerError",
+    "LedgerState",
+    "PermanentJobError",
+    "RetryPolicy",
+    "SpendPlan",
+    "UnsafeResubmission",
+    "check_budget",
+    "classify_error",
+    "idempotency_key",
+    "plan_spend",
+]
