@@ -251,16 +251,26 @@ def devices(verbose: Verbose = False) -> None:
         from qnas_hw.backends import list_backends
 
         rows = list_backends()
-        table = Table(title="qnas-hw backends")
-        for col in ("name", "provider", "qubits", "topology", "basis", "simulator", "credentials", "note"):
-            table.add_column(col, overflow="fold")
+        table = Table(title="qnas-hw backends (use the name with --backend)")
+        table.add_column("name", overflow="fold", min_width=22)
+        for col in ("provider", "qubits", "topology", "simulator", "credentials"):
+            table.add_column(col, no_wrap=True)
+        table.add_column("gates", overflow="fold")
+        table.add_column("note", overflow="fold")
         for r in rows:
+            gates = [g for g in (r.get("basis") or []) if g not in _NON_GATES]
             table.add_row(
-                *(_cell(r.get(c)) for c in ("name", "provider", "qubits", "topology", "basis", "simulator")),
-                _cell(r.get("credentials")),
+                *(_cell(r.get(c)) for c in ("name", "provider", "qubits", "topology", "simulator", "credentials")),
+                _cell(gates),
                 _cell(r.get("note", "")),
             )
         out_console.print(table)
+
+
+#: Instructions every device supports; listing them hides the gates that differ.
+_NON_GATES = frozenset(
+    {"delay", "measure", "reset", "id", "barrier", "for_loop", "if_else", "switch_case", "while_loop"}
+)
 
 
 def _cell(value: Any) -> str:
