@@ -475,7 +475,9 @@ class RuntimeCostObjective(Objective):
         cut: dict[str, Any] = {}
         if self.cut_planner is not None:
             plan = self.cut_planner.plan(arch)
-            if plan.n_subcircuits > 1 or plan.n_cuts > 0:
+            # an infeasible plan (no cut plan within max_gamma; its overhead may overflow to inf) is not costed:
+            # the search rejects it through the cut_plan constraint, and the uncut circuit's runtime stays finite
+            if getattr(plan, "feasible", True) and (plan.n_subcircuits > 1 or plan.n_cuts > 0):
                 circuits = self.n_circuits * int(plan.n_subexperiments)
                 total_shots = math.ceil(self.n_circuits * self.shots * float(plan.sampling_overhead))
                 tasks = int(plan.n_subexperiments)
@@ -483,6 +485,7 @@ class RuntimeCostObjective(Objective):
                 "n_subexperiments": int(plan.n_subexperiments),
                 "sampling_overhead": float(plan.sampling_overhead),
                 "n_cuts": int(plan.n_cuts),
+                "cut_feasible": bool(getattr(plan, "feasible", True)),
             }
         work = Workload(
             jobs=1,

@@ -194,3 +194,28 @@ def test_reconstruction_from_cut_subexperiments_matches_statevector() -> None:
     tol = 4 * math.sqrt(sum(c**2 for c, _ in coefficients) * (2 / shots + 1 / shots**2))
     assert np.max(np.abs(reconstructed - exact)) < tol, (reconstructed, exact, tol)
     assert np.max(np.abs(exact)) > 3 * tol  # the check is not trivially met by all-zero expectations
+
+
+def test_runtime_cost_reads_the_plan_and_skips_infeasible_ones() -> None:
+    """RuntimeCostObjective multiplies work by a feasible plan and never prices an infeasible (possibly inf) one."""
+    from qnas_hw.backends import get_backend
+    from qnas_hw.cost import CostModel, RuntimeCostObjective
+    from qnas_hw.transpilation import Transpiler
+
+    backend = get_backend("fake_kolkata")
+    transpiler = Transpiler(backend, seed=0)
+    model = CostModel.for_backend(backend)
+    arch = Architecture.parse("angle-y|q6|l2|ry-rz|ring")
+
+    def runtime(planner: CutPlanner | None):
+        return RuntimeCostObjective(backend, transpiler, model, cut_planner=planner, shots=100, n_circuits=4).evaluate(
+            arch
+        )
+
+    uncut, cut, infeasible = runtime(None), runtime(CutPlanner(3)), runtime(CutPlanner(3, max_gamma=3))
+    plan = CutPlanner(3).plan(arch)
+    assert cut.details["shots"] == math.ceil(4 * 100 * plan.sampling_overhead)
+    assert cut.details["circuits"] == 4 * plan.n_subexperiments
+    assert cut.value > uncut.value
+    assert infeasible.details["cut_feasible"] is False
+    assert infeasible.value == pytest.approx(uncut.value) and math.isfinite(infeasible.value)

@@ -1,0 +1,237 @@
+"""Hardware-objective cost per candidate, and how much the caches save when a search re-visits candidates.
+
+Part 1 (target: median < 1 s per candidate): for distinct 8-qubit 2-layer
+candidates, cold (first-visit) wall time of
+
+* transpiling to the device (``Transpiler`` on ``fake_kolkata``, 27 qubits),
+* cut planning for the qubit budget (``CutPlanner``: qiskit-addon-cutting's
+  find_cuts + partition + exact QPD enumeration),
+* cost prediction (``RuntimeCostObjective`` with the shipped calibration,
+  its transpile and plan already cached),
+
+printed side by side (median / p90 / max), split by feasible and infeasible
+plans (an infeasible plan is the optimiser exhausting its search below
+``max_gamma``, the slow case).
+
+Part 2: a search's sampling stream, generation by generation, through one
+shared transpiler and planner, evaluating both ``runtime_s`` and
+``subcircuits`` per candidate as the search does.  Two streams, both drawn
+from ``SearchSpace.sample`` with a seeded generator: ``uniform`` (every
+candidate a fresh sample) and ``mutation`` (each child is a member of the
+previous generation with one gene taken from a fresh sample, which is how
+NSGA-II's offspring stay near their parents).  Prints cache hit rates and the
+wall time with caches against the time the same stream costs cold (every
+visit priced at its first-visit time).
+
+Timings are wall-clock on whatever machine runs this (a shared, loaded CPU
+in development): compare the columns of one run, not runs across machines.
+
+    python benchmarks/objectives.py
+    python benchmarks/objectives.py --n 24 --budgets 4,6 --pop 12 --generations 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from qnas_hw.backends import get_backend
+from qnas_hw.cost import CostModel, RuntimeCostObjective
+from qnas_hw.cutting import CutPlanner, SubcircuitObjective
+from qnas_hw.space import GENES, Architecture, SearchSpace
+from qnas_hw.transpilation import Transpiler
+
+
+@dataclass
+class Timing:
+    arch: Architecture
+    transpile_s: float
+    plan_s: float
+    cost_s: float
+    feasible: bool
+    n_subcircuits: int
+    overhead: float
+
+    @property
+    def total_s(self) -> float:
+        return self.transpile_s + self.plan_s + self.cost_s
+
+
+def _stack(backend_name: str, budget: int, seed: int) -> tuple[Transpiler, CutPlanner, RuntimeCostObjective]:
+    backend = get_backend(backend_name)
+    transpiler = Transpiler(backend, optimization_level=1, seed=seed)
+    planner = CutPlanner(budget, seed=seed, max_qubits=backend.num_qubits)
+    cost = RuntimeCostObjective(backend, transpiler, CostModel.for_backend(backend), cut_planner=planner)
+    return transpiler, planner, cost
+
+
+def _timed(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
+    t = time.perf_counter()
+    out = fn(*args)
+    return out, time.perf_counter() - t
+
+
+def cold_timings(archs: Sequence[Architecture], backend_name: str, budget: int, seed: int) -> list[Timing]:
+    transpiler, planner, cost = _stack(backend_name, budget, seed)
+    rows = []
+    for arch in archs:
+        _, t_tr = _timed(transpiler.transpile, arch)
+        plan, t_plan = _timed(planner.plan, arch)
+        _, t_cost = _timed(cost.evaluate, arch)
+        rows.append(Timing(arch, t_tr, t_plan, t_cost, plan.feasible, plan.n_subcircuits, plan.sampling_overhead))
+    return rows
+
+
+def _stats(values: Sequence[float]) -> str:
+    if not values:
+        return f"{'-':>8} {'-':>8} {'-':>8}"
+    v = np.asarray(values)
+    return f"{np.median(v):8.3f} {np.percentile(v, 90):8.3f} {v.max():8.3f}"
+
+
+def print_part1(rows_by_budget: dict[int, list[Timing]]) -> None:
+    print("\n== Part 1: cold time per distinct 8-qubit 2-layer candidate (seconds: median / p90 / max) ==")
+    cols = " | ".join(f"{c:^26}" for c in ("transpile", "cut plan", "cost predict", "total"))
+    header = f"{'budget':>6} {'subset':>10} {'n':>3} | {cols}"
+    print(header)
+    print("-" * len(header))
+    for budget, rows in rows_by_budget.items():
+        for label, sel in (
+            ("all", rows),
+            ("feasible", [r for r in rows if r.feasible]),
+            ("infeasible", [r for r in rows if not r.feasible]),
+        ):
+            print(
+                f"{budget:>6} {label:>10} {len(sel):>3} | {_stats([r.transpile_s for r in sel])} | "
+                f"{_stats([r.plan_s for r in sel])} | {_stats([r.cost_s for r in sel])} | "
+                f"{_stats([r.total_s for r in sel])}"
+            )
+        med = float(np.median([r.total_s for r in rows]))
+        verdict = "meets" if med < 1.0 else "MISSES"
+        subs = Counter(r.n_subcircuits for r in rows if r.feasible)
+        print(
+            f"       budget {budget}: median total {med:.3f} s {verdict} the < 1 s target; "
+            f"feasible subcircuit counts {dict(sorted(subs.items()))}"
+        )
+        slow = sorted(rows, key=lambda r: -r.plan_s)[:3]
+        print(
+            "       slowest plans: "
+            + "; ".join(f"{r.arch} {r.plan_s:.2f}s{'' if r.feasible else ' (infeasible)'}" for r in slow)
+        )
+
+
+# ------------------------------------------------------------------ part 2
+def mutate(parent: Architecture, space: SearchSpace, rng: np.random.Generator) -> Architecture:
+    """One gene of ``parent`` replaced by that gene of a fresh ``space.sample``."""
+    donor = space.encode(space.sample(rng))
+    genome = space.encode(parent)
+    g = int(rng.integers(len(GENES)))
+    genome[g] = donor[g]
+    return space.decode(genome)
+
+
+def stream(
+    kind: str, space: SearchSpace, pop: int, generations: int, rng: np.random.Generator
+) -> list[list[Architecture]]:
+    gens = [[space.sample(rng) for _ in range(pop)]]
+    for _ in range(generations - 1):
+        if kind == "uniform":
+            gens.append([space.sample(rng) for _ in range(pop)])
+        else:
+            prev = gens[-1]
+            gens.append([mutate(prev[int(rng.integers(len(prev)))], space, rng) for _ in range(pop)])
+    return gens
+
+
+def run_stream(gens: list[list[Architecture]], backend_name: str, budget: int, seed: int) -> dict[str, float]:
+    transpiler, planner, cost = _stack(backend_name, budget, seed)
+    subcircuits = SubcircuitObjective(planner)
+    first_visit: dict[str, float] = {}
+    cached_total = cold_total = 0.0
+    for gen in gens:
+        for arch in gen:
+            t = time.perf_counter()
+            cost.evaluate(arch)
+            subcircuits.evaluate(arch)
+            dt = time.perf_counter() - t
+            cached_total += dt
+            first_visit.setdefault(arch.key(), dt)
+            cold_total += first_visit[arch.key()]
+    visits = sum(len(g) for g in gens)
+    return {
+        "visits": visits,
+        "distinct": len(first_visit),
+        "tr_hit": transpiler.hits / max(transpiler.hits + transpiler.misses, 1),
+        "plan_hit": planner.hits / max(planner.hits + planner.misses, 1),
+        "cached_s": cached_total,
+        "cold_s": cold_total,
+    }
+
+
+def print_part2(
+    results: dict[str, dict[str, float]], pop: int, generations: int, space: SearchSpace, budget: int
+) -> None:
+    print(
+        f"\n== Part 2: search stream, {generations} generations x {pop} candidates, space qubits {space.qubits} "
+        f"layers {space.layers} ({space.size} architectures), budget {budget} =="
+    )
+    header = (
+        f"{'stream':>9} {'visits':>6} {'distinct':>8} {'transpile hit':>13} {'plan hit':>8} "
+        f"{'cached s':>9} {'cold s':>9} {'speed-up':>8}"
+    )
+    print(header)
+    print("-" * len(header))
+    for kind, r in results.items():
+        print(
+            f"{kind:>9} {r['visits']:>6} {r['distinct']:>8} {r['tr_hit']:>13.1%} {r['plan_hit']:>8.1%} "
+            f"{r['cached_s']:>9.2f} {r['cold_s']:>9.2f} {r['cold_s'] / max(r['cached_s'], 1e-9):>7.1f}x"
+        )
+    print("  (plan hits include the second read of each plan by the other objective, as in the search)")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--backend", default="fake_kolkata")
+    ap.add_argument("--n", type=int, default=24, help="distinct 8-qubit 2-layer candidates for part 1")
+    ap.add_argument("--budgets", default="4", help="comma-separated qubit budgets for part 1")
+    ap.add_argument("--stream-budget", type=int, default=4)
+    ap.add_argument("--pop", type=int, default=12)
+    ap.add_argument("--generations", type=int, default=8)
+    ap.add_argument("--stream-qubits", default="2,6", help="qubit range of the part-2 space (the default config's)")
+    ap.add_argument("--stream-layers", default="1,3")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    rng = np.random.default_rng(args.seed)
+    space8 = SearchSpace(qubits=(8, 8), layers=(2, 2))
+    if args.n > space8.size:
+        raise SystemExit(f"--n {args.n} exceeds the {space8.size} distinct 8-qubit 2-layer candidates")
+    archs: list[Architecture] = []
+    while len(archs) < args.n:
+        a = space8.sample(rng)
+        if a not in archs:
+            archs.append(a)
+    budgets = [int(b) for b in args.budgets.split(",")]
+    t0 = time.perf_counter()
+    part1 = {b: cold_timings(archs, args.backend, b, args.seed) for b in budgets}
+    print_part1(part1)
+
+    lo_q, hi_q = (int(v) for v in args.stream_qubits.split(","))
+    lo_l, hi_l = (int(v) for v in args.stream_layers.split(","))
+    space = SearchSpace(qubits=(lo_q, hi_q), layers=(lo_l, hi_l))
+    results = {}
+    for kind in ("uniform", "mutation"):
+        gens = stream(kind, space, args.pop, args.generations, np.random.default_rng(args.seed))
+        results[kind] = run_stream(gens, args.backend, args.stream_budget, args.seed)
+    print_part2(results, args.pop, args.generations, space, args.stream_budget)
+    print(f"\nbenchmark wall time {time.perf_counter() - t0:.1f} s (shared CPU: absolute figures are noisy)")
+
+
+if __name__ == "__main__":
+    main()
