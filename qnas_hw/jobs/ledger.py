@@ -217,7 +217,7 @@ class JobLedger:
             self._conn.close()
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[sqlite3.Connection]:
         """One committed transaction (BEGIN IMMEDIATE: no other writer interleaves a read-modify-write)."""
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
@@ -256,7 +256,7 @@ class JobLedger:
         meta: dict[str, Any] | None = None,
     ) -> JobRecord:
         """Insert a ``planned`` row unless the key exists (then the existing row is returned untouched)."""
-        with self._tx() as conn:
+        with self.transaction() as conn:
             row = conn.execute("SELECT backend FROM hw_jobs WHERE key = ?", (key,)).fetchone()
             if row is None:
                 now = _now()
@@ -286,7 +286,7 @@ class JobLedger:
 
     def mark_submitting(self, key: str) -> int:
         """Record that submission number n is about to happen (before the provider call); returns n."""
-        with self._tx() as conn:
+        with self.transaction() as conn:
             row = conn.execute("SELECT submissions FROM hw_jobs WHERE key = ?", (key,)).fetchone()
             if row is None:
                 raise LedgerError(f"no planned job with key {key[:12]}; plan it first")
@@ -300,7 +300,7 @@ class JobLedger:
         return n
 
     def mark_submitted(self, key: str, provider_job_id: str, attempt: int) -> None:
-        with self._tx() as conn:
+        with self.transaction() as conn:
             conn.execute(
                 "UPDATE hw_jobs SET state = ?, provider_job_id = ?, updated_at = ? WHERE key = ?",
                 (LedgerState.SUBMITTED.value, provider_job_id, _now(), key),
@@ -309,7 +309,7 @@ class JobLedger:
 
     def mark_submit_error(self, key: str, attempt: int, error: str) -> None:
         """The submit call itself raised: back to ``planned`` (nothing was accepted), error kept."""
-        with self._tx() as conn:
+        with self.transaction() as conn:
             conn.execute(
                 "UPDATE hw_jobs SET state = ?, error = ?, updated_at = ? WHERE key = ?",
                 (LedgerState.PLANNED.value, error, _now(), key),
@@ -318,12 +318,12 @@ class JobLedger:
 
     def record_event(self, key: str, event: str, detail: str | None = None, attempt: int | None = None) -> None:
         """History-only entry (re-attach, transient poll error, job lost), no state change."""
-        with self._tx() as conn:
+        with self.transaction() as conn:
             self._event(conn, key, event, attempt, None, detail)
 
     def mark_job_error(self, key: str, attempt: int, provider_job_id: str | None, error: str) -> None:
         """A submitted job ended without a result (failed at the provider, hung, lost): retryable."""
-        with self._tx() as conn:
+        with self.transaction() as conn:
             conn.execute(
                 "UPDATE hw_jobs SET state = ?, error = ?, updated_at = ? WHERE key = ?",
                 (LedgerState.PLANNED.value, error, _now(), key),
@@ -332,7 +332,7 @@ class JobLedger:
 
     def mark_done(self, key: str, result: dict[str, Any]) -> None:
         blob = json.dumps(result, sort_keys=True, default=_json_default)
-        with self._tx() as conn:
+        with self.transaction() as conn:
             row = conn.execute("SELECT provider_job_id, submissions FROM hw_jobs WHERE key = ?", (key,)).fetchone()
             conn.execute(
                 "UPDATE hw_jobs SET state = ?, result = ?, error = NULL, updated_at = ? WHERE key = ?",
@@ -341,7 +341,7 @@ class JobLedger:
             self._event(conn, key, "done", row[1] if row else None, row[0] if row else None, None)
 
     def mark_failed(self, key: str, error: str) -> None:
-        with self._tx() as conn:
+        with self.transaction() as conn:
             conn.execute(
                 "UPDATE hw_jobs SET state = ?, error = ?, updated_at = ? WHERE key = ?",
                 (LedgerState.FAILED.value, error, _now(), key),
@@ -350,7 +350,7 @@ class JobLedger:
 
     def forget_submission(self, key: str, reason: str) -> None:
         """Manual override after the user checked the provider console: treat a lost submission as never made."""
-        with self._tx() as conn:
+        with self.transaction() as conn:
             conn.execute(
                 "UPDATE hw_jobs SET state = ?, provider_job_id = NULL, updated_at = ? WHERE key = ? AND state != ?",
                 (LedgerState.PLANNED.value, _now(), key, LedgerState.DONE.value),

@@ -1,0 +1,396 @@
+"""Hardware-in-the-loop evaluation: a trained candidate's validation accuracy measured on a backend.
+
+For each candidate the classical front-end runs locally (``model.encode``),
+the quantum layer runs on the backend, and the head decodes the measured
+``<Z_q>`` (``model.decode``).  The circuit is built and transpiled ONCE per
+candidate; the validation samples become rows of a parameter array
+(:func:`qnas_hw.circuits.parameter_values`), chunked into jobs of at most
+``chunk_rows`` rows (one PUB each), never one job per sample.  Every job goes
+through the spending guard, the ledger and the retrying executor, so a crash
+at any point loses nothing and ``resume`` pays only for what is missing.
+
+Seeds: job ``i`` of a candidate uses a seed derived from (seed, architecture,
+i), so a resumed or repeated evaluation sends byte-identical jobs (same
+ledger keys) and, on seeded simulators, gets identical counts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from qnas_hw.backends.base import Backend, SamplerPub
+from qnas_hw.circuits import parameter_values
+from qnas_hw.cost import CostModel
+from qnas_hw.jobs.executor import AsyncExecutor, JobOutcome, JobSpec, RetryPolicy
+from qnas_hw.jobs.guard import Budget, BudgetExceeded, SpendPlan, check_budget, plan_spend
+from qnas_hw.jobs.ledger import JobLedger, LedgerState
+from qnas_hw.space import Architecture
+from qnas_hw.transpilation import Transpiler
+
+log = logging.getLogger(__name__)
+
+_RESULTS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS hw_eval_results (
+    batch TEXT NOT NULL,
+    arch TEXT NOT NULL,
+    backend TEXT NOT NULL,
+    accuracy REAL NOT NULL,
+    simulator_accuracy REAL,
+    n_samples INTEGER NOT NULL,
+    shots INTEGER NOT NULL,
+    result TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (batch, arch)
+)
+"""
+
+
+class QuantumModel(Protocol):
+    """What hardware evaluation needs from a trained HQNN (:class:`qnas_hw.models.HQNN`)."""
+
+    def encode(self, x: Any) -> Any: ...
+    def quantum_weights(self) -> Any: ...
+    def decode(self, z: Any) -> Any: ...
+
+
+@dataclass(frozen=True)
+class HardwareEvalSettings:
+    shots: int = 1024
+    chunk_rows: int = 64  # parameter rows (samples) per job
+    seed: int = 0
+    max_samples: int | None = None  # evaluate on the first N validation samples only
+    optimization_level: int = 1
+    concurrency: int = 4
+    policy: RetryPolicy | None = None
+    budget: Budget = field(default_factory=Budget)
+    dry_run: bool = False
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("shots", "chunk_rows", "concurrency"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.max_samples is not None and self.max_samples < 1:
+            raise ValueError(f"max_samples must be >= 1 or None, got {self.max_samples!r}")
+
+
+@dataclass(frozen=True)
+class CandidateHardwareResult:
+    """One candidate measured on the backend."""
+
+    arch: str
+    backend: str
+    n_samples: int
+    accuracy: float
+    simulator_accuracy: float | None
+    shots: int  # total shots spent (rows x shots)
+    jobs: int
+    job_ids: list[str]
+    reused_jobs: int
+    quantum_seconds: float | None  # provider-reported QPU time (None for local simulators)
+    wall_seconds: float | None  # sum of per-job submission-to-result times
+    predicted_seconds: float
+    predicted_usd: float | None
+    timing_source: str
+    depth: int
+    n_2q: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class HardwareEvalReport:
+    backend: str
+    batch: str
+    plan: SpendPlan
+    results: list[CandidateHardwareResult]
+    dry_run: bool
+    refusal: str | None = None  # dry run: what the guard would refuse, if anything
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "batch": self.batch,
+            "dry_run": self.dry_run,
+            "refusal": self.refusal,
+            "plan": self.plan.to_dict(),
+            "results": [r.to_dict() for r in self.results],
+        }
+
+
+# ------------------------------------------------------------------ pure helpers
+def derive_job_seed(seed: int, arch: Architecture, chunk: int) -> int:
+    """A 31-bit simulator seed from (seed, architecture, chunk) only: reruns send identical jobs."""
+    digest = hashlib.sha256(f"{int(seed)}|{arch.key()}|{int(chunk)}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def expectations_from_counts(rows: Sequence[dict[str, int]], n_qubits: int) -> np.ndarray:
+    """``<Z_q>`` per row from measured counts (qiskit keys: clbit n-1 first; measure_all maps clbit q to qubit q)."""
+    out = np.zeros((len(rows), n_qubits))
+    for r, counts in enumerate(rows):
+        total = sum(counts.values())
+        if total == 0:
+            raise ValueError(f"row {r} has no shots in its counts")
+        for bits, count in counts.items():
+            key = bits.replace(" ", "")
+            if len(key) < n_qubits:
+                raise ValueError(f"count key {bits!r} has fewer than {n_qubits} bits")
+            signs = np.array([1.0 - 2.0 * (key[-1 - q] == "1") for q in range(n_qubits)])
+            out[r] += count * signs
+        out[r] /= total
+    return out
+
+
+def candidate_jobs(
+    arch: Architecture,
+    model: QuantumModel,
+    X: Any,
+    transpiler: Transpiler,
+    settings: HardwareEvalSettings,
+) -> list[JobSpec]:
+    """One transpiled parameterised circuit; the samples as parameter rows, chunked into jobs."""
+    import torch
+
+    circuit = transpiler.transpile(arch).circuit
+    with torch.no_grad():
+        feats = model.encode(torch.as_tensor(X)).detach().cpu().double().numpy()
+        weights = model.quantum_weights().detach().cpu().double().numpy()
+    values = parameter_values(circuit, arch, feats, weights)
+    specs = []
+    for i, start in enumerate(range(0, values.shape[0], settings.chunk_rows)):
+        chunk = values[start : start + settings.chunk_rows]
+        specs.append(
+            JobSpec(
+                (SamplerPub(circuit, chunk),),
+                settings.shots,
+                seed=derive_job_seed(settings.seed, arch, i),
+                label=f"{arch.canonical()}#{i}",
+                meta={"arch": arch.canonical(), "chunk": i, "rows": [start, start + chunk.shape[0]]},
+            )
+        )
+    return specs
+
+
+def batch_name(backend: Backend, settings: HardwareEvalSettings) -> str:
+    return f"hw-eval|{backend.name}|shots={settings.shots}|seed={settings.seed}"
+
+
+# ------------------------------------------------------------------ evaluation
+def evaluate_on_backend(
+    candidates: Sequence[tuple[Architecture, QuantumModel]],
+    X: Any,
+    y: Any,
+    backend: Backend,
+    ledger: JobLedger,
+    settings: HardwareEvalSettings | None = None,
+    *,
+    cost_model: CostModel | None = None,
+) -> HardwareEvalReport:
+    """Plan, guard, run and score every candidate; results are stored in the ledger's database.
+
+    ``X``/``y`` are the validation samples (tensors or arrays).  Raises
+    :class:`~qnas_hw.jobs.guard.BudgetExceeded` before submitting anything
+    when the plan breaks a limit; ``settings.dry_run`` returns the plan only.
+    """
+    import torch
+
+    settings = settings or HardwareEvalSettings()
+    if not candidates:
+        raise ValueError("no candidates to evaluate; pick --which all or check that the study has a front")
+    X_t = torch.as_tensor(X)
+    y_np = np.asarray(torch.as_tensor(y).cpu().numpy()).reshape(-1)
+    if settings.max_samples is not None:
+        X_t, y_np = X_t[: settings.max_samples], y_np[: settings.max_samples]
+    if X_t.shape[0] != y_np.shape[0] or y_np.size == 0:
+        raise ValueError(f"X has {X_t.shape[0]} samples and y {y_np.shape[0]}; give matching, non-empty arrays")
+    transpiler = Transpiler(backend, optimization_level=settings.optimization_level, seed=settings.seed)
+    groups = {arch.canonical(): candidate_jobs(arch, model, X_t, transpiler, settings) for arch, model in candidates}
+    if len(groups) != len(candidates):
+        raise ValueError("the same architecture appears twice among the candidates")
+    done = {r.key for r in ledger.jobs() if r.state is LedgerState.DONE and r.backend == backend.name}
+    plan = plan_spend(backend, groups, done_keys=done, budget=settings.budget, cost_model=cost_model)
+    batch = batch_name(backend, settings)
+    if settings.dry_run:
+        try:
+            check_budget(plan)
+            refusal = None
+        except BudgetExceeded as exc:
+            refusal = str(exc)
+        return HardwareEvalReport(backend.name, batch, plan, [], dry_run=True, refusal=refusal)
+    check_budget(plan)
+    executor = AsyncExecutor(
+        backend,
+        ledger,
+        concurrency=settings.concurrency,
+        policy=settings.policy or RetryPolicy.for_backend(backend),
+        batch=batch,
+        resume=settings.resume,
+    )
+    all_specs = [s for specs in groups.values() for s in specs]
+    outcomes = dict(zip([id(s) for s in all_specs], executor.run_sync(all_specs), strict=True))
+    plan_by_label = {line.label: line for line in plan.lines}
+    results = []
+    for arch, model in candidates:
+        specs = groups[arch.canonical()]
+        results.append(
+            _score(
+                arch,
+                model,
+                X_t,
+                y_np,
+                [outcomes[id(s)] for s in specs],
+                plan_by_label[arch.canonical()],
+                plan,
+                transpiler,
+                backend,
+                settings,
+            )
+        )
+    store_results(ledger, batch, results)
+    return HardwareEvalReport(backend.name, batch, plan, results, dry_run=False)
+
+
+def _score(
+    arch: Architecture,
+    model: QuantumModel,
+    X: Any,
+    y: np.ndarray,
+    outcomes: list[JobOutcome],
+    line: Any,
+    plan: SpendPlan,
+    transpiler: Transpiler,
+    backend: Backend,
+    settings: HardwareEvalSettings,
+) -> CandidateHardwareResult:
+    import torch
+
+    rows = [row for o in outcomes for pub in o.counts for row in pub]
+    z = expectations_from_counts(rows, arch.n_qubits)
+    with torch.no_grad():
+        logits = model.decode(torch.as_tensor(z, dtype=torch.float32))
+        pred = logits.argmax(dim=-1).cpu().numpy()
+        sim_acc = None
+        if callable(model):  # the simulated forward pass, for the noise gap
+            sim_acc = float((model(X).argmax(dim=-1).cpu().numpy() == y).mean())
+    rec = transpiler.transpile(arch)
+    qsec = [o.quantum_seconds for o in outcomes]
+    wsec = [o.wall_seconds for o in outcomes]
+    return CandidateHardwareResult(
+        arch=arch.canonical(),
+        backend=backend.name,
+        n_samples=int(y.size),
+        accuracy=float((pred == y).mean()),
+        simulator_accuracy=sim_acc,
+        shots=int(len(rows) * settings.shots),
+        jobs=len(outcomes),
+        job_ids=[o.provider_job_id or "" for o in outcomes],
+        reused_jobs=sum(o.reused for o in outcomes),
+        quantum_seconds=None if any(q is None for q in qsec) else float(sum(q for q in qsec if q is not None)),
+        wall_seconds=None if any(w is None for w in wsec) else float(sum(w for w in wsec if w is not None)),
+        predicted_seconds=float(line.seconds),
+        predicted_usd=line.device_usd,
+        timing_source=plan.timing_source,
+        depth=rec.depth,
+        n_2q=rec.n_2q,
+    )
+
+
+def store_results(ledger: JobLedger, batch: str, results: Sequence[CandidateHardwareResult]) -> None:
+    """Upsert per-candidate results into ``hw_eval_results`` (one committed transaction)."""
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    with ledger.transaction() as conn:
+        conn.execute(_RESULTS_SCHEMA)
+        for r in results:
+            conn.execute(
+                "INSERT OR REPLACE INTO hw_eval_results(batch, arch, backend, accuracy, simulator_accuracy, n_samples,"
+                " shots, result, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                (
+                    batch,
+                    r.arch,
+                    r.backend,
+                    r.accuracy,
+                    r.simulator_accuracy,
+                    r.n_samples,
+                    r.shots,
+                    json.dumps(r.to_dict(), sort_keys=True),
+                    now,
+                ),
+            )
+
+
+def stored_results(ledger: JobLedger) -> list[dict[str, Any]]:
+    """Every stored hardware result (for reports), newest first."""
+    with ledger.transaction() as conn:
+        conn.execute(_RESULTS_SCHEMA)
+        rows = conn.execute("SELECT batch, result, created_at FROM hw_eval_results ORDER BY created_at DESC").fetchall()
+    return [{"batch": b, "created_at": c, **json.loads(r)} for b, r, c in rows]
+
+
+# ------------------------------------------------------------------ studies
+def pick_architectures(study: Any, which: str) -> list[Architecture]:
+    """``front``: the last generation's Pareto front; ``all``: every feasible evaluated candidate."""
+    if which == "front":
+        gens = study.generations()
+        if not gens:
+            raise ValueError(f"study {study.path} has no finished generation yet; run or resume the search first")
+        names = list(dict.fromkeys(gens[-1].front))
+        return [Architecture.parse(n) for n in names]
+    if which == "all":
+        seen: dict[str, Architecture] = {}
+        for rec in study.candidates():
+            if rec.feasible:
+                seen.setdefault(rec.arch.canonical(), rec.arch)
+        return list(seen.values())
+    raise ValueError(f"--which must be 'front' or 'all', got {which!r}")
+
+
+def evaluate_study(
+    study_path: Path | str,
+    backend: Backend,
+    which: str = "front",
+    settings: HardwareEvalSettings | None = None,
+) -> HardwareEvalReport:
+    """Hardware evaluation of a finished (or paused) search: its fine-tuned candidates on its validation split."""
+    from qnas_hw.config import config_from_dict
+    from qnas_hw.data import load_dataset
+    from qnas_hw.evaluation import load_candidate
+    from qnas_hw.search import SUPERCIRCUIT_FILE, WEIGHTS_DIR
+    from qnas_hw.study import Study
+    from qnas_hw.supercircuit import SuperCircuit
+
+    study = Study.open(study_path)
+    try:
+        config = config_from_dict(study.config, source=f"configuration stored in {study.path}")
+        out_dir = study.path.parent
+        sc_path = out_dir / SUPERCIRCUIT_FILE
+        if not sc_path.is_file():
+            raise FileNotFoundError(
+                f"{sc_path} is missing; hardware evaluation needs the search's trained SuperCircuit"
+            )
+        sc = SuperCircuit.load(sc_path)
+        archs = pick_architectures(study, which)
+        candidates = [(a, load_candidate(sc, a, out_dir / WEIGHTS_DIR)) for a in archs]
+        d = config.data
+        splits = load_dataset(
+            d.dataset, d.data_dir, val_fraction=d.val_fraction, seed=config.seed, limit_train=d.limit_train
+        )
+        X, y = splits.val.tensors
+        ledger = JobLedger(study)
+        try:
+            return evaluate_on_backend(candidates, X, y, backend, ledger, settings)
+        finally:
+            ledger.close()
+    finally:
+        study.close()
