@@ -234,6 +234,7 @@ class SuperCircuit(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path) -> SuperCircuit:
+        """A SuperCircuit from :meth:`save` output or from a :func:`train_supercircuit` checkpoint."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no SuperCircuit file at {path}; train one first (train_supercircuit / save)")
@@ -405,7 +406,7 @@ def train_supercircuit(
                 f"checkpoint {checkpoint} was written by a different training "
                 f"({ck.get('signature')} != {signature}); use another --checkpoint path or delete it"
             )
-        sc.load_state_dict(ck["model"])
+        sc.load_state_dict(ck["state"])
         opt.load_state_dict(ck["optimizer"])
         shuffle_gen.set_state(ck["shuffle_gen"])
         sampler.load_state(ck["sampler"])
@@ -442,8 +443,11 @@ def train_supercircuit(
         if checkpoint is not None:
             _atomic_torch_save(
                 {
+                    # the SuperCircuit.save fields first, so SuperCircuit.load reads a training checkpoint too
+                    "format": _CHECKPOINT_FORMAT,
+                    **sc._identity(),
+                    "state": sc.state_dict(),
                     "signature": signature,
-                    "model": sc.state_dict(),
                     "optimizer": opt.state_dict(),
                     "shuffle_gen": shuffle_gen.get_state(),
                     "sampler": sampler.state(),

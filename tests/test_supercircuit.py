@@ -210,3 +210,10 @@ def test_bad_config_is_refused():
         SuperTrainConfig(sampling="greedy")
     with pytest.raises(ValueError, match="restricted_genes"):
         SuperTrainConfig(restricted_genes=0)
+
+
+def test_a_training_checkpoint_loads_as_a_supercircuit(iris, tmp_path):
+    ck = tmp_path / "train.ckpt"
+    sc = SuperCircuit(SPACE, iris.input_shape, iris.n_classes, seed=0)
+    train_supercircuit(sc, iris, SuperTrainConfig(epochs=1, sampling="uniform"), checkpoint=ck)
+    assert SuperCircuit.load(ck).fingerprint() == sc.fingerprint()
