@@ -307,6 +307,124 @@ def calibrate(
 # (qnas_hw/jobs) with a minimal edit below this line, using _setup_logging/_cli_errors like the others.
 
 
+@app.command("hw-eval")
+def hw_eval(
+    study: Annotated[Path, typer.Argument(help="The study.sqlite written by `qnas-hw search`.")],
+    backend: Annotated[
+        str | None, typer.Option("--backend", help="Backend (default: the study's hardware.backend).")
+    ] = None,
+    which: Annotated[
+        str | None, typer.Option("--which", help="'front' (last Pareto front) or 'all' candidates.")
+    ] = None,
+    shots: Annotated[int | None, typer.Option("--shots", help="Shots per validation sample.")] = None,
+    max_cost: Annotated[
+        float | None, typer.Option("--max-cost", help="Refuse if predicted billed USD exceeds this.")
+    ] = None,
+    max_qpu_seconds: Annotated[
+        float | None, typer.Option("--max-qpu-seconds", help="Refuse above this QPU time.")
+    ] = None,
+    max_shots: Annotated[int | None, typer.Option("--max-shots", help="Refuse above this many shots in total.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and its cost; submit nothing.")] = False,
+    concurrency: Annotated[int | None, typer.Option("--concurrency", help="Jobs in flight at once.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Reuse finished jobs, re-attach to submitted ones.")] = False,
+    chunk_rows: Annotated[int, typer.Option("--chunk-rows", help="Validation samples per job (one PUB).")] = 64,
+    max_samples: Annotated[
+        int | None, typer.Option("--max-samples", help="Only the first N validation samples.")
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the plan and results as JSON.")] = None,
+    verbose: Verbose = False,
+) -> None:
+    """Evaluate the study's candidates on a backend (validation accuracy under real noise), guarded and resumable."""
+    _setup_logging(verbose)
+    from qnas_hw.jobs import BudgetExceeded, JobExecutionError, LedgerError
+
+    with _cli_errors(verbose):
+        try:
+            _hw_eval(
+                study,
+                backend,
+                which,
+                shots,
+                max_cost,
+                max_qpu_seconds,
+                max_shots,
+                dry_run,
+                concurrency,
+                resume,
+                chunk_rows,
+                max_samples,
+                json_out,
+            )
+        except (BudgetExceeded, JobExecutionError, LedgerError) as exc:
+            if verbose:
+                logger.exception("hw-eval failed")
+            _fail(str(exc))
+
+
+def _hw_eval(
+    study: Path,
+    backend: str | None,
+    which: str | None,
+    shots: int | None,
+    max_cost: float | None,
+    max_qpu_seconds: float | None,
+    max_shots: int | None,
+    dry_run: bool,
+    concurrency: int | None,
+    resume: bool,
+    chunk_rows: int,
+    max_samples: int | None,
+    json_out: Path | None,
+) -> None:
+    from qnas_hw.backends import get_backend
+    from qnas_hw.jobs import Budget, RetryPolicy
+    from qnas_hw.jobs.hardware_eval import HardwareEvalSettings, evaluate_study
+
+    cfg = _resolve_config(None, study=study)
+    hw = cfg.hw_eval
+    be = get_backend(backend or cfg.hardware.backend)
+    pick = lambda v, d: d if v is None else v  # noqa: E731
+    settings = HardwareEvalSettings(
+        shots=pick(shots, hw.shots),
+        chunk_rows=chunk_rows,
+        seed=cfg.seed,
+        max_samples=max_samples,
+        optimization_level=cfg.hardware.optimization_level,
+        concurrency=pick(concurrency, hw.concurrency),
+        policy=RetryPolicy.for_backend(be, max_attempts=hw.max_attempts, timeout_s=hw.timeout_s),
+        budget=Budget(
+            pick(max_cost, hw.max_cost_usd), pick(max_qpu_seconds, hw.max_qpu_seconds), pick(max_shots, hw.max_shots)
+        ),
+        dry_run=dry_run or hw.dry_run,
+        resume=resume,
+    )
+    report_ = evaluate_study(study, be, which=pick(which, hw.which), settings=settings)
+    for line in report_.plan.lines_text():
+        out_console.print(line, highlight=False, markup=False)
+    if report_.dry_run:
+        if report_.refusal:
+            err_console.print(f"[yellow]would refuse:[/yellow] {report_.refusal}", highlight=False)
+        out_console.print("dry run: nothing was submitted", highlight=False)
+    else:
+        table = Table(title=f"hardware validation accuracy on {be.name}")
+        for col in ("candidate", "hw acc", "sim acc", "shots", "jobs (reused)", "QPU s", "wall s", "pred s"):
+            table.add_column(col)
+        for r in report_.results:
+            table.add_row(
+                r.arch,
+                f"{r.accuracy:.3f}",
+                _cell(r.simulator_accuracy),
+                str(r.shots),
+                f"{r.jobs} ({r.reused_jobs})",
+                _cell(r.quantum_seconds),
+                _cell(r.wall_seconds),
+                f"{r.predicted_seconds:.2f}",
+            )
+        out_console.print(table)
+    if json_out is not None:
+        json_out.write_text(json.dumps(report_.to_dict(), indent=1, default=str) + "\n")
+
+
 def main(argv: list[str] | None = None) -> Callable[..., Any] | None:
     """Console entry point (``python -m qnas_hw.cli``)."""
     return app(args=argv)
