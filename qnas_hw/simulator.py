@@ -7,23 +7,30 @@ the architecture is re-derived here) once into a short list of fused stages:
 * the gates before each qubit's first two-qubit gate act on a product state, so
   they are fused per qubit into a 2-vector and the state is built by outer
   products instead of being rotated gate by gate;
-* runs of single-qubit gates on one qubit are fused into one 2x2 matrix (shared
-  when it depends on weights only, per sample when it depends on inputs);
-* runs of CNOTs are one index permutation (a gather; its gradient is the gather
-  by the inverse permutation, never a scatter);
-* runs of RZZ gates (IQP) are one diagonal phase;
+* runs of single-qubit gates between two-qubit blocks are fused per qubit, and
+  the fused matrices of neighbouring qubits are Kronecker-combined into small
+  (2**k x 2**k) chunk matrices, each applied as one GEMM over the whole batch;
+* trailing RZs of a run are split off as one diagonal phase, so RY(+RZ) layers
+  run as *real* GEMMs even on a complex state;
+* runs of CNOTs are one row permutation (a gather; its gradient is the gather
+  by the inverse permutation, never a scatter); runs of RZZ (IQP) one phase;
 * gates at the end that are diagonal (RZ, RZZ) or permutations (CNOT) cannot
-  change <Z> probabilities except by permuting them, so they are dropped or
-  folded into the readout matrix;
+  change <Z> except by permuting probabilities, so they are dropped or folded
+  into the readout matrix;
 * when every remaining gate is real (RY, H, CNOT, amplitude preparation) the
   state stays real and the whole run uses real arithmetic.
 
-Amplitude embedding is not simulated through its RY tree: the tree prepares
-exactly ``x/|x|`` for any real ``x`` (the circuit tests check that against
-qiskit), so the state is set to the zero-padded, L2-normalised features
-directly, which is also what keeps it differentiable in the raw features.
+The state is held batch-last as a real (2**n, C) tensor: C = B for a real
+state, C = 2B (re/im interleaved, i.e. ``view_as_real``) for a complex one.
+Batch-last makes every chunk GEMM a large, contiguous matrix product and every
+permutation a row gather.
 
-States are little-endian like qiskit: qubit ``q`` is bit ``q`` of the basis index.
+Amplitude embedding is not simulated through its RY tree: the tree prepares
+exactly ``x/|x|`` for any real ``x`` (tests check this against qiskit), so the
+state is set to the zero-padded, L2-normalised features directly, which is also
+what keeps it differentiable in the raw features.
+
+Public states are little-endian like qiskit: qubit ``q`` is bit ``q`` of the basis index.
 """
 
 from __future__ import annotations
@@ -41,20 +48,21 @@ from qnas_hw.space import Architecture, SpaceError
 
 logger = logging.getLogger(__name__)
 
-_DIAGONAL_1Q = frozenset({"rz"})
-_DIAGONAL_2Q = frozenset({"rzz"})
+_DIAGONAL = frozenset({"rz", "rzz"})
 _REAL_1Q = frozenset({"ry", "h"})
 _COMPLEX_OF = {torch.float32: torch.complex64, torch.float64: torch.complex128}
+#: Largest chunk (in qubits) whose Kronecker matrix is applied as one GEMM. 3-4 balances
+#: GEMM efficiency (bigger is better) against flops (2**k per amplitude); see benchmarks/simulator.py.
+DEFAULT_CHUNK = 4
 
 
 # --------------------------------------------------------------------------- compiled stages
 @dataclass(frozen=True)
 class _Fused1Q:
-    """Single-qubit gate runs, one per qubit, applied together (they commute: distinct qubits).
+    """Single-qubit gate runs of identical signature on several qubits; matrices built in one go.
 
-    ``names[p]`` is the gate at position ``p`` of every run in the group; runs with
-    different gate sequences live in different groups.  ``kinds[p]`` is "x", "w" or
-    None (fixed gate) and ``index[p]`` the (n_runs,) parameter indices.
+    ``names[p]`` is the gate at position ``p`` of every run; ``kinds[p]`` is "x", "w"
+    or None (fixed gate) and ``index[p]`` the (n_runs,) parameter indices.
     """
 
     qubits: tuple[int, ...]
@@ -68,8 +76,33 @@ class _Fused1Q:
 
 
 @dataclass(frozen=True)
+class _Layer:
+    """One stage of single-qubit runs on distinct qubits (they commute, so order is free).
+
+    mode "real": fused real matrices (RY/H) in chunks, then ``phase`` (the split-off RZs).
+    mode "complex": fused complex matrices in chunks. mode "per_sample": input-dependent
+    matrices applied qubit by qubit (never produced by today's gate programs after the
+    first entangler, kept so any program stays simulable).
+    """
+
+    mode: str
+    groups: list[_Fused1Q]
+    chunks: list[tuple[int, int]]  # (lowest qubit, width) of each Kronecker chunk
+    phase: _RzPhase | None
+
+
+@dataclass(frozen=True)
+class _RzPhase:
+    """RZ angles theta_j on qubits q_j: phase[k] = -1/2 sum_j theta_j z_{q_j}(k) with z = +-1."""
+
+    kinds: tuple[str, ...]
+    index: Tensor
+    signs: Tensor  # (2**n, n_rz)
+
+
+@dataclass(frozen=True)
 class _Permutation:
-    """new[:, k] = old[:, src[k]]; ``inv`` is the inverse permutation (for the backward gather)."""
+    """new[k] = old[src[k]]; ``inv`` is the inverse permutation (for the backward gather)."""
 
     src: Tensor
     inv: Tensor
@@ -85,17 +118,68 @@ class _Phase:
 
 
 class _Gather(torch.autograd.Function):
-    """Permutation of the basis: forward and backward are both gathers (no index_add scatter)."""
+    """Permutation of basis rows: forward and backward are both gathers (no index_add scatter)."""
 
     @staticmethod
     def forward(ctx, state: Tensor, src: Tensor, inv: Tensor) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(inv)
-        return state.index_select(-1, src)
+        return state.index_select(0, src)
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         (inv,) = ctx.saved_tensors
-        return grad.index_select(-1, inv), None, None
+        return grad.index_select(0, inv), None, None
+
+
+class _ChunkMatmul(torch.autograd.Function):
+    """One Kronecker chunk ``kron`` (2**w x 2**w) applied to qubits lo..lo+w-1 of a batch-last state.
+
+    Written by hand because autograd's broadcast-matmul backward transposes and
+    copies the whole state; here both directions are plain (batched) GEMMs on
+    contiguous views, and the matrix gradient is one more GEMM reduced over blocks.
+    """
+
+    @staticmethod
+    def forward(ctx, state: Tensor, kron: Tensor, lo: int, width: int) -> Tensor:  # type: ignore[override]
+        view = _chunk_view(state, lo, width)
+        ctx.save_for_backward(state, kron)
+        ctx.chunk = (lo, width)
+        return _bmm(kron, view).view(state.shape)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        state, kron = ctx.saved_tensors
+        lo, width = ctx.chunk
+        g = _chunk_view(grad.contiguous(), lo, width)
+        grad_state = grad_kron = None
+        if ctx.needs_input_grad[0]:
+            grad_state = _bmm(kron.mH, g).view(state.shape)
+        if ctx.needs_input_grad[1]:
+            x = _chunk_view(state, lo, width)
+            grad_kron = torch.matmul(g, x.mH).sum(0) if g.shape[0] > 1 else g[0] @ x[0].mH
+        return grad_state, grad_kron, None, None
+
+
+def _chunk_view(state: Tensor, lo: int, width: int) -> Tensor:
+    """(2**(n-lo-w), 2**w, 2**lo * C) view of a (2**n, C) state: the chunk's bits in the middle axis."""
+    rows, cols = state.shape
+    return state.view(rows >> (lo + width), 1 << width, (1 << lo) * cols)
+
+
+def _outer(vecs: list[Tensor]) -> Tensor:
+    """Kronecker product of (2, B|1) columns, first factor most significant: (2**len, B|1)."""
+    if len(vecs) == 1:
+        return vecs[0]
+    half = len(vecs) // 2
+    hi, lo = _outer(vecs[:half]), _outer(vecs[half:])
+    cols = max(hi.shape[1], lo.shape[1])
+    return (hi[:, None, :] * lo[None, :, :]).reshape(-1, cols)
+
+
+def _bmm(matrix: Tensor, view: Tensor) -> Tensor:
+    if view.shape[0] == 1:
+        return (matrix @ view[0]).unsqueeze(0)
+    return torch.bmm(matrix.expand(view.shape[0], *matrix.shape), view)
 
 
 def _bits(n: int) -> np.ndarray:
@@ -109,30 +193,30 @@ def _cx_source(n: int, control: int, target: int) -> np.ndarray:
     return k ^ (((k >> control) & 1) << target)
 
 
-def _strip_tail(gates: list[Gate], n: int) -> tuple[list[Gate], np.ndarray]:
-    """Drop trailing gates that cannot change <Z> except by permuting the basis.
+def _strip_tail(gates: list[Gate], n: int) -> tuple[list[Gate], list[Gate], np.ndarray]:
+    """Split off trailing gates that cannot change <Z> except by permuting the basis.
 
     Walks backwards; a gate on qubits untouched by any kept later gate commutes to
     the end.  Diagonal ones (RZ, RZZ) only change phases and are dropped; CNOTs
     permute probabilities and are composed into the returned readout source map
-    (final[k] = state[src[k]]).
+    (final[k] = state[src[k]]).  Returns (kept, tail, src), both lists in program order.
     """
     blocked: set[int] = set()
     kept_rev: list[Gate] = []
     tail_rev: list[Gate] = []
     for gate in reversed(gates):
         free = not blocked.intersection(gate.qubits)
-        if free and (gate.name in _DIAGONAL_1Q or gate.name in _DIAGONAL_2Q):
-            continue
-        if free and gate.name == "cx":
+        if free and (gate.name in _DIAGONAL or gate.name == "cx"):
             tail_rev.append(gate)
             continue
         kept_rev.append(gate)
         blocked.update(gate.qubits)
+    tail = tail_rev[::-1]
     src = np.arange(2**n)
-    for gate in reversed(tail_rev):  # program order: src = src_prev[src_gate]
-        src = src[_cx_source(n, *gate.qubits)]
-    return kept_rev[::-1], src
+    for gate in tail:  # program order: src = src_prev[src_gate]
+        if gate.name == "cx":
+            src = src[_cx_source(n, *gate.qubits)]
+    return kept_rev[::-1], tail, src
 
 
 def _group_runs(runs: dict[int, list[Gate]]) -> list[_Fused1Q]:
@@ -164,34 +248,47 @@ def _group_runs(runs: dict[int, list[Gate]]) -> list[_Fused1Q]:
     return out
 
 
+def _chunks(qubits: list[int], n: int, width: int) -> list[tuple[int, int]]:
+    """Balanced consecutive qubit blocks of at most ``width`` covering ``qubits`` (blocks with none are skipped)."""
+    count = math.ceil(n / width)
+    sizes = [n // count + (1 if i < n % count else 0) for i in range(count)]
+    out, lo = [], 0
+    for size in sizes:
+        if any(lo <= q < lo + size for q in qubits):
+            out.append((lo, size))
+        lo += size
+    return out
+
+
 class SimulatorPlan:
     """Everything about one architecture's simulation that does not depend on inputs or weights.
 
     Build once per architecture and reuse: construction compiles the gate program;
-    :meth:`expectations` and :meth:`state` only run the fused stages.
+    :meth:`expectations` and :meth:`state` only run the fused stages.  ``chunk``
+    is the widest Kronecker chunk (qubits) applied as one GEMM.
     """
 
-    def __init__(self, arch: Architecture, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(self, arch: Architecture, dtype: torch.dtype = torch.float32, chunk: int = DEFAULT_CHUNK) -> None:
         if dtype not in _COMPLEX_OF:
             raise ValueError(f"SimulatorPlan dtype must be torch.float32 or torch.float64, got {dtype}")
+        if not isinstance(chunk, int) or chunk < 1:
+            raise ValueError(f"chunk must be a positive number of qubits, got {chunk!r}")
         self.arch = arch
         self.n_qubits = n = arch.n_qubits
+        self.dim = 2**n
         self.dtype = dtype
         self.complex_dtype = _COMPLEX_OF[dtype]
+        self.chunk = chunk
         gates = gate_program(arch)
         self.amplitude = arch.embedding == "amplitude"
         if self.amplitude:
             gates = self._drop_amplitude_prefix(gates)
-        kept, readout_src = _strip_tail(gates, n)
+        kept, self._tail, readout_src = _strip_tail(gates, n)
         self.real = all(g.name in _REAL_1Q or g.name == "cx" for g in kept)
-        self.product_init, self.stages, tail_runs = self._compile(kept)
-        if tail_runs:
-            self.stages.append(tail_runs)
-        z = 1.0 - 2.0 * _bits(n).astype(np.float64)  # (2**n, n): <Z_q> sign of basis state k
+        self._z = torch.tensor(1.0 - 2.0 * _bits(n), dtype=dtype)  # (2**n, n): <Z_q> sign of basis state k
+        self.product_init, self.stages = self._compile(kept)
         # E[q] = sum_k p_final[k] z[k, q] = sum_j p[j] z[inv[j], q] with final[k] = state[src[k]].
-        inv = np.argsort(readout_src)
-        self.readout = torch.tensor(z[inv], dtype=dtype)
-        self.n_stages = len(self.stages)
+        self.readout = self._z[torch.as_tensor(np.argsort(readout_src))].contiguous()
 
     # ------------------------------------------------------------------ compilation
     @staticmethod
@@ -205,11 +302,11 @@ class SimulatorPlan:
             raise SpaceError("amplitude embedding program is not a prefix of RY-tree gates; simulator needs updating")
         return rest
 
-    def _compile(self, gates: list[Gate]) -> tuple[list[_Fused1Q] | None, list, dict[int, list[Gate]]]:
+    def _compile(self, gates: list[Gate]) -> tuple[_Layer | None, list]:
         n = self.n_qubits
         pending: dict[int, list[Gate]] = {q: [] for q in range(n)}
-        touched = False  # has any two-qubit gate run yet (i.e. is the state still a product state)?
-        product_init: list[_Fused1Q] | None = None
+        product = not self.amplitude  # is the state still |0...0> rotated qubit by qubit?
+        product_init: _Layer | None = None
         stages: list = []
         i = 0
         while i < len(gates):
@@ -222,25 +319,51 @@ class SimulatorPlan:
             while j < len(gates) and len(gates[j].qubits) == 2 and gates[j].name == gate.name:
                 j += 1
             block = gates[i:j]
-            qubits = sorted({q for g in block for q in g.qubits})
-            if not touched and not self.amplitude:
-                product_init = _group_runs(pending)
+            if product:
+                product_init, product = self._layer(pending, product=True), False
                 pending = {q: [] for q in range(n)}
-                touched = True
             else:
-                flush = {q: pending[q] for q in qubits if pending[q]}
+                flush = {q: pending[q] for q in sorted({q for g in block for q in g.qubits}) if pending[q]}
                 if flush:
-                    stages.append(_group_runs(flush))
+                    stages.append(self._layer(flush))
                 for q in flush:
                     pending[q] = []
-                touched = True
             stages.append(self._two_qubit_stage(block))
             i = j
-        if not touched and not self.amplitude:
-            product_init = _group_runs(pending)
-            pending = {q: [] for q in range(n)}
-        tail = {q: run for q, run in pending.items() if run}
-        return product_init, stages, _group_runs(tail) if tail else []
+        if product:
+            product_init = self._layer(pending, product=True)
+        else:
+            tail = {q: run for q, run in pending.items() if run}
+            if tail:
+                stages.append(self._layer(tail))
+        return product_init, stages
+
+    def _layer(self, runs: dict[int, list[Gate]], product: bool = False) -> _Layer:
+        """Compile commuting single-qubit runs; ``product`` marks the runs that act on |0...0>.
+
+        Input-dependent runs after the product state fall back to per-qubit kernels;
+        the product state takes any runs since it is built from 2-vectors anyway.
+        """
+        if not product and any(g.param is not None and g.param[0] == "x" for run in runs.values() for g in run):
+            return _Layer("per_sample", _group_runs(runs), [], None)
+        heads: dict[int, list[Gate]] = {}
+        rzs: list[Gate] = []
+        for q, run in runs.items():
+            cut = len(run)
+            while cut > 0 and run[cut - 1].name == "rz":
+                cut -= 1
+            heads[q], rzs = run[:cut], rzs + run[cut:]
+        if all(g.name in _REAL_1Q for run in heads.values() for g in run):
+            phase = None
+            if rzs:
+                phase = _RzPhase(
+                    kinds=tuple(g.param[0] for g in rzs),
+                    index=torch.tensor([g.param[1] for g in rzs], dtype=torch.long),
+                    signs=self._z[:, [g.qubits[0] for g in rzs]].contiguous(),
+                )
+            heads = {q: run for q, run in heads.items() if run}
+            return _Layer("real", _group_runs(heads), _chunks(list(heads), self.n_qubits, self.chunk), phase)
+        return _Layer("complex", _group_runs(runs), _chunks(list(runs), self.n_qubits, self.chunk), None)
 
     def _two_qubit_stage(self, block: list[Gate]) -> _Permutation | _Phase:
         n = self.n_qubits
@@ -250,44 +373,41 @@ class SimulatorPlan:
                 src = src[_cx_source(n, *g.qubits)]
             return _Permutation(torch.tensor(src, dtype=torch.long), torch.tensor(np.argsort(src), dtype=torch.long))
         if block[0].name == "rzz":
-            z = 1.0 - 2.0 * _bits(n)
             if any(g.param is None or g.param[0] != "xx" for g in block):
                 raise SpaceError(f"simulator supports RZZ(x_i*x_j) only, got {block[0].param!r}")
-            coef = np.stack([-0.5 * z[:, g.qubits[0]] * z[:, g.qubits[1]] for g in block])
+            coef = torch.stack([-0.5 * self._z[:, g.qubits[0]] * self._z[:, g.qubits[1]] for g in block])
             return _Phase(
                 first=torch.tensor([g.param[1] for g in block], dtype=torch.long),
                 second=torch.tensor([g.param[2] for g in block], dtype=torch.long),
-                coef=torch.tensor(coef, dtype=self.dtype),
+                coef=coef,
             )
         raise SpaceError(f"simulator has no kernel for two-qubit gate {block[0].name!r}")
 
     # ------------------------------------------------------------------ matrices
-    def _gate_matrices(self, name: str, theta: Tensor | None, shape: tuple[int, ...]) -> Tensor:
-        """(..., 2, 2) matrices of one gate kind for a tensor of angles (real when the plan is real)."""
+    def _gate_matrices(self, name: str, theta: Tensor | None, shape: tuple[int, ...], real: bool) -> Tensor:
+        """(..., 2, 2) matrices of one gate kind for a tensor of angles (real dtype when ``real``)."""
         if name == "h":
             h = torch.tensor([[1.0, 1.0], [1.0, -1.0]], dtype=self.dtype) / math.sqrt(2.0)
-            h = h if self.real else h.to(self.complex_dtype)
-            return h.expand(*shape, 2, 2)
+            return (h if real else h.to(self.complex_dtype)).expand(*shape, 2, 2)
         assert theta is not None
         c, s = torch.cos(theta / 2), torch.sin(theta / 2)
         if name == "ry":
-            m = torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)
-            return m if self.real else m.to(self.complex_dtype)
+            m = torch.stack([c, -s, s, c], -1).unflatten(-1, (2, 2))
+            return m if real else m.to(self.complex_dtype)
         zero = torch.zeros_like(c)
         if name == "rx":
-            re = torch.stack([torch.stack([c, zero], -1), torch.stack([zero, c], -1)], -2)
-            im = torch.stack([torch.stack([zero, -s], -1), torch.stack([-s, zero], -1)], -2)
-            return torch.complex(re, im)
-        if name == "rz":
-            re = torch.stack([torch.stack([c, zero], -1), torch.stack([zero, c], -1)], -2)
-            im = torch.stack([torch.stack([-s, zero], -1), torch.stack([zero, s], -1)], -2)
-            return torch.complex(re, im)
-        raise SpaceError(f"simulator has no kernel for single-qubit gate {name!r}")
+            re = torch.stack([c, zero, zero, c], -1)
+            im = torch.stack([zero, -s, -s, zero], -1)
+        elif name == "rz":
+            re = torch.stack([c, zero, zero, c], -1)
+            im = torch.stack([-s, zero, zero, s], -1)
+        else:
+            raise SpaceError(f"simulator has no kernel for single-qubit gate {name!r}")
+        return torch.complex(re, im).unflatten(-1, (2, 2))
 
-    def _group_matrices(self, group: _Fused1Q, inputs: Tensor, weights: Tensor) -> Tensor:
+    def _group_matrices(self, group: _Fused1Q, inputs: Tensor, weights: Tensor, real: bool) -> Tensor:
         """Fused matrices of a group: (n_runs, 2, 2) shared or (B, n_runs, 2, 2) per sample."""
-        batch = inputs.shape[0]
-        shape = (batch, len(group.qubits)) if group.per_sample else (len(group.qubits),)
+        shape = (inputs.shape[0], len(group.qubits)) if group.per_sample else (len(group.qubits),)
         total: Tensor | None = None
         for name, kind, idx in zip(group.names, group.kinds, group.index, strict=True):
             if kind is None:
@@ -296,65 +416,128 @@ class SimulatorPlan:
                 theta = inputs[:, idx]
             else:
                 theta = weights[idx].expand(shape) if group.per_sample else weights[idx]
-            m = self._gate_matrices(name, theta, shape)
+            m = self._gate_matrices(name, theta, shape, real)
             total = m if total is None else m @ total
         assert total is not None
         return total
 
     # ------------------------------------------------------------------ kernels
-    def _product_state(self, groups: list[_Fused1Q], inputs: Tensor, weights: Tensor) -> Tensor:
+    def _to_complex(self, state: Tensor) -> Tensor:
+        return torch.view_as_complex(state.view(self.dim, -1, 2))
+
+    def _to_real(self, state: Tensor) -> Tensor:
+        return torch.view_as_real(state).reshape(self.dim, -1)
+
+    def _product_state(self, layer: _Layer, inputs: Tensor, weights: Tensor) -> Tensor:
+        """|psi> = (x)_q U_q|0> (then the split-off RZ phase), built batch-last by outer products.
+
+        Halves are built recursively and joined by one outer product, so only the
+        last product touches the full 2**n x B state.
+        """
         n, batch = self.n_qubits, inputs.shape[0]
-        dt = self.dtype if self.real else self.complex_dtype
-        vecs: list[Tensor | None] = [None] * n
-        for group in groups:
-            col = self._group_matrices(group, inputs, weights)[..., :, 0]  # U|0>
+        real = layer.mode == "real"
+        dt = self.dtype if real else self.complex_dtype
+        vecs: list[Tensor] = [torch.tensor([[1.0], [0.0]], dtype=dt)] * n  # (2, B) or (2, 1)
+        for group in layer.groups:
+            col = self._group_matrices(group, inputs, weights, real)[..., :, 0]  # U|0>
             for k, q in enumerate(group.qubits):
-                vecs[q] = col[:, k] if group.per_sample else col[k].expand(batch, 2)
-        zero = torch.tensor([1.0, 0.0], dtype=dt).expand(batch, 2)
-        state = vecs[n - 1] if vecs[n - 1] is not None else zero
-        for q in range(n - 2, -1, -1):
-            v = vecs[q] if vecs[q] is not None else zero
-            state = (state[:, :, None] * v[:, None, :]).reshape(batch, -1)
+                vecs[q] = col[:, k].T if group.per_sample else col[k][:, None]
+        state = _outer(vecs[::-1]).expand(self.dim, batch).contiguous()  # most significant qubit first
+        if layer.phase is not None:
+            return self._apply_phase(state, layer.phase, inputs, weights, real_state=True)
+        if self.real:
+            return state
+        if real:
+            return torch.stack([state, torch.zeros_like(state)], -1).view(self.dim, -1)
+        return self._to_real(state)
+
+    def _apply_phase(self, state: Tensor, rz: _RzPhase, inputs: Tensor, weights: Tensor, real_state: bool) -> Tensor:
+        """Multiply by exp(i*phase) of the split-off RZs; a real state becomes complex here."""
+        if "x" in rz.kinds:
+            cols = [
+                inputs[:, i] if k == "x" else weights[i].expand(inputs.shape[0])
+                for k, i in zip(rz.kinds, rz.index.tolist(), strict=True)
+            ]
+            theta = torch.stack(cols, 0)  # (n_rz, B)
+        else:
+            theta = weights[rz.index][:, None]
+        phase = (-0.5 * rz.signs) @ theta  # (2**n, B) or (2**n, 1)
+        if real_state:
+            rot = torch.stack([torch.cos(phase), torch.sin(phase)], -1)  # (2**n, B|1, 2)
+            return (state[:, :, None] * rot).view(self.dim, -1)
+        return self._to_real(self._to_complex(state) * torch.polar(torch.ones_like(phase), phase))
+
+    def _amplitude_state(self, inputs: Tensor) -> Tensor:
+        feats = torch.nn.functional.pad(inputs, (0, self.dim - inputs.shape[1]))
+        norm = feats.norm(dim=1, keepdim=True)
+        basis0 = torch.zeros(self.dim, dtype=self.dtype)
+        basis0[0] = 1.0
+        safe = torch.where(norm > 0, norm, torch.ones_like(norm))
+        state = torch.where(norm > 0, feats / safe, basis0).T.contiguous()
+        if self.real:
+            return state
+        return torch.stack([state, torch.zeros_like(state)], -1).reshape(self.dim, -1)
+
+    def _apply_chunks(self, state: Tensor, mats: dict[int, Tensor], chunks: list[tuple[int, int]]) -> Tensor:
+        """Apply (x)_q U_q chunk by chunk: each chunk's Kronecker matrix is one (broadcast) GEMM over the batch."""
+        for lo, width in chunks:
+            eye = torch.eye(2, dtype=next(iter(mats.values())).dtype)
+            kron: Tensor | None = None
+            for q in range(lo + width - 1, lo - 1, -1):
+                m = mats.get(q, eye)
+                kron = m if kron is None else torch.kron(kron, m)
+            assert kron is not None
+            state = _ChunkMatmul.apply(state, kron, lo, width)
         return state
 
-    def _apply_1q(self, state: Tensor, groups: list[_Fused1Q], inputs: Tensor, weights: Tensor) -> Tensor:
-        n, batch = self.n_qubits, state.shape[0]
-        for group in groups:
-            mats = self._group_matrices(group, inputs, weights)
-            for k, q in enumerate(group.qubits):
-                if group.per_sample:
-                    view = state.reshape(batch, 2 ** (n - 1 - q), 2, 2**q)
-                    state = torch.matmul(mats[:, None, k], view).reshape(batch, -1)
-                else:
-                    view = state.reshape(batch * 2 ** (n - 1 - q), 2, 2**q)
-                    state = torch.matmul(mats[k], view).reshape(batch, -1)
+    def _apply_layer(self, state: Tensor, layer: _Layer, inputs: Tensor, weights: Tensor) -> Tensor:
+        if layer.mode == "per_sample":
+            return self._apply_per_sample(state, layer.groups, inputs, weights)
+        real = layer.mode == "real"
+        mats: dict[int, Tensor] = {}
+        for group in layer.groups:
+            fused = self._group_matrices(group, inputs, weights, real)
+            mats.update({q: fused[k] for k, q in enumerate(group.qubits)})
+        if real:
+            state = self._apply_chunks(state, mats, layer.chunks)
+        else:
+            state = self._to_real(self._apply_chunks(self._to_complex(state), mats, layer.chunks))
+        if layer.phase is not None:
+            state = self._apply_phase(state, layer.phase, inputs, weights, real_state=False)
         return state
 
-    def _initial_state(self, inputs: Tensor, weights: Tensor) -> Tensor:
-        if self.amplitude:
-            dim = 2**self.n_qubits
-            feats = torch.nn.functional.pad(inputs, (0, dim - inputs.shape[1]))
-            norm = feats.norm(dim=1, keepdim=True)
-            basis0 = torch.zeros(dim, dtype=self.dtype)
-            basis0[0] = 1.0
-            safe = torch.where(norm > 0, norm, torch.ones_like(norm))
-            state = torch.where(norm > 0, feats / safe, basis0)
-            return state if self.real else state.to(self.complex_dtype)
-        assert self.product_init is not None
-        return self._product_state(self.product_init, inputs, weights)
+    def _apply_per_sample(self, state: Tensor, groups: list[_Fused1Q], inputs: Tensor, weights: Tensor) -> Tensor:
+        n = self.n_qubits
+        psi = state if self.real else self._to_complex(state)
+        for group in groups:
+            mats = self._group_matrices(group, inputs, weights, self.real)
+            if not group.per_sample:
+                mats = mats.expand(inputs.shape[0], *mats.shape)
+            for k, q in enumerate(group.qubits):
+                u = mats[:, k]  # (B, 2, 2)
+                view = psi.reshape(2 ** (n - 1 - q), 2, 2**q, -1)
+                x0, x1 = view[:, 0], view[:, 1]
+                out0 = u[:, 0, 0] * x0 + u[:, 0, 1] * x1
+                out1 = u[:, 1, 0] * x0 + u[:, 1, 1] * x1
+                psi = torch.stack([out0, out1], 1).reshape(self.dim, -1)
+        return psi if self.real else self._to_real(psi)
 
     def _run(self, inputs: Tensor, weights: Tensor) -> Tensor:
-        inputs, weights = self._check(inputs, weights)
-        state = self._initial_state(inputs, weights)
+        """Final (pre-tail) state, batch-last real layout (2**n, C)."""
+        if self.amplitude:
+            state = self._amplitude_state(inputs)
+        else:
+            assert self.product_init is not None
+            state = self._product_state(self.product_init, inputs, weights)
         for stage in self.stages:
             if isinstance(stage, _Permutation):
                 state = _Gather.apply(state, stage.src, stage.inv)
             elif isinstance(stage, _Phase):
                 theta = inputs[:, stage.first] * inputs[:, stage.second]
-                phase = theta @ stage.coef
-                state = state * torch.polar(torch.ones_like(phase), phase)
+                phase = (theta @ stage.coef).T
+                state = self._to_real(self._to_complex(state) * torch.polar(torch.ones_like(phase), phase))
             else:
-                state = self._apply_1q(state, stage, inputs, weights)
+                state = self._apply_layer(state, stage, inputs, weights)
         return state
 
     def _check(self, inputs: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
@@ -374,66 +557,38 @@ class SimulatorPlan:
         return inputs.to(self.dtype), weights.to(self.dtype)
 
     # ------------------------------------------------------------------ public
-    def state(self, inputs: Tensor, weights: Tensor) -> Tensor:
-        """Final statevector (B, 2**n), complex, little-endian.
-
-        Gates stripped from the tail for the readout (trailing CNOTs and diagonal
-        gates) are applied here, so this is the circuit's full state.
-        """
-        n = self.n_qubits
-        state = self._run(inputs, weights)
-        state = state.to(self.complex_dtype)
-        # Re-run the stripped tail exactly: it is cheap and only used by tests/diagnostics.
-        tail = self._stripped_tail()
-        for gate in tail:
-            if gate.name == "cx":
-                state = state[:, torch.as_tensor(_cx_source(n, *gate.qubits))]
-            elif gate.name == "rz":
-                theta = self._param_value(gate, inputs.to(self.dtype), weights.to(self.dtype))
-                z = torch.as_tensor(1.0 - 2.0 * _bits(n)[:, gate.qubits[0]], dtype=self.dtype)
-                phase = -0.5 * theta[..., None] * z
-                state = state * torch.polar(torch.ones_like(phase), phase)
-            elif gate.name == "rzz":
-                theta = self._param_value(gate, inputs.to(self.dtype), weights.to(self.dtype))
-                bits = _bits(n)
-                z = torch.as_tensor((1.0 - 2.0 * bits[:, gate.qubits[0]]) * (1.0 - 2.0 * bits[:, gate.qubits[1]]))
-                phase = -0.5 * theta[..., None] * z.to(self.dtype)
-                state = state * torch.polar(torch.ones_like(phase), phase)
-        return state
-
-    def _stripped_tail(self) -> list[Gate]:
-        gates = gate_program(self.arch)
-        if self.amplitude:
-            gates = self._drop_amplitude_prefix(gates)
-        kept, _ = _strip_tail(gates, self.n_qubits)
-        # The tail is the program minus the kept gates, in program order.
-        kept_ids = iter(kept)
-        nxt = next(kept_ids, None)
-        tail = []
-        for g in gates:
-            if nxt is not None and g is nxt:
-                nxt = next(kept_ids, None)
-            else:
-                tail.append(g)
-        return tail
-
-    @staticmethod
-    def _param_value(gate: Gate, inputs: Tensor, weights: Tensor) -> Tensor:
-        assert gate.param is not None
-        kind = gate.param[0]
-        if kind == "x":
-            return inputs[:, gate.param[1]]
-        if kind == "w":
-            return weights[gate.param[1]].expand(inputs.shape[0])
-        if kind == "xx":
-            return inputs[:, gate.param[1]] * inputs[:, gate.param[2]]
-        raise SpaceError(f"unknown parameter reference {gate.param!r}")
-
     def expectations(self, inputs: Tensor, weights: Tensor) -> Tensor:
         """<Z_q> for every qubit, (B, n_qubits), differentiable in inputs and weights."""
+        inputs, weights = self._check(inputs, weights)
         state = self._run(inputs, weights)
-        probs = state.square() if self.real else (state.real.square() + state.imag.square())
-        return probs @ self.readout
+        sq = state.square()
+        probs = sq if self.real else sq.view(self.dim, -1, 2).sum(-1)
+        return probs.T @ self.readout
+
+    def state(self, inputs: Tensor, weights: Tensor) -> Tensor:
+        """Final statevector (B, 2**n), complex, little-endian, for tests and diagnostics.
+
+        The gates stripped from the tail for the readout (trailing CNOTs and
+        diagonal gates) are applied here gate by gate, so this is the circuit's full state.
+        """
+        inputs, weights = self._check(inputs, weights)
+        state = self._run(inputs, weights)
+        state = state.to(self.complex_dtype) if self.real else self._to_complex(state)
+        n = self.n_qubits
+        for gate in self._tail:
+            if gate.name == "cx":
+                state = state[torch.as_tensor(_cx_source(n, *gate.qubits))]
+                continue
+            kind, idx = gate.param[0], gate.param[1]
+            if gate.name == "rz":
+                theta = inputs[:, idx] if kind == "x" else weights[idx].expand(inputs.shape[0])
+                sign = self._z[:, gate.qubits[0]]
+            else:  # rzz(x_i * x_j)
+                theta = inputs[:, idx] * inputs[:, gate.param[2]]
+                sign = self._z[:, gate.qubits[0]] * self._z[:, gate.qubits[1]]
+            phase = -0.5 * sign[:, None] * theta[None, :]
+            state = state * torch.polar(torch.ones_like(phase), phase)
+        return state.T.contiguous()
 
 
 class QuantumLayer(nn.Module):
