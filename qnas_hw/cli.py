@@ -400,25 +400,27 @@ def _hw_eval(
     )
     report_ = evaluate_study(study, be, which=pick(which, hw.which), settings=settings)
     for line in report_.plan.lines_text():
-        out_console.print(line, highlight=False, markup=False)
+        out_console.print(line, highlight=False, markup=False, soft_wrap=True)
     if report_.dry_run:
         if report_.refusal:
             err_console.print(f"[yellow]would refuse:[/yellow] {report_.refusal}", highlight=False)
         out_console.print("dry run: nothing was submitted", highlight=False)
     else:
         table = Table(title=f"hardware validation accuracy on {be.name}")
-        for col in ("candidate", "hw acc", "sim acc", "shots", "jobs (reused)", "QPU s", "wall s", "pred s"):
-            table.add_column(col)
+        table.add_column("candidate", no_wrap=True)
+        for col in ("hw acc", "sim acc", "shots", "jobs (reused)", "QPU s", "wall s", "pred s"):
+            table.add_column(col, justify="right")
+        num = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
         for r in report_.results:
             table.add_row(
                 r.arch,
-                f"{r.accuracy:.3f}",
-                _cell(r.simulator_accuracy),
+                num(r.accuracy, ".3f"),
+                num(r.simulator_accuracy, ".3f"),
                 str(r.shots),
                 f"{r.jobs} ({r.reused_jobs})",
-                _cell(r.quantum_seconds),
-                _cell(r.wall_seconds),
-                f"{r.predicted_seconds:.2f}",
+                num(r.quantum_seconds, ".1f"),
+                num(r.wall_seconds, ".1f"),
+                num(r.predicted_seconds, ".1f"),
             )
         out_console.print(table)
     if json_out is not None:

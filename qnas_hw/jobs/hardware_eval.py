@@ -240,7 +240,9 @@ def evaluate_on_backend(
     )
     all_specs = [s for specs in groups.values() for s in specs]
     outcomes = dict(zip([id(s) for s in all_specs], executor.run_sync(all_specs), strict=True))
-    plan_by_label = {line.label: line for line in plan.lines}
+    # per-candidate predictions cover all its jobs (the plan above only prices what is left to run)
+    full = plan_spend(backend, groups, cost_model=cost_model) if done else plan
+    plan_by_label = {line.label: line for line in full.lines}
     results = []
     for arch, model in candidates:
         specs = groups[arch.canonical()]
