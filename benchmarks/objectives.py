@@ -63,10 +63,12 @@ class Timing:
         return self.transpile_s + self.plan_s + self.cost_s
 
 
-def _stack(backend_name: str, budget: int, seed: int) -> tuple[Transpiler, CutPlanner, RuntimeCostObjective]:
+def _stack(
+    backend_name: str, budget: int, seed: int, max_backjumps: int = 10000
+) -> tuple[Transpiler, CutPlanner, RuntimeCostObjective]:
     backend = get_backend(backend_name)
     transpiler = Transpiler(backend, optimization_level=1, seed=seed)
-    planner = CutPlanner(budget, seed=seed, max_qubits=backend.num_qubits)
+    planner = CutPlanner(budget, seed=seed, max_qubits=backend.num_qubits, max_backjumps=max_backjumps)
     cost = RuntimeCostObjective(backend, transpiler, CostModel.for_backend(backend), cut_planner=planner)
     return transpiler, planner, cost
 
@@ -77,8 +79,10 @@ def _timed(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
     return out, time.perf_counter() - t
 
 
-def cold_timings(archs: Sequence[Architecture], backend_name: str, budget: int, seed: int) -> list[Timing]:
-    transpiler, planner, cost = _stack(backend_name, budget, seed)
+def cold_timings(
+    archs: Sequence[Architecture], backend_name: str, budget: int, seed: int, max_backjumps: int = 10000
+) -> list[Timing]:
+    transpiler, planner, cost = _stack(backend_name, budget, seed, max_backjumps)
     rows = []
     for arch in archs:
         _, t_tr = _timed(transpiler.transpile, arch)
@@ -95,20 +99,20 @@ def _stats(values: Sequence[float]) -> str:
     return f"{np.median(v):8.3f} {np.percentile(v, 90):8.3f} {v.max():8.3f}"
 
 
-def print_part1(rows_by_budget: dict[int, list[Timing]]) -> None:
+def print_part1(rows_by_budget: dict[tuple[int, int], list[Timing]]) -> None:
     print("\n== Part 1: cold time per distinct 8-qubit 2-layer candidate (seconds: median / p90 / max) ==")
     cols = " | ".join(f"{c:^26}" for c in ("transpile", "cut plan", "cost predict", "total"))
-    header = f"{'budget':>6} {'subset':>10} {'n':>3} | {cols}"
+    header = f"{'budget/backjumps':>16} {'subset':>10} {'n':>3} | {cols}"
     print(header)
     print("-" * len(header))
-    for budget, rows in rows_by_budget.items():
+    for (budget, backjumps), rows in rows_by_budget.items():
         for label, sel in (
             ("all", rows),
             ("feasible", [r for r in rows if r.feasible]),
             ("infeasible", [r for r in rows if not r.feasible]),
         ):
             print(
-                f"{budget:>6} {label:>10} {len(sel):>3} | {_stats([r.transpile_s for r in sel])} | "
+                f"{f'{budget}/{backjumps}':>16} {label:>10} {len(sel):>3} | {_stats([r.transpile_s for r in sel])} | "
                 f"{_stats([r.plan_s for r in sel])} | {_stats([r.cost_s for r in sel])} | "
                 f"{_stats([r.total_s for r in sel])}"
             )
@@ -116,7 +120,7 @@ def print_part1(rows_by_budget: dict[int, list[Timing]]) -> None:
         verdict = "meets" if med < 1.0 else "MISSES"
         subs = Counter(r.n_subcircuits for r in rows if r.feasible)
         print(
-            f"       budget {budget}: median total {med:.3f} s {verdict} the < 1 s target; "
+            f"       budget {budget}, max_backjumps {backjumps}: median total {med:.3f} s {verdict} the < 1 s target; "
             f"feasible subcircuit counts {dict(sorted(subs.items()))}"
         )
         slow = sorted(rows, key=lambda r: -r.plan_s)[:3]
@@ -124,6 +128,23 @@ def print_part1(rows_by_budget: dict[int, list[Timing]]) -> None:
             "       slowest plans: "
             + "; ".join(f"{r.arch} {r.plan_s:.2f}s{'' if r.feasible else ' (infeasible)'}" for r in slow)
         )
+
+
+def print_agreement(part1: dict[tuple[int, int], list[Timing]]) -> None:
+    """Does a smaller backjump limit change the verdicts or the plans? (the reference is the largest limit)"""
+    for budget in sorted({b for b, _ in part1}):
+        runs = sorted(((j, rows) for (b, j), rows in part1.items() if b == budget), key=lambda x: -x[0])
+        ref_j, ref = runs[0]
+        for j, rows in runs[1:]:
+            verdict = sum(a.feasible == r.feasible for a, r in zip(rows, ref, strict=True))
+            same = sum(
+                a.feasible == r.feasible and (not r.feasible or a.overhead == r.overhead)
+                for a, r in zip(rows, ref, strict=True)
+            )
+            print(
+                f"       budget {budget}: max_backjumps {j} vs {ref_j}: same feasibility verdict "
+                f"{verdict}/{len(ref)}, same verdict and feasible overhead {same}/{len(ref)}"
+            )
 
 
 # ------------------------------------------------------------------ part 2
@@ -200,6 +221,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--backend", default="fake_kolkata")
     ap.add_argument("--n", type=int, default=24, help="distinct 8-qubit 2-layer candidates for part 1")
     ap.add_argument("--budgets", default="4", help="comma-separated qubit budgets for part 1")
+    ap.add_argument(
+        "--backjumps", default="10000", help="comma-separated find_cuts max_backjumps for part 1 (10000 = default)"
+    )
+    ap.add_argument("--skip-stream", action="store_true", help="part 1 only")
     ap.add_argument("--stream-budget", type=int, default=4)
     ap.add_argument("--pop", type=int, default=12)
     ap.add_argument("--generations", type=int, default=8)
@@ -219,8 +244,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             archs.append(a)
     budgets = [int(b) for b in args.budgets.split(",")]
     t0 = time.perf_counter()
-    part1 = {b: cold_timings(archs, args.backend, b, args.seed) for b in budgets}
+    backjumps = [int(b) for b in args.backjumps.split(",")]
+    part1 = {(b, j): cold_timings(archs, args.backend, b, args.seed, j) for b in budgets for j in backjumps}
     print_part1(part1)
+    if len(backjumps) > 1:
+        print_agreement(part1)
+    if args.skip_stream:
+        return
 
     lo_q, hi_q = (int(v) for v in args.stream_qubits.split(","))
     lo_l, hi_l = (int(v) for v in args.stream_layers.split(","))
