@@ -201,9 +201,7 @@ class SuperCircuit(nn.Module):
         with torch.no_grad():
             tensors = self._arch_tensors(arch, model, model_q)
             state = {k: v.detach().clone() for k, v in tensors.items()}
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if unexpected or any(m in dict(model.named_parameters()) for m in missing):
-            raise RuntimeError(f"extract({arch}) could not map weights: missing={missing}, unexpected={unexpected}")
+        model.load_state_dict(state, strict=True)
         model.train(self.training)
         return model
 

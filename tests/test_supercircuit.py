@@ -217,3 +217,13 @@ def test_a_training_checkpoint_loads_as_a_supercircuit(iris, tmp_path):
     sc = SuperCircuit(SPACE, iris.input_shape, iris.n_classes, seed=0)
     train_supercircuit(sc, iris, SuperTrainConfig(epochs=1, sampling="uniform"), checkpoint=ck)
     assert SuperCircuit.load(ck).fingerprint() == sc.fingerprint()
+
+
+def test_cached_templates_stay_bounded(iris):
+    sc = SuperCircuit(SPACE, iris.input_shape, iris.n_classes, max_cached=3).eval()
+    x = iris.val.tensors[0][:4]
+    first = sc(x, ARCHS[0])
+    for arch in ARCHS:
+        sc(x, arch)
+        assert len(sc._templates) <= 3
+    assert torch.equal(sc(x, ARCHS[0]), first)  # rebuilt after eviction, same numbers
