@@ -30,8 +30,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out_console = Console()
-err_console = Console(stderr=True)
+out_console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 logger = logging.getLogger("qnas_hw.cli")
 
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging (and tracebacks) on stderr.")]
@@ -125,7 +125,14 @@ def search(
 
         overrides = {"seed": seed, "hardware.backend": backend, "hardware.qubit_budget": qubit_budget}
         if resume is not None:
-            given = [f for f, v in (("--config", config), ("--out", out), *overrides.items()) if v is not None]
+            flags = {
+                "--config": config,
+                "--out": out,
+                "--seed": seed,
+                "--backend": backend,
+                "--qubit-budget": qubit_budget,
+            }
+            given = [flag for flag, value in flags.items() if value is not None]
             if given:
                 _fail(
                     f"--resume continues {resume} with its stored configuration; drop {', '.join(given)} "
