@@ -103,9 +103,9 @@ class SpaceConfig(_Section):
 class SuperCircuitConfig(_Section):
     """Weight-shared SuperCircuit training (once per study)."""
 
-    epochs: int = 8
-    batch_size: int = 32
-    lr: float = 2e-2
+    epochs: int = 10
+    batch_size: int = 16
+    lr: float = 5e-2
     sampling: Literal["uniform", "sandwich", "restricted"] = "sandwich"
     restricted_genes: int = 1
 

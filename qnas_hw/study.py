@@ -107,11 +107,7 @@ class AlgorithmState:
 
 
 def now_iso() -> str:
-    """UTC timestamp used for every time the study records."""
-    return _now()
-
-
-def _now() -> str:
+    """UTC timestamp (seconds) used for every time the study records."""
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
@@ -166,7 +162,7 @@ class Study:
                     ("schema_version", str(SCHEMA_VERSION)),
                     ("config", _dumps(config)),
                     ("objective_names", json.dumps(names)),
-                    ("created", _now()),
+                    ("created", now_iso()),
                 ],
             )
         study._write_config_json(config)
@@ -266,7 +262,7 @@ class Study:
         with self.transaction() as c:
             row = c.execute("SELECT value FROM meta WHERE key = 'runs'").fetchone()
             runs = json.loads(row[0]) if row else []
-            runs.append({**info, "finished_at": _now()})
+            runs.append({**info, "finished_at": now_iso()})
             c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('runs', ?)", (_dumps(runs),))
 
     def runs(self) -> list[dict[str, Any]]:
@@ -311,7 +307,7 @@ class Study:
                     _dumps(timings),
                     int(generation),
                     int(bool(feasible)),
-                    _now(),
+                    now_iso(),
                 ),
             )
             return cur.rowcount == 1
@@ -363,7 +359,7 @@ class Study:
         hv = record.hypervolume
         if hv is not None and not math.isfinite(hv):
             hv = None
-        finished = record.finished_at or _now()
+        finished = record.finished_at or now_iso()
         with self.transaction() as c:
             c.execute(
                 "INSERT INTO generations (idx, population, front, hypervolume, finished_at) VALUES (?, ?, ?, ?, ?)",
