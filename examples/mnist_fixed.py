@@ -49,7 +49,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-dir", default=None, help="folder with the IDX files (default: $QNAS_DATA_DIR or cache)")
     p.add_argument("--download", action="store_true", help="fetch missing files from the public mirrors")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
-    p.add_argument("--no-ablation", action="store_true", help="train only the hybrid model")
+    p.add_argument(
+        "--models",
+        default="simulator,identity",
+        help="which models to train: 'simulator' (hybrid), 'identity' (classical ablation) or both, comma-separated",
+    )
     p.add_argument("--progress", action="store_true", help="show a tqdm bar per epoch")
     p.add_argument("--out", type=Path, default=Path("runs/mnist_fixed"))
     return p.parse_args(argv)
@@ -81,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     arch = Architecture.parse(args.arch)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = set(models) - {"simulator", "identity"}
+    if not models or unknown:
+        raise SystemExit(f"--models {args.models!r}: use 'simulator', 'identity' or 'simulator,identity'")
     cfg = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, patience=args.patience
     )
@@ -112,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     load_seconds = time.perf_counter() - t0
     runs = {}
-    for quantum in ("simulator",) if args.no_ablation else ("simulator", "identity"):
+    for quantum in models:
         runs[quantum] = run_one(arch, splits, quantum, cfg, args.progress)
         # Write after every model so a finished run is never lost to a later crash.
         results = {"config": config, "splits": splits.sizes(), "load_seconds": load_seconds, "runs": runs}
