@@ -1,0 +1,179 @@
+"""Forward+backward speed of the torch simulator, side by side with PennyLane and the memory-bandwidth floor.
+
+Usage::
+
+    python benchmarks/simulator.py [--threads N] [--repeats R] [--batch 256] [--workloads W8,W10,W12,W8x4]
+                                   [--no-pennylane] [--chunk K] [--anchors PATH]
+
+Workloads (as in shared/notes/simulator-anchors.md): batch 256, RY angle embedding, L layers of
+trainable (RY, RZ) per qubit + CNOT ring, <Z> on every qubit, MSE loss, one forward+backward with
+gradients for weights and inputs. W8 = 8 qubits 2 layers, W10, W12, W8x4 = 8 qubits 4 layers.
+
+Timings on a shared CPU are noisy: the table prints the median and the minimum wall time and the
+process CPU time per step (CPU time is what the step costs when other processes preempt it).
+glibc returns multi-MiB tensors to the OS every step; running with
+``MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=4294967296`` set avoids that (report both).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from qnas_hw.circuits import gate_program
+from qnas_hw.simulator import DEFAULT_CHUNK, SimulatorPlan
+from qnas_hw.space import Architecture
+
+WORKLOADS = {"W8": (8, 2), "W10": (10, 2), "W12": (12, 2), "W8x4": (8, 4)}
+DEFAULT_ANCHORS = Path(__file__).resolve().parents[2] / "shared" / "notes" / "simulator-anchors.md"
+
+
+def workload_arch(name: str) -> Architecture:
+    n, layers = WORKLOADS[name]
+    return Architecture("angle-y", n, layers, "ry-rz", "ring")
+
+
+def time_steps(step: Callable[[], None], repeats: int, warmup: int = 3) -> dict[str, float]:
+    for _ in range(warmup):
+        step()
+    wall, cpu = [], []
+    for _ in range(repeats):
+        t0, c0 = time.perf_counter(), time.process_time()
+        step()
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return {"median": statistics.median(wall), "min": min(wall), "cpu": statistics.median(cpu)}
+
+
+def make_step(forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x, w, target) -> Callable[[], None]:
+    def step() -> None:
+        x.grad = None
+        w.grad = None
+        loss = torch.nn.functional.mse_loss(forward(x, w), target)
+        loss.backward()
+
+    return step
+
+
+def pennylane_forward(arch: Architecture) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
+    """The same circuit in PennyLane default.qubit (torch interface, backprop, parameter broadcasting)."""
+    try:
+        import pennylane as qml
+    except ImportError:
+        return None
+    n, layers = arch.n_qubits, arch.n_layers
+    dev = qml.device("default.qubit", wires=n)
+
+    @qml.qnode(dev, interface="torch", diff_method="backprop")
+    def circuit(x, w):
+        for q in range(n):
+            qml.RY(x[:, q], wires=q)
+        for layer in range(layers):
+            for q in range(n):
+                qml.RY(w[(layer * n + q) * 2], wires=q)
+                qml.RZ(w[(layer * n + q) * 2 + 1], wires=q)
+            for q in range(n):
+                qml.CNOT(wires=[q, (q + 1) % n])
+        return [qml.expval(qml.PauliZ(q)) for q in range(n)]
+
+    return lambda x, w: torch.stack(circuit(x, w), -1).to(x.dtype)
+
+
+def measure_bandwidth(mib: int = 512, repeats: int = 5) -> float:
+    """Bytes/s of a large torch copy (read + write counted), the memory floor's denominator."""
+    src = torch.ones(mib * 2**20 // 4)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    best = min(_timed(lambda: dst.copy_(src)) for _ in range(repeats))
+    return 2 * src.numel() * 4 / best
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def bandwidth_floor(arch: Architecture, batch: int, bandwidth: float) -> float:
+    """Seconds a naive gate-by-gate simulator needs just to stream the state.
+
+    Every gate reads and writes the complex64 state once forward and once backward
+    (4 state sizes); fused kernels whose state stays in cache can beat this floor.
+    """
+    state_bytes = 2**arch.n_qubits * batch * 8
+    return len(gate_program(arch)) * 4 * state_bytes / bandwidth
+
+
+def print_anchors(path: Path) -> None:
+    if not path.exists():
+        print(f"(anchors file {path} not found; pass --anchors)")
+        return
+    print(f"\nAnchors from {path} (median ms/step, their 2-core machine, 2 threads):")
+    for line in path.read_text().splitlines():
+        if line.startswith("|") and "---" not in line:
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            print(f"  {cells[0][:70]:<70} " + " ".join(f"{c:>8}" for c in cells[1:]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--workloads", default=",".join(WORKLOADS))
+    parser.add_argument("--chunk", type=int, default=DEFAULT_CHUNK, help="Kronecker chunk width (qubits)")
+    parser.add_argument("--no-pennylane", action="store_true")
+    parser.add_argument("--pennylane-repeats", type=int, default=5)
+    parser.add_argument("--anchors", type=Path, default=DEFAULT_ANCHORS)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    tuned = "MALLOC_MMAP_THRESHOLD_" in os.environ
+    print(
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch}, "
+        f"repeats {args.repeats}, chunk {args.chunk}, allocator {'tuned' if tuned else 'default'}"
+    )
+    bandwidth = measure_bandwidth()
+    print(f"memory bandwidth (1 large copy, read+write): {bandwidth / 1e9:.1f} GB/s")
+    header = (
+        f"{'workload':<8} {'ms/step':>8} {'min':>7} {'cpu ms':>7} {'samples/s':>10} {'floor ms':>9} {'/floor':>7}"
+        f" | {'PL ms':>8} {'PL/ours':>8} {'max|diff|':>9}"
+    )
+    print(header)
+    print("-" * len(header))
+    have_pl = not args.no_pennylane and pennylane_forward(workload_arch("W8")) is not None
+    for name in args.workloads.split(","):
+        arch = workload_arch(name)
+        gen = torch.Generator().manual_seed(0)
+        x = (torch.rand(args.batch, arch.n_inputs, generator=gen) * math.pi).requires_grad_()
+        w = (torch.rand(arch.n_weights, generator=gen) * 2 * math.pi).requires_grad_()
+        target = torch.rand(args.batch, arch.n_qubits, generator=gen) * 2 - 1
+        plan = SimulatorPlan(arch, chunk=args.chunk)
+        ours = time_steps(make_step(plan.expectations, x, w, target), args.repeats)
+        floor = bandwidth_floor(arch, args.batch, bandwidth)
+        line = (
+            f"{name:<8} {ours['median'] * 1e3:8.2f} {ours['min'] * 1e3:7.2f} {ours['cpu'] * 1e3:7.2f} "
+            f"{args.batch / ours['median']:10.0f} {floor * 1e3:9.2f} {ours['median'] / floor:7.2f}"
+        )
+        if have_pl:
+            pl_forward = pennylane_forward(arch)
+            assert pl_forward is not None
+            with torch.no_grad():
+                diff = (pl_forward(x, w) - plan.expectations(x, w)).abs().max().item()
+            pl = time_steps(make_step(pl_forward, x, w, target), args.pennylane_repeats, warmup=1)
+            line += f" | {pl['median'] * 1e3:8.2f} {pl['median'] / ours['median']:8.1f} {diff:9.1e}"
+        else:
+            line += " | (pennylane not installed: pip install qnas-hw[pennylane])" if not args.no_pennylane else ""
+        print(line, flush=True)
+    print_anchors(args.anchors)
+
+
+if __name__ == "__main__":
+    main()
