@@ -286,6 +286,9 @@ class SimulatorPlan:
         kept, self._tail, readout_src = _strip_tail(gates, n)
         self.real = all(g.name in _REAL_1Q or g.name == "cx" for g in kept)
         self._z = torch.tensor(1.0 - 2.0 * _bits(n), dtype=dtype)  # (2**n, n): <Z_q> sign of basis state k
+        self._eye_real = torch.eye(2, dtype=dtype)
+        self._eye_complex = torch.eye(2, dtype=self.complex_dtype)
+        self._ket0 = torch.tensor([[1.0], [0.0]], dtype=dtype)
         self.product_init, self.stages = self._compile(kept)
         # E[q] = sum_k p_final[k] z[k, q] = sum_j p[j] z[inv[j], q] with final[k] = state[src[k]].
         self.readout = self._z[torch.as_tensor(np.argsort(readout_src))].contiguous()
@@ -437,7 +440,7 @@ class SimulatorPlan:
         n, batch = self.n_qubits, inputs.shape[0]
         real = layer.mode == "real"
         dt = self.dtype if real else self.complex_dtype
-        vecs: list[Tensor] = [torch.tensor([[1.0], [0.0]], dtype=dt)] * n  # (2, B) or (2, 1)
+        vecs: list[Tensor] = [self._ket0.to(dt)] * n  # (2, B) or (2, 1)
         for group in layer.groups:
             col = self._group_matrices(group, inputs, weights, real)[..., :, 0]  # U|0>
             for k, q in enumerate(group.qubits):
@@ -480,8 +483,10 @@ class SimulatorPlan:
 
     def _apply_chunks(self, state: Tensor, mats: dict[int, Tensor], chunks: list[tuple[int, int]]) -> Tensor:
         """Apply (x)_q U_q chunk by chunk: each chunk's Kronecker matrix is one (broadcast) GEMM over the batch."""
+        if not chunks:
+            return state
+        eye = self._eye_real if next(iter(mats.values())).dtype == self.dtype else self._eye_complex
         for lo, width in chunks:
-            eye = torch.eye(2, dtype=next(iter(mats.values())).dtype)
             kron: Tensor | None = None
             for q in range(lo + width - 1, lo - 1, -1):
                 m = mats.get(q, eye)
