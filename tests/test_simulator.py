@@ -141,3 +141,17 @@ def test_bad_inputs_raise_clear_errors():
         amp.expectations(torch.zeros(1, 5), torch.zeros(2))
     with pytest.raises(ValueError, match=r"float32 or torch\.float64"):
         SimulatorPlan(Architecture("angle-y", 2, 1, "ry", "ring"), dtype=torch.int32)
+
+
+@pytest.mark.parametrize(
+    "arch", [Architecture("angle-x", 7, 2, "rx-ry", "sparse"), Architecture("iqp", 5, 2, "ry-rz", "full")], ids=str
+)
+def test_every_chunk_width_gives_the_same_result(arch):
+    rng = np.random.default_rng(11)
+    x = torch.tensor(_inputs(arch, 4, rng))
+    w = torch.tensor(rng.uniform(0, 2 * math.pi, arch.n_weights))
+    ref = SimulatorPlan(arch, dtype=torch.float64, chunk=1).state(x, w)
+    for chunk in range(2, arch.n_qubits + 2):
+        torch.testing.assert_close(SimulatorPlan(arch, dtype=torch.float64, chunk=chunk).state(x, w), ref)
+    with pytest.raises(ValueError, match="chunk must be a positive"):
+        SimulatorPlan(arch, chunk=0)
