@@ -159,18 +159,19 @@ def test_faults_every_job_one_result_equal_to_fault_free(tmp_path, backend, spec
 def test_hung_jobs_time_out_and_are_resubmitted_on_a_free_backend(tmp_path, backend, specs, reference):
     faulty = FaultyBackend(backend, FaultPlan(hang_rate=1.0, max_faults_per_job=1))
     ledger = JobLedger(tmp_path / "l.db")
-    policy = RetryPolicy(backoff_s=0.01, backoff_max_s=0.02, poll_interval_s=0.02, timeout_s=2.0)
-    out = AsyncExecutor(faulty, ledger, concurrency=len(specs[:3]), policy=policy).run_sync(specs[:3])
-    assert _counts(out) == reference[:3]
+    # the timeout must exceed a real job's time on a loaded box, or the healthy resubmission times out too
+    policy = RetryPolicy(backoff_s=0.01, backoff_max_s=0.02, poll_interval_s=0.02, timeout_s=6.0)
+    out = AsyncExecutor(faulty, ledger, concurrency=2, policy=policy).run_sync(specs[:2])
+    assert _counts(out) == reference[:2]
     assert set(ledger.submission_counts().values()) == {2}
-    assert faulty.injected["cancels"] == 3  # each hung job was cancelled before its replacement
+    assert faulty.injected["cancels"] == 2  # each hung job was cancelled before its replacement
 
 
 def test_paid_backend_never_resubmits_a_slow_job_and_resume_reattaches(tmp_path, backend, specs, reference):
     jobs = specs[:3]
     paid = FaultyBackend(backend, FaultPlan(hang_rate=1.0, max_faults_per_job=1), paid=True)
     ledger = JobLedger(tmp_path / "l.db")
-    policy = RetryPolicy(backoff_s=0.01, poll_interval_s=0.02, timeout_s=2.0)
+    policy = RetryPolicy(backoff_s=0.01, poll_interval_s=0.02, timeout_s=1.0)  # only hung jobs reach it
     with pytest.raises(JobStillRunning, match="--resume"):
         AsyncExecutor(paid, ledger, concurrency=3, policy=policy).run_sync(jobs)
     submitted = [r for r in ledger.jobs() if r.state is LedgerState.SUBMITTED]
