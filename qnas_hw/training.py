@@ -113,16 +113,21 @@ def _progress(iterable: range, enabled: bool, desc: str) -> Any:
     return tqdm(iterable, desc=desc, leave=False)
 
 
-def _train_epoch(
+def train_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     x: Tensor,
     y: Tensor,
     batch_size: int,
     generator: torch.Generator,
-    progress: bool,
-    epoch: int,
+    progress: bool = False,
+    epoch: int = 0,
 ) -> tuple[float, float]:
+    """One pass over (x, y) in an order drawn from ``generator``; returns (mean loss, accuracy).
+
+    Public so other trainers (fine-tuning inherited weights) use the very same
+    loop, loss and batching as :func:`train_model`.
+    """
     model.train()
     order = torch.randperm(len(y), generator=generator)
     loss_sum, correct = 0.0, 0
@@ -159,7 +164,7 @@ def train_model(model: nn.Module, splits: DatasetSplits, cfg: TrainConfig, progr
     t0 = time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
         t_epoch = time.perf_counter()
-        train_loss, train_acc = _train_epoch(model, optimizer, x, y, cfg.batch_size, generator, progress, epoch)
+        train_loss, train_acc = train_epoch(model, optimizer, x, y, cfg.batch_size, generator, progress, epoch)
         val_acc = evaluate_accuracy(model, splits.val)
         row = {
             "epoch": epoch,
@@ -190,3 +195,7 @@ def train_model(model: nn.Module, splits: DatasetSplits, cfg: TrainConfig, progr
     model.load_state_dict(best_state)
     result.test_acc = evaluate_accuracy(model, splits.test)
     return result
+
+
+#: Older private name, kept for callers written against it.
+_train_epoch = train_epoch
