@@ -31,6 +31,7 @@ from qnas_hw.space import Architecture, SearchSpace
 # Per-dataset defaults: the front-end family and a space small enough to simulate quickly.
 DEFAULTS: dict[str, dict] = {
     "iris": {
+        "lr": 2e-2,
         "frontend": "linear",
         "qubits": (2, 6),
         "layers": (1, 3),
@@ -40,6 +41,7 @@ DEFAULTS: dict[str, dict] = {
         "limit_val": None,
     },
     "mnist": {
+        "lr": 3e-3,
         "frontend": "cnn",
         "qubits": (2, 8),
         "layers": (1, 2),
@@ -49,6 +51,7 @@ DEFAULTS: dict[str, dict] = {
         "limit_val": 1000,
     },
     "fashion-mnist": {
+        "lr": 3e-3,
         "frontend": "cnn",
         "qubits": (2, 5),
         "layers": (1, 2),
@@ -124,7 +127,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--limit-val", type=int, default=None, help="validation samples (default per dataset)")
     p.add_argument("--val-fraction", type=float, default=0.2)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=2e-2)
+    p.add_argument("--lr", type=float, default=None, help="default per dataset (CNN front-ends need ~3e-3)")
     p.add_argument("--frontend", default=None, help="front-end family (default per dataset)")
     p.add_argument("--qubits", type=int, nargs=2, default=None, metavar=("LO", "HI"))
     p.add_argument("--layers", type=int, nargs=2, default=None, metavar=("LO", "HI"))
@@ -149,6 +152,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     sc_epochs = args.sc_epochs if args.sc_epochs is not None else d["sc_epochs"]
     limit_train = args.limit_train if args.limit_train is not None else d["limit_train"]
     limit_val = args.limit_val if args.limit_val is not None else d["limit_val"]
+    args.lr = args.lr or d["lr"]
     ks = [int(k) for k in args.finetune.split(",")]
     samplings = [m.strip() for m in args.sampling.split(",")]
     space = SearchSpace(qubits=tuple(args.qubits or d["qubits"]), layers=tuple(args.layers or d["layers"]))
@@ -161,7 +165,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
         limit_train=limit_train,
         limit_val=limit_val,
     )
-    print(f"dataset {args.dataset}: {splits.sizes()} (test not used), front-end {frontend}, space {space.to_dict()}")
+    print(
+        f"dataset {args.dataset}: {splits.sizes()} (test not used), front-end {frontend}, lr {args.lr:g}, "
+        f"space {space.to_dict()}"
+    )
     archs = stratified_architectures(space, args.n_archs, np.random.default_rng(args.seed))
 
     proxy: dict[str, list[float]] = {}
