@@ -35,6 +35,20 @@ addon then falls back to its greedy plan), the plan is returned with
 subexperiment count is then the size of the exact decomposition (product of
 the bases' term counts), not enumerated, because it can be astronomically
 large.
+
+Proving "no plan within max_gamma" is what makes the addon slow: its
+best-first search must exhaust every partial plan below ``max_gamma`` (or
+its backjump limit), 10-50 s for an 8-qubit amplitude embedding with ~250
+CNOTs.  :func:`relaxed_gamma_bound` is a cheap, provably valid lower bound on
+the gamma of *any* plan (see its docstring); when it already exceeds
+``max_gamma`` the planner skips the search and asks ``find_cuts`` for its
+greedy plan only (``max_backjumps=0``).  That is exactly the plan the full
+search returns in this case: the search can only return plans with
+``gamma <= max_gamma``, none exist, so ``find_cuts`` falls back to the same
+deterministic greedy plan whatever its backjump limit.  Every figure and
+verdict is therefore unchanged (the tests and ``benchmarks/objectives.py``
+compare both paths); only ``minimum_reached`` is the greedy call's and
+``infeasible_proven`` is set.
 """
 
 from __future__ import annotations
@@ -48,6 +62,7 @@ from typing import Any
 
 import numpy as np
 from qiskit import QuantumCircuit
+from qiskit.circuit import Parameter, ParameterExpression
 from qiskit.quantum_info import PauliList
 from qiskit_addon_cutting import (
     PartitionedCuttingProblem,
@@ -98,6 +113,7 @@ class CutPlan:
     qubit_budget: int = 0
     plan_seconds: float = 0.0
     reason: str = ""
+    infeasible_proven: bool = False
 
     @property
     def gamma(self) -> float:
@@ -120,11 +136,18 @@ class CutPlan:
             "qubit_budget": self.qubit_budget,
             "plan_seconds": self.plan_seconds,
             "reason": self.reason,
+            "infeasible_proven": self.infeasible_proven,
         }
 
 
 def representative_circuit(arch: Architecture, seed: int = 0) -> QuantumCircuit:
-    """The architecture's circuit bound for planning: worst-case inputs, seeded weights (see module docstring)."""
+    """The architecture's circuit bound for planning: worst-case inputs, seeded weights (see module docstring).
+
+    Each gate's expression is bound on its own rather than through
+    ``assign_parameters``: an amplitude tree's angles are sums over up to
+    2**n inputs, and qiskit's circuit-wide substitution took ~3 s for 8
+    qubits (against ~0.1 s here); the tests check both give equal circuits.
+    """
     qc = build_circuit(arch)
     rng = np.random.default_rng(seed)
     params = list(qc.parameters)
@@ -132,7 +155,23 @@ def representative_circuit(arch: Architecture, seed: int = 0) -> QuantumCircuit:
     values = {
         p: (WORST_CASE_INPUT if p.vector.name == INPUT_NAME else float(w)) for p, w in zip(params, weights, strict=True)
     }
-    return qc.assign_parameters(values)
+    return bind_each_gate(qc, values)
+
+
+def bind_each_gate(circuit: QuantumCircuit, values: dict[Parameter, float]) -> QuantumCircuit:
+    """``circuit`` with every parameter bound to ``values`` (the same circuit ``assign_parameters`` gives)."""
+    out = circuit.copy_empty_like()
+    for inst in circuit.data:
+        params = inst.operation.params
+        if any(isinstance(p, ParameterExpression) for p in params):
+            op = inst.operation.to_mutable()
+            op.params = [
+                float(p.bind({q: values[q] for q in p.parameters})) if isinstance(p, ParameterExpression) else p
+                for p in params
+            ]
+            inst = inst.replace(operation=op)
+        out.append(inst)
+    return out
 
 
 def observable_list(arch: Architecture) -> PauliList:
@@ -180,6 +219,136 @@ def pack_components(circuit: QuantumCircuit, budget: int) -> list[int]:
     return labels
 
 
+#: Gamma of one LO wire cut in the addon's cut finder (``gamma_UB *= 4``; cutting both wires of a gate is 16).
+WIRE_CUT_GAMMA = 4.0
+
+
+class _NodeLimit(Exception):
+    """The bound's search ran out of its node budget: no verdict, the caller runs the addon."""
+
+
+def pair_log_gammas(circuit: QuantumCircuit) -> np.ndarray:
+    """Symmetric matrix: sum of ``log(kappa)`` over the two-qubit gates between each pair of qubits.
+
+    ``kappa`` comes from ``QPDBasis.from_instruction``, the call the addon's
+    cut finder uses for a gate's cut cost, so the bound prices gates exactly
+    as ``find_cuts`` does (a gate with kappa 1 is free to cut and adds 0).
+    """
+    n = circuit.num_qubits
+    weights = np.zeros((n, n))
+    for inst in circuit.data:
+        if len(inst.qubits) != 2:
+            continue
+        kappa = float(QPDBasis.from_instruction(inst.operation).kappa)
+        a, b = (circuit.find_bit(q).index for q in inst.qubits)
+        weights[a, b] += math.log(kappa)
+        weights[b, a] += math.log(kappa)
+    return weights
+
+
+def relaxed_gamma_bound(
+    circuit: QuantumCircuit,
+    qubit_budget: int,
+    cap: float = math.inf,
+    node_limit: int = 50_000,
+    first_below_cap: bool = False,
+) -> float | None:
+    """A lower bound on the gamma of every gate-and-wire-cut plan that fits ``qubit_budget``.
+
+    Why it is valid: take any plan the addon could return, with ``w`` wire
+    cuts and a set ``C`` of cut gates; its gamma is
+    ``4**w * prod(kappa(g) for g in C)`` (LO cuts: the cut finder's cost).
+    Wire cuts split qubit ``q``'s timeline into segments; the uncut gates join
+    segments into connected pieces, each of at most ``qubit_budget`` segments
+    (its width).  Let ``S_i`` be the set of qubits with a segment in piece
+    ``i``.  Then (1) ``|S_i| <= qubit_budget``, (2) ``sum |S_i| <= n + w``
+    (each of the ``n + w`` segments lies in one piece), and (3) every uncut
+    gate's two qubits lie together in some ``S_i``.  So
+    ``gamma >= 4**(sum |S_i| - n) * prod(kappa(g) for gates whose qubits
+    share no S_i)``, and the minimum of the right-hand side over *all* covers
+    of the qubits by sets of at most ``qubit_budget`` qubits is a lower bound
+    for every plan.  The cover ignores time order (a real wire cut only
+    separates earlier from later gates), which can only make the bound
+    smaller, never invalid.
+
+    That minimum is found by branch and bound: qubits are placed one by one
+    (most entangled with the placed ones first) into one or more sets; a
+    placement's cost (extra memberships x log 4, plus the log kappa of every
+    gate to an already-placed qubit it no longer shares a set with) never
+    decreases as more qubits are placed, so branches above the best (or
+    ``cap``) are pruned.  Returns the bound as a gamma when it is <= ``cap``
+    (with ``first_below_cap`` the first cover found at or below ``cap``,
+    enough to say "not excluded"), ``math.inf`` when every cover exceeds
+    ``cap`` (no plan within ``cap`` exists), and None when ``node_limit``
+    placements were not enough to decide.
+    """
+    weights = pair_log_gammas(circuit)
+    n = weights.shape[0]
+    log_cap = math.log(cap) if math.isfinite(cap) else math.inf
+    order = _placement_order(weights)
+    wire = math.log(WIRE_CUT_GAMMA)
+    bins: list[set[int]] = []
+    member: dict[int, list[int]] = {}
+    best = [log_cap]
+    found = [False]
+    nodes = [0]
+
+    def place(i: int, cost: float) -> bool:
+        """Returns True to stop the whole search (a cover at or below cap when first_below_cap)."""
+        if i == n:
+            best[0], found[0] = cost, True
+            return first_below_cap
+        v = order[i]
+        placed = order[:i]
+        open_bins = [j for j, b in enumerate(bins) if len(b) < qubit_budget]
+        for mask in range(1 << len(open_bins)):
+            for new_bin in (False, True):
+                chosen = [open_bins[j] for j in range(len(open_bins)) if mask >> j & 1]
+                if not chosen and not new_bin:
+                    continue
+                nodes[0] += 1
+                if nodes[0] > node_limit:
+                    raise _NodeLimit
+                c = cost + (len(chosen) + new_bin - 1) * wire
+                for u in placed:
+                    if c > best[0]:
+                        break
+                    if weights[u, v] > 0 and not any(b in member[u] for b in chosen):
+                        c += weights[u, v]
+                if c > best[0] or (found[0] and c >= best[0]):
+                    continue
+                for b in chosen:
+                    bins[b].add(v)
+                if new_bin:
+                    bins.append({v})
+                member[v] = chosen + ([len(bins) - 1] if new_bin else [])
+                stop = place(i + 1, c)
+                for b in chosen:
+                    bins[b].discard(v)
+                if new_bin:
+                    bins.pop()
+                del member[v]
+                if stop:
+                    return True
+        return False
+
+    try:
+        place(0, 0.0)
+    except _NodeLimit:
+        return None
+    return math.exp(best[0]) if found[0] else math.inf
+
+
+def _placement_order(weights: np.ndarray) -> list[int]:
+    """Heaviest qubit first, then always the one most entangled with those already placed (prunes early)."""
+    n = weights.shape[0]
+    order = [int(np.argmax(weights.sum(axis=1)))] if n else []
+    while len(order) < n:
+        rest = [q for q in range(n) if q not in order]
+        order.append(max(rest, key=lambda q: (weights[q, order].sum(), weights[q].sum(), -q)))
+    return order
+
+
 def _groups(subobservables: dict[Hashable, PauliList]) -> int:
     return sum(len(ObservableCollection(obs).groups) for obs in subobservables.values())
 
@@ -219,6 +388,13 @@ class CutPlanner:
     plan subcircuits the device cannot run.  The cache lives in this object
     (one per study), keyed by architecture and every setting that changes a
     plan.
+
+    ``precheck`` (default on) runs :func:`relaxed_gamma_bound` first and, when
+    it proves no plan within ``max_gamma`` exists, takes the addon's greedy
+    plan instead of its full search (same plan, see the module docstring);
+    ``precheck_node_limit`` caps the bound's effort (beyond it the full
+    search runs, as without the precheck).  Neither changes a plan's figures
+    or verdict, so neither is part of :meth:`settings_key`.
     """
 
     qubit_budget: int
@@ -227,6 +403,8 @@ class CutPlanner:
     max_backjumps: int | None = 10000
     max_qubits: int | None = None
     materialize: bool = False
+    precheck: bool = True
+    precheck_node_limit: int = 50_000
     hits: int = field(default=0, init=False)
     misses: int = field(default=0, init=False)
     _cache: dict[tuple[Any, ...], CutPlan] = field(default_factory=dict, init=False, repr=False)
@@ -247,6 +425,8 @@ class CutPlanner:
             raise CuttingError(f"max_gamma={self.max_gamma!r} must be >= 1 (1 forbids any cut)")
         if self.max_backjumps is not None and self.max_backjumps < 0:
             raise CuttingError(f"max_backjumps={self.max_backjumps!r} must be >= 0 or None (unlimited)")
+        if self.precheck_node_limit < 0:
+            raise CuttingError(f"precheck_node_limit={self.precheck_node_limit!r} must be >= 0 (0 disables the bound)")
         self.qubit_budget = int(b)
 
     def settings_key(self) -> str:
@@ -285,8 +465,23 @@ class CutPlanner:
             qubit_budget=self.qubit_budget,
         )
 
+    def proves_infeasible(self, circuit: QuantumCircuit) -> bool:
+        """True when :func:`relaxed_gamma_bound` shows every plan for ``circuit`` needs gamma > max_gamma.
+
+        The cap carries a 1e-6 relative margin, far above the rounding of
+        sums of logs, so a plan at exactly ``max_gamma`` is never excluded.
+        """
+        bound = relaxed_gamma_bound(
+            circuit,
+            self.qubit_budget,
+            cap=self.max_gamma * (1 + 1e-6),
+            node_limit=self.precheck_node_limit,
+            first_below_cap=True,
+        )
+        return bound == math.inf
+
     def cut_problem(
-        self, circuit: QuantumCircuit, obs: PauliList
+        self, circuit: QuantumCircuit, obs: PauliList, greedy_only: bool = False
     ) -> tuple[PartitionedCuttingProblem, list[tuple[str, int]], bool]:
         """Cut a bound circuit for this budget: (partitioned problem, cut list, optimum proven).
 
@@ -295,10 +490,12 @@ class CutPlanner:
         what is costed and what runs go through the same pipeline (for
         CNOT-only circuits the cuts are identical; for IQP, a sample's RZZ
         angles can only make the overhead smaller than the planned worst case).
+        ``greedy_only`` asks for the addon's greedy plan (``max_backjumps=0``).
         """
+        backjumps = 0 if greedy_only else self.max_backjumps
         cut_circuit, meta = find_cuts(
             circuit,
-            OptimizationParameters(seed=self.seed, max_gamma=self.max_gamma, max_backjumps=self.max_backjumps),
+            OptimizationParameters(seed=self.seed, max_gamma=self.max_gamma, max_backjumps=backjumps),
             DeviceConstraints(qubits_per_subcircuit=self.qubit_budget),
         )
         wired = cut_wires(cut_circuit)
@@ -310,9 +507,9 @@ class CutPlanner:
         return problem, list(meta["cuts"]), bool(meta.get("minimum_reached", True))
 
     def _cut(self, arch: Architecture) -> CutPlan:
-        problem, cuts, minimum_reached = self.cut_problem(
-            representative_circuit(arch, self.seed), observable_list(arch)
-        )
+        circuit = representative_circuit(arch, self.seed)
+        proven = self.precheck and self.proves_infeasible(circuit)
+        problem, cuts, minimum_reached = self.cut_problem(circuit, observable_list(arch), greedy_only=proven)
         kinds = [kind for kind, _ in cuts]
         gate_cuts, wire_cuts = kinds.count("Gate Cut"), kinds.count("Wire Cut")
         overhead = math.prod((float(b.overhead) for b in problem.bases), start=1.0)
@@ -324,8 +521,9 @@ class CutPlanner:
             reason = ""
         else:
             n_sub = decomposition_size(problem.bases, subobs)
+            found = "no plan within max_gamma exists (lower bound); greedy plan" if proven else "cheapest plan found"
             reason = (
-                f"cheapest plan found needs gamma={gamma:.3g} > max_gamma={self.max_gamma:g} "
+                f"{found} needs gamma={gamma:.3g} > max_gamma={self.max_gamma:g} "
                 f"({len(kinds)} cuts for a {self.qubit_budget}-qubit budget); raise the budget or max_gamma"
             )
         labels = sorted(problem.subcircuits, key=str)
@@ -346,6 +544,7 @@ class CutPlanner:
             minimum_reached=minimum_reached,
             qubit_budget=self.qubit_budget,
             reason=reason,
+            infeasible_proven=proven,
         )
 
     def cache_info(self) -> dict[str, int]:
@@ -381,9 +580,12 @@ __all__ = [
     "CutPlanner",
     "CuttingError",
     "SubcircuitObjective",
+    "bind_each_gate",
     "count_subexperiments",
     "decomposition_size",
     "observable_list",
     "pack_components",
+    "pair_log_gammas",
+    "relaxed_gamma_bound",
     "representative_circuit",
 ]
