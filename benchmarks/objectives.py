@@ -11,7 +11,17 @@ candidates, cold (first-visit) wall time of
 
 printed side by side (median / p90 / max), split by feasible and infeasible
 plans (an infeasible plan is the optimiser exhausting its search below
-``max_gamma``, the slow case).
+``max_gamma``, the slow case).  Each budget runs twice on the same
+candidates: ``old`` is the planner before issue #4 item 6 (no precheck,
+``max_backjumps=10000``: the addon's full search decides infeasibility) and
+``new`` the current default (the relaxed lower bound proves infeasibility
+first and only the addon's greedy plan is built).  Their agreement is
+printed: same feasibility verdict, and every plan figure equal (overhead,
+cuts, widths, depths, subexperiments).  ``--extra-backjumps 1000`` adds a
+third run without the precheck at that backjump limit (option (b) of the
+issue, for comparison).  Part 0 times binding the planning circuit
+(``assign_parameters`` as before vs ``bind_each_gate``) and checks both give
+equal circuits.
 
 Part 2: a search's sampling stream, generation by generation, through one
 shared transpiler and planner, evaluating both ``runtime_s`` and
@@ -27,7 +37,7 @@ Timings are wall-clock on whatever machine runs this (a shared, loaded CPU
 in development): compare the columns of one run, not runs across machines.
 
     python benchmarks/objectives.py
-    python benchmarks/objectives.py --n 24 --budgets 4,6 --pop 12 --generations 8
+    python benchmarks/objectives.py --n 32 --budgets 4,6 --extra-backjumps 1000 --pop 12 --generations 8
 """
 
 from __future__ import annotations
@@ -42,8 +52,16 @@ from typing import Any
 import numpy as np
 
 from qnas_hw.backends import get_backend
+from qnas_hw.circuits import INPUT_NAME, build_circuit
 from qnas_hw.cost import CostModel, RuntimeCostObjective
-from qnas_hw.cutting import CutPlanner, SubcircuitObjective
+from qnas_hw.cutting import (
+    WORST_CASE_INPUT,
+    CutPlan,
+    CutPlanner,
+    SubcircuitObjective,
+    bind_each_gate,
+    representative_circuit,
+)
 from qnas_hw.space import GENES, Architecture, SearchSpace
 from qnas_hw.transpilation import Transpiler
 
@@ -54,21 +72,32 @@ class Timing:
     transpile_s: float
     plan_s: float
     cost_s: float
-    feasible: bool
-    n_subcircuits: int
-    overhead: float
+    plan: CutPlan
+
+    @property
+    def feasible(self) -> bool:
+        return self.plan.feasible
+
+    @property
+    def n_subcircuits(self) -> int:
+        return self.plan.n_subcircuits
 
     @property
     def total_s(self) -> float:
         return self.transpile_s + self.plan_s + self.cost_s
 
 
+#: Planner settings compared in part 1: before issue #4 item 6 and the current default.
+OLD = {"precheck": False, "max_backjumps": 10000}
+NEW: dict[str, Any] = {}
+
+
 def _stack(
-    backend_name: str, budget: int, seed: int, max_backjumps: int = 10000
+    backend_name: str, budget: int, seed: int, planner_kwargs: dict[str, Any] | None = None
 ) -> tuple[Transpiler, CutPlanner, RuntimeCostObjective]:
     backend = get_backend(backend_name)
     transpiler = Transpiler(backend, optimization_level=1, seed=seed)
-    planner = CutPlanner(budget, seed=seed, max_qubits=backend.num_qubits, max_backjumps=max_backjumps)
+    planner = CutPlanner(budget, seed=seed, max_qubits=backend.num_qubits, **(planner_kwargs or {}))
     cost = RuntimeCostObjective(backend, transpiler, CostModel.for_backend(backend), cut_planner=planner)
     return transpiler, planner, cost
 
@@ -80,15 +109,15 @@ def _timed(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
 
 
 def cold_timings(
-    archs: Sequence[Architecture], backend_name: str, budget: int, seed: int, max_backjumps: int = 10000
+    archs: Sequence[Architecture], backend_name: str, budget: int, seed: int, planner_kwargs: dict[str, Any]
 ) -> list[Timing]:
-    transpiler, planner, cost = _stack(backend_name, budget, seed, max_backjumps)
+    transpiler, planner, cost = _stack(backend_name, budget, seed, planner_kwargs)
     rows = []
     for arch in archs:
         _, t_tr = _timed(transpiler.transpile, arch)
         plan, t_plan = _timed(planner.plan, arch)
         _, t_cost = _timed(cost.evaluate, arch)
-        rows.append(Timing(arch, t_tr, t_plan, t_cost, plan.feasible, plan.n_subcircuits, plan.sampling_overhead))
+        rows.append(Timing(arch, t_tr, t_plan, t_cost, plan))
     return rows
 
 
@@ -99,29 +128,53 @@ def _stats(values: Sequence[float]) -> str:
     return f"{np.median(v):8.3f} {np.percentile(v, 90):8.3f} {v.max():8.3f}"
 
 
-def print_part1(rows_by_budget: dict[tuple[int, int], list[Timing]]) -> None:
+def print_binding(archs: Sequence[Architecture], seed: int) -> None:
+    """Part 0: the planning circuit bound the old way (assign_parameters) and the new way, timed and compared."""
+    old_s, new_s, equal = [], [], 0
+    for arch in archs:
+        qc = build_circuit(arch)
+        rng = np.random.default_rng(seed)
+        weights = rng.uniform(0.0, 2 * np.pi, size=qc.num_parameters)
+        values = {
+            p: (WORST_CASE_INPUT if p.vector.name == INPUT_NAME else float(w))
+            for p, w in zip(qc.parameters, weights, strict=True)
+        }
+        old, t_old = _timed(qc.assign_parameters, values)
+        new, t_new = _timed(bind_each_gate, qc, values)
+        old_s.append(t_old)
+        new_s.append(t_new)
+        equal += old == new == representative_circuit(arch, seed)
+    print("\n== Part 0: binding the planning circuit (seconds: median / p90 / max) ==")
+    print(f"  assign_parameters (old) {_stats(old_s)}")
+    print(f"  bind_each_gate    (new) {_stats(new_s)}")
+    print(f"  equal circuits {equal}/{len(archs)}")
+
+
+def print_part1(rows_by_run: dict[tuple[int, str], list[Timing]]) -> None:
     print("\n== Part 1: cold time per distinct 8-qubit 2-layer candidate (seconds: median / p90 / max) ==")
     cols = " | ".join(f"{c:^26}" for c in ("transpile", "cut plan", "cost predict", "total"))
-    header = f"{'budget/backjumps':>16} {'subset':>10} {'n':>3} | {cols}"
+    header = f"{'budget/planner':>16} {'subset':>10} {'n':>3} | {cols}"
     print(header)
     print("-" * len(header))
-    for (budget, backjumps), rows in rows_by_budget.items():
+    for (budget, name), rows in rows_by_run.items():
         for label, sel in (
             ("all", rows),
             ("feasible", [r for r in rows if r.feasible]),
             ("infeasible", [r for r in rows if not r.feasible]),
         ):
             print(
-                f"{f'{budget}/{backjumps}':>16} {label:>10} {len(sel):>3} | {_stats([r.transpile_s for r in sel])} | "
+                f"{f'{budget}/{name}':>16} {label:>10} {len(sel):>3} | {_stats([r.transpile_s for r in sel])} | "
                 f"{_stats([r.plan_s for r in sel])} | {_stats([r.cost_s for r in sel])} | "
                 f"{_stats([r.total_s for r in sel])}"
             )
         med = float(np.median([r.total_s for r in rows]))
         verdict = "meets" if med < 1.0 else "MISSES"
         subs = Counter(r.n_subcircuits for r in rows if r.feasible)
+        proven = sum(r.plan.infeasible_proven for r in rows)
         print(
-            f"       budget {budget}, max_backjumps {backjumps}: median total {med:.3f} s {verdict} the < 1 s target; "
-            f"feasible subcircuit counts {dict(sorted(subs.items()))}"
+            f"       budget {budget}, {name}: median total {med:.3f} s {verdict} the < 1 s target; "
+            f"feasible subcircuit counts {dict(sorted(subs.items()))}; infeasible proven by the bound {proven}; "
+            f"optimum proven by the addon {sum(r.plan.minimum_reached for r in rows)}/{len(rows)}"
         )
         slow = sorted(rows, key=lambda r: -r.plan_s)[:3]
         print(
@@ -130,21 +183,43 @@ def print_part1(rows_by_budget: dict[tuple[int, int], list[Timing]]) -> None:
         )
 
 
-def print_agreement(part1: dict[tuple[int, int], list[Timing]]) -> None:
-    """Does a smaller backjump limit change the verdicts or the plans? (the reference is the largest limit)"""
+def _figures(plan: CutPlan) -> tuple[Any, ...]:
+    """Everything a plan reports except how it was found (time, proof flags, wording)."""
+    return (
+        plan.feasible,
+        plan.n_subcircuits,
+        plan.n_cuts,
+        plan.gate_cuts,
+        plan.wire_cuts,
+        plan.sampling_overhead,
+        plan.n_subexperiments,
+        plan.subcircuit_widths,
+        plan.subcircuit_depths,
+    )
+
+
+def print_agreement(part1: dict[tuple[int, str], list[Timing]]) -> None:
+    """Does a planner setting change verdicts or plans? (the reference is ``old``, the addon's full search)"""
+    print("\n== Agreement with the old planner (same candidates) ==")
     for budget in sorted({b for b, _ in part1}):
-        runs = sorted(((j, rows) for (b, j), rows in part1.items() if b == budget), key=lambda x: -x[0])
-        ref_j, ref = runs[0]
-        for j, rows in runs[1:]:
+        ref = part1[(budget, "old")]
+        for (b, name), rows in part1.items():
+            if b != budget or name == "old":
+                continue
             verdict = sum(a.feasible == r.feasible for a, r in zip(rows, ref, strict=True))
-            same = sum(
-                a.feasible == r.feasible and (not r.feasible or a.overhead == r.overhead)
-                for a, r in zip(rows, ref, strict=True)
-            )
+            same = sum(_figures(a.plan) == _figures(r.plan) for a, r in zip(rows, ref, strict=True))
+            feas = [(a, r) for a, r in zip(rows, ref, strict=True) if r.feasible]
+            same_feas = sum(_figures(a.plan) == _figures(r.plan) for a, r in feas)
+            t_old = sum(r.plan_s for r in ref)
+            t_new = sum(r.plan_s for r in rows)
             print(
-                f"       budget {budget}: max_backjumps {j} vs {ref_j}: same feasibility verdict "
-                f"{verdict}/{len(ref)}, same verdict and feasible overhead {same}/{len(ref)}"
+                f"  budget {budget}: {name} vs old: same feasibility verdict {verdict}/{len(ref)}; every figure equal "
+                f"{same}/{len(ref)} (feasible plans {same_feas}/{len(feas)}); total plan time {t_new:.1f} s vs "
+                f"{t_old:.1f} s ({t_old / max(t_new, 1e-9):.1f}x)"
             )
+            for a, r in zip(rows, ref, strict=True):
+                if _figures(a.plan) != _figures(r.plan):
+                    print(f"    differs: {r.arch}: old {_figures(r.plan)} / {name} {_figures(a.plan)}")
 
 
 # ------------------------------------------------------------------ part 2
@@ -171,7 +246,7 @@ def stream(
 
 
 def run_stream(gens: list[list[Architecture]], backend_name: str, budget: int, seed: int) -> dict[str, float]:
-    transpiler, planner, cost = _stack(backend_name, budget, seed)
+    transpiler, planner, cost = _stack(backend_name, budget, seed, NEW)
     subcircuits = SubcircuitObjective(planner)
     first_visit: dict[str, float] = {}
     cached_total = cold_total = 0.0
@@ -219,10 +294,12 @@ def print_part2(
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--backend", default="fake_kolkata")
-    ap.add_argument("--n", type=int, default=24, help="distinct 8-qubit 2-layer candidates for part 1")
+    ap.add_argument("--n", type=int, default=32, help="distinct 8-qubit 2-layer candidates for part 1")
     ap.add_argument("--budgets", default="4", help="comma-separated qubit budgets for part 1")
     ap.add_argument(
-        "--backjumps", default="10000", help="comma-separated find_cuts max_backjumps for part 1 (10000 = default)"
+        "--extra-backjumps",
+        default="",
+        help="comma-separated max_backjumps for extra part-1 runs without the precheck (e.g. 1000)",
     )
     ap.add_argument("--skip-stream", action="store_true", help="part 1 only")
     ap.add_argument("--stream-budget", type=int, default=4)
@@ -244,11 +321,17 @@ def main(argv: Sequence[str] | None = None) -> None:
             archs.append(a)
     budgets = [int(b) for b in args.budgets.split(",")]
     t0 = time.perf_counter()
-    backjumps = [int(b) for b in args.backjumps.split(",")]
-    part1 = {(b, j): cold_timings(archs, args.backend, b, args.seed, j) for b in budgets for j in backjumps}
+    runs: dict[str, dict[str, Any]] = {"old": OLD, "new": NEW}
+    for j in (int(v) for v in args.extra_backjumps.split(",") if v):
+        runs[f"bj{j}"] = {"precheck": False, "max_backjumps": j}
+    print_binding(archs, args.seed)
+    part1 = {
+        (b, name): cold_timings(archs, args.backend, b, args.seed, kwargs)
+        for b in budgets
+        for name, kwargs in runs.items()
+    }
     print_part1(part1)
-    if len(backjumps) > 1:
-        print_agreement(part1)
+    print_agreement(part1)
     if args.skip_stream:
         return
 
