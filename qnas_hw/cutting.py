@@ -53,6 +53,7 @@ compare both paths); only ``minimum_reached`` is the greedy call's and
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
@@ -272,7 +273,9 @@ def relaxed_gamma_bound(
     smaller, never invalid.
 
     That minimum is found by branch and bound: qubits are placed one by one
-    (most entangled with the placed ones first) into one or more sets; a
+    (most entangled with the placed ones first) into one or more sets, some
+    already opened by earlier qubits and any number of new ones (a qubit may
+    need a separate set with each of several later qubits); a
     placement's cost (extra memberships x log 4, plus the log kappa of every
     gate to an already-placed qubit it no longer shares a set with) never
     decreases as more qubits are placed, so branches above the best (or
@@ -301,35 +304,43 @@ def relaxed_gamma_bound(
         v = order[i]
         placed = order[:i]
         open_bins = [j for j, b in enumerate(bins) if len(b) < qubit_budget]
-        for mask in range(1 << len(open_bins)):
-            for new_bin in (False, True):
-                chosen = [open_bins[j] for j in range(len(open_bins)) if mask >> j & 1]
-                if not chosen and not new_bin:
+        # every membership beyond the first is a wire cut: only as many as the best cost so far leaves room for
+        # (and never more than one per other qubit: a set beyond that cannot cover another gate)
+        room = (best[0] - cost) / wire
+        max_members = max(1, n - 1) if room >= n else min(max(1, n - 1), 1 + int(room + 1e-9))
+        seen: set[tuple[frozenset[int], ...]] = set()
+        for k in range(min(max_members, len(open_bins)) + 1):
+            for chosen in itertools.combinations(open_bins, k):
+                # sets with equal contents are interchangeable: try one of them
+                contents = tuple(sorted((frozenset(bins[b]) for b in chosen), key=sorted))
+                if contents in seen:
                     continue
-                nodes[0] += 1
-                if nodes[0] > node_limit:
-                    raise _NodeLimit
-                c = cost + (len(chosen) + new_bin - 1) * wire
+                seen.add(contents)
+                c = cost
                 for u in placed:
                     if c > best[0]:
                         break
                     if weights[u, v] > 0 and not any(b in member[u] for b in chosen):
                         c += weights[u, v]
-                if c > best[0] or (found[0] and c >= best[0]):
-                    continue
-                for b in chosen:
-                    bins[b].add(v)
-                if new_bin:
-                    bins.append({v})
-                member[v] = chosen + ([len(bins) - 1] if new_bin else [])
-                stop = place(i + 1, c)
-                for b in chosen:
-                    bins[b].discard(v)
-                if new_bin:
-                    bins.pop()
-                del member[v]
-                if stop:
-                    return True
+                # v may also open new sets that later qubits join (several: it may need one with each of them)
+                for n_new in range(0 if chosen else 1, max_members - k + 1):
+                    total = c + (k + n_new - 1) * wire
+                    if total > best[0] or (found[0] and total >= best[0]):
+                        break
+                    nodes[0] += 1
+                    if nodes[0] > node_limit:
+                        raise _NodeLimit
+                    for b in chosen:
+                        bins[b].add(v)
+                    bins.extend({v} for _ in range(n_new))
+                    member[v] = [*chosen, *range(len(bins) - n_new, len(bins))]
+                    stop = place(i + 1, total)
+                    for b in chosen:
+                        bins[b].discard(v)
+                    del bins[len(bins) - n_new :]
+                    del member[v]
+                    if stop:
+                        return True
         return False
 
     try:
