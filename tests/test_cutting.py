@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from qiskit import QuantumCircuit
 from qiskit.quantum_info import PauliList, Statevector
 from qiskit_addon_cutting import (
     cut_wires,
@@ -219,3 +220,144 @@ def test_runtime_cost_reads_the_plan_and_skips_infeasible_ones() -> None:
     assert cut.value > uncut.value
     assert infeasible.details["cut_feasible"] is False
     assert infeasible.value == pytest.approx(uncut.value) and math.isfinite(infeasible.value)
+
+
+# ---------------------------------------------------------------- lower bound and precheck (issue #4 item 6)
+def _figures(plan: cutting.CutPlan) -> tuple:
+    """Everything a plan reports except how it was found (time, proof flags, wording)."""
+    return (
+        plan.feasible,
+        plan.n_subcircuits,
+        plan.n_cuts,
+        plan.gate_cuts,
+        plan.wire_cuts,
+        plan.sampling_overhead,
+        plan.n_subexperiments,
+        plan.subcircuit_widths,
+        plan.subcircuit_depths,
+    )
+
+
+def _random_circuit(rng: np.random.Generator) -> tuple[QuantumCircuit, int]:
+    n = int(rng.integers(3, 7))
+    qc = QuantumCircuit(n)
+    for _ in range(int(rng.integers(2, 11))):
+        a, b = (int(q) for q in rng.choice(n, 2, replace=False))
+        kind = rng.random()
+        if kind < 0.5:
+            qc.cx(a, b)
+        elif kind < 0.8:
+            qc.rzz(float(rng.uniform(0, np.pi)), a, b)
+        else:
+            qc.cz(a, b)
+        qc.ry(float(rng.uniform(0, 2 * np.pi)), a)
+    return qc, int(rng.integers(2, n))
+
+
+def test_relaxed_bound_never_exceeds_the_addons_proven_optimum() -> None:
+    """The bound against find_cuts run to a proven optimum (no backjump limit) on seeded random circuits.
+
+    The circuits mix CNOT, CZ and RZZ (gate gammas 3 and 1 + 2|sin|) on 3-6
+    qubits with small budgets, so many optima use wire cuts (which let a
+    qubit change subcircuit over time), the case the bound's argument has to
+    get right (an early version that let a qubit open only one new set
+    overstated the bound on 13 of 300 such circuits).
+    """
+    rng = np.random.default_rng(1)
+    checked = tight = with_wire_cuts = 0
+    for _ in range(60):
+        qc, budget = _random_circuit(rng)
+        _, meta = find_cuts(
+            qc, OptimizationParameters(seed=0, max_gamma=1e9, max_backjumps=None), DeviceConstraints(budget)
+        )
+        if not meta["minimum_reached"]:
+            continue
+        optimum = math.sqrt(meta["sampling_overhead"])
+        bound = cutting.relaxed_gamma_bound(qc, budget)
+        assert bound is not None and bound <= optimum * (1 + 1e-9), (qc, budget, bound, optimum, meta["cuts"])
+        checked += 1
+        tight += math.isclose(bound, optimum, rel_tol=1e-9)
+        with_wire_cuts += any(kind == "Wire Cut" for kind, _ in meta["cuts"])
+    assert checked >= 50 and with_wire_cuts >= 5
+    assert tight >= checked // 2  # the bound is not vacuous
+
+
+def test_relaxed_bound_known_values_cap_and_node_limit() -> None:
+    full = cutting.representative_circuit(Architecture.parse("angle-y|q4|l1|ry|full"))
+    # K4 of CNOTs into sets of 3: cutting the 3 gates of one qubit (27) beats any wire-cut cover (>= 4 * 4 * 3)
+    assert cutting.relaxed_gamma_bound(full, 3) == pytest.approx(27.0)
+    assert math.sqrt(_direct(Architecture.parse("angle-y|q4|l1|ry|full"), 3)["sampling_overhead"]) == pytest.approx(27)
+    assert cutting.relaxed_gamma_bound(full, 3, cap=26.9) == math.inf
+    assert cutting.relaxed_gamma_bound(full, 3, cap=27.1, first_below_cap=True) <= 27.1
+    assert cutting.relaxed_gamma_bound(full, 4) == 1.0  # fits: no cut
+    assert cutting.relaxed_gamma_bound(full, 3, node_limit=0) is None
+    unentangled = cutting.representative_circuit(Architecture.parse("angle-y|q8|l2|ry|none"))
+    assert cutting.relaxed_gamma_bound(unentangled, 2) == 1.0
+
+
+# (architecture, budget, max_gamma): infeasible by the bound, quick for the full search
+PRECHECK_CASES = [
+    ("angle-y|q6|l2|ry-rz|ring", 3, 3),
+    ("angle-y|q4|l1|ry|full", 3, 26),
+    ("iqp|q4|l1|ry|sparse", 3, 20),
+    ("iqp|q5|l1|ry|full", 3, 100),
+]
+
+
+@pytest.mark.parametrize(("text", "budget", "max_gamma"), PRECHECK_CASES)
+def test_precheck_gives_the_full_searchs_plan(text: str, budget: int, max_gamma: float) -> None:
+    arch = Architecture.parse(text)
+    checked = CutPlanner(budget, max_gamma=max_gamma).plan(arch)
+    full = CutPlanner(budget, max_gamma=max_gamma, precheck=False).plan(arch)
+    assert not full.feasible and not checked.feasible
+    assert checked.infeasible_proven and not full.infeasible_proven
+    assert _figures(checked) == _figures(full)
+    assert (
+        "lower bound" in checked.reason
+        and SubcircuitObjective(CutPlanner(budget, max_gamma=max_gamma)).evaluate(arch).details["infeasible_proven"]
+    )
+
+
+def test_precheck_runs_only_the_greedy_pass_and_never_on_feasible_plans(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[int | None] = []
+
+    def recording(circuit: QuantumCircuit, optimization: OptimizationParameters, constraints: DeviceConstraints):
+        seen.append(optimization.max_backjumps)
+        return find_cuts(circuit, optimization, constraints)
+
+    monkeypatch.setattr(cutting, "find_cuts", recording)
+    arch = Architecture.parse("angle-y|q6|l2|ry-rz|ring")
+    assert CutPlanner(3, max_gamma=3).plan(arch).infeasible_proven
+    assert CutPlanner(3).plan(arch).feasible  # the same candidate under the default gamma limit
+    assert CutPlanner(3, max_gamma=3, precheck_node_limit=0).plan(arch).infeasible_proven is False
+    assert seen == [0, 10000, 10000]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_precheck_leaves_feasible_plans_alone(case: tuple[str, int]) -> None:
+    arch = Architecture.parse(case[0])
+    a, b = CutPlanner(case[1]).plan(arch), CutPlanner(case[1], precheck=False).plan(arch)
+    assert a.feasible and not a.infeasible_proven and _figures(a) == _figures(b)
+
+
+@pytest.mark.parametrize("embedding", ["angle-x", "angle-y", "angle-z", "iqp", "amplitude"])
+def test_bind_each_gate_gives_the_circuit_assign_parameters_gives(embedding: str) -> None:
+    arch = Architecture.parse(f"{embedding}|q3|l2|rx-ry-rz|ring")
+    qc = build_circuit(arch)
+    values = {p: 0.1 + 0.37 * i for i, p in enumerate(qc.parameters)}
+    assert cutting.bind_each_gate(qc, values) == qc.assign_parameters(values)
+
+
+def test_bad_precheck_node_limit_is_refused() -> None:
+    with pytest.raises(CuttingError, match="precheck_node_limit"):
+        CutPlanner(4, precheck_node_limit=-1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("text", ["iqp|q8|l2|ry|none", "amplitude|q8|l2|ry-rz|ring"])
+def test_precheck_matches_the_full_search_on_8_qubit_candidates(text: str) -> None:
+    """The slow case the precheck exists for (10-50 s per candidate without it)."""
+    arch = Architecture.parse(text)
+    checked, full = CutPlanner(4).plan(arch), CutPlanner(4, precheck=False).plan(arch)
+    assert checked.infeasible_proven and not checked.feasible
+    assert _figures(checked) == _figures(full)
