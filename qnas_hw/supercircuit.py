@@ -27,7 +27,7 @@ What is shared, and how it is sliced:
   uses the first ``n_qubits`` columns.
 
 The computation itself is never re-implemented here: for each architecture a
-*template* :class:`~qnas_hw.models.HQNN` (H2's model, with its angle scaling and
+*template* :class:`~qnas_hw.models.HQNN` (the standalone model, with its angle scaling and
 its :class:`~qnas_hw.simulator.QuantumLayer`/``SimulatorPlan``) is built once and
 run with :func:`torch.func.functional_call` on views of the shared tensors.  So
 ``forward(x, arch)`` and the standalone model returned by :meth:`extract` run the
@@ -112,7 +112,7 @@ class SuperCircuit(nn.Module):
         self.max_cached = int(max_cached)
         self._templates: OrderedDict[str, tuple[HQNN, str | None]] = OrderedDict()
 
-        # Classical tensors (front-end + head) at their widest, initialised by H2's own code:
+        # Classical tensors (front-end + head) at their widest, initialised by the models module's own code:
         # an HQNN of the widest architecture, whose quantum weight is dropped.
         widest = self._new_template(_max_inputs_arch(space), seed=self.seed)
         qname = self._quantum_param_name(widest)
