@@ -53,12 +53,18 @@ compare both paths); only ``minimum_reached`` is the greedy call's and
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import logging
 import math
+import os
+import tempfile
 import time
 from collections.abc import Hashable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
+from importlib.metadata import version as _version
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -119,6 +125,20 @@ class CutPlan:
     @property
     def gamma(self) -> float:
         return math.sqrt(self.sampling_overhead)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, exactly (for the on-disk cache; :meth:`details` is the study's view)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CutPlan:
+        names = {f.name for f in fields(cls)}
+        if set(data) != names:
+            raise ValueError(f"cut plan fields {sorted(set(data) ^ names)} missing or unknown")
+        values = dict(data)
+        for name in ("subcircuit_widths", "subcircuit_depths"):
+            values[name] = tuple(values[name])
+        return cls(**values)
 
     def details(self) -> dict[str, Any]:
         """JSON-friendly figures for the study (huge counts as floats so JSON and SQLite can hold them)."""
@@ -219,6 +239,9 @@ def pack_components(circuit: QuantumCircuit, budget: int) -> list[int]:
             labels[q] = label
     return labels
 
+
+#: Bumped whenever this module changes what a plan contains or how it is computed (invalidates disk caches).
+PLAN_FORMAT = 1
 
 #: Gamma of one LO wire cut in the addon's cut finder (``gamma_UB *= 4``; cutting both wires of a gate is 16).
 WIRE_CUT_GAMMA = 4.0
@@ -406,6 +429,14 @@ class CutPlanner:
     ``precheck_node_limit`` caps the bound's effort (beyond it the full
     search runs, as without the precheck).  Neither changes a plan's figures
     or verdict, so neither is part of :meth:`settings_key`.
+
+    ``cache_dir`` (optional) also keeps plans as JSON files there, shared by
+    every planner and study pointed at it: a plan depends only on the
+    architecture, the settings and the code versions, all in the file's key
+    (:meth:`disk_key`), never on the dataset.  Files are written to a
+    temporary name and renamed, so concurrent readers and writers are safe
+    (two writers of one key write the same plan).  ``hits``/``misses`` count
+    the in-memory cache; ``disk_hits`` the misses served from files.
     """
 
     qubit_budget: int
@@ -416,7 +447,9 @@ class CutPlanner:
     materialize: bool = False
     precheck: bool = True
     precheck_node_limit: int = 50_000
+    cache_dir: Path | None = None
     hits: int = field(default=0, init=False)
+    disk_hits: int = field(default=0, init=False)
     misses: int = field(default=0, init=False)
     _cache: dict[tuple[Any, ...], CutPlan] = field(default_factory=dict, init=False, repr=False)
 
@@ -456,12 +489,60 @@ class CutPlanner:
             self.hits += 1
             return cached
         self.misses += 1
-        start = time.perf_counter()
-        plan = self._trivial(arch) if arch.n_qubits <= self.qubit_budget else self._cut(arch)
-        plan = _with_time(plan, time.perf_counter() - start)
+        plan = self._read_disk(arch)
+        if plan is None:
+            start = time.perf_counter()
+            plan = self._trivial(arch) if arch.n_qubits <= self.qubit_budget else self._cut(arch)
+            plan = _with_time(plan, time.perf_counter() - start)
+            self._write_disk(arch, plan)
+        else:
+            self.disk_hits += 1
         self._cache[key] = plan
         log.debug("cut plan %s budget %d: %s", arch.canonical(), self.qubit_budget, plan)
         return plan
+
+    def disk_key(self, arch: Architecture) -> str:
+        """Everything a stored plan depends on: architecture, settings, and the code that made it."""
+        return (
+            f"{arch.key()}|{self.settings_key()}|precheck{self.precheck}|format{PLAN_FORMAT}"
+            f"|addon{_version('qiskit-addon-cutting')}|qiskit{_version('qiskit')}"
+        )
+
+    def _disk_path(self, arch: Architecture) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        digest = hashlib.sha256(self.disk_key(arch).encode()).hexdigest()[:32]
+        return Path(self.cache_dir) / f"plan-{digest}.json"
+
+    def _read_disk(self, arch: Architecture) -> CutPlan | None:
+        """A stored plan for exactly this key, or None (absent, unreadable or for another key: recomputed)."""
+        path = self._disk_path(arch)
+        if path is None or not path.exists():
+            return None
+        try:
+            record = json.loads(path.read_text())
+            if record.get("key") != self.disk_key(arch):
+                return None
+            return CutPlan.from_dict(record["plan"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            log.warning("ignoring unreadable cut-plan cache file %s (%s); recomputing", path, exc)
+            return None
+
+    def _write_disk(self, arch: Architecture, plan: CutPlan) -> None:
+        """Write-then-rename, so a concurrent reader sees the old file, no file, or the whole new one."""
+        path = self._disk_path(arch)
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        record = {"key": self.disk_key(arch), "plan": plan.to_dict()}
+        fd, tmp = tempfile.mkstemp(prefix=path.stem, suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                json.dump(record, fh)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
     def _trivial(self, arch: Architecture) -> CutPlan:
         """A circuit that fits runs as itself: one subcircuit, no overhead, one experiment."""
@@ -559,7 +640,7 @@ class CutPlanner:
         )
 
     def cache_info(self) -> dict[str, int]:
-        return {"hits": self.hits, "misses": self.misses, "size": len(self._cache)}
+        return {"hits": self.hits, "misses": self.misses, "disk_hits": self.disk_hits, "size": len(self._cache)}
 
 
 def _with_time(plan: CutPlan, seconds: float) -> CutPlan:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -361,3 +363,49 @@ def test_precheck_matches_the_full_search_on_8_qubit_candidates(text: str) -> No
     checked, full = CutPlanner(4).plan(arch), CutPlanner(4, precheck=False).plan(arch)
     assert checked.infeasible_proven and not checked.feasible
     assert _figures(checked) == _figures(full)
+
+
+# ---------------------------------------------------------------- on-disk plan cache
+def test_disk_cache_serves_a_second_planner_without_the_optimiser(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    arch = Architecture.parse("angle-y|q6|l2|ry-rz|ring")
+    first = CutPlanner(3, cache_dir=tmp_path)
+    plan = first.plan(arch)
+    assert first.disk_hits == 0 and len(list(tmp_path.glob("plan-*.json"))) == 1
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a stored plan must not be recomputed")
+
+    monkeypatch.setattr(cutting, "find_cuts", refuse)
+    second = CutPlanner(3, cache_dir=tmp_path)
+    assert second.plan(arch) == plan  # every field, plan_seconds included
+    assert second.cache_info() == {"hits": 0, "misses": 1, "disk_hits": 1, "size": 1}
+    with pytest.raises(AssertionError, match="must not be recomputed"):
+        CutPlanner(3, seed=1, cache_dir=tmp_path).plan(arch)  # another seed is another key
+
+
+def test_disk_cache_round_trips_infeasible_plans_exactly(tmp_path: Path) -> None:
+    arch = Architecture.parse("iqp|q5|l1|ry|full")
+    plan = CutPlanner(3, max_gamma=100, cache_dir=tmp_path).plan(arch)
+    assert not plan.feasible and plan.infeasible_proven
+    again = CutPlanner(3, max_gamma=100, cache_dir=tmp_path)
+    assert again.plan(arch) == plan and again.disk_hits == 1
+
+
+def test_disk_cache_recomputes_corrupt_or_foreign_files(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    arch = Architecture.parse("angle-y|q6|l1|ry|linear")
+    planner = CutPlanner(4, cache_dir=tmp_path)
+    plan = planner.plan(arch)
+    (path,) = tmp_path.glob("plan-*.json")
+    path.write_text('{"key": "trunc')
+    fresh = CutPlanner(4, cache_dir=tmp_path)
+    assert replace(fresh.plan(arch), plan_seconds=0) == replace(plan, plan_seconds=0) and fresh.disk_hits == 0
+    assert "unreadable cut-plan cache file" in caplog.text
+    assert json.loads(path.read_text())["key"] == planner.disk_key(arch)  # rewritten whole
+    record = json.loads(path.read_text())
+    record["key"] = "someone else's plan"
+    path.write_text(json.dumps(record))
+    other = CutPlanner(4, cache_dir=tmp_path)
+    assert replace(other.plan(arch), plan_seconds=0) == replace(plan, plan_seconds=0) and other.disk_hits == 0
+    assert json.loads(path.read_text())["key"] == planner.disk_key(arch)
