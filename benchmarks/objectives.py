@@ -19,7 +19,9 @@ first and only the addon's greedy plan is built).  Their agreement is
 printed: same feasibility verdict, and every plan figure equal (overhead,
 cuts, widths, depths, subexperiments).  ``--extra-backjumps 1000`` adds a
 third run without the precheck at that backjump limit (option (b) of the
-issue, for comparison).  Part 0 times binding the planning circuit
+issue, for comparison).  A fresh planner pointed at the same ``cache_dir``
+then reads the plans back from files (the on-disk cache).  Part 0 times
+binding the planning circuit
 (``assign_parameters`` as before vs ``bind_each_gate``) and checks both give
 equal circuits.
 
@@ -43,10 +45,12 @@ in development): compare the columns of one run, not runs across machines.
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -222,6 +226,24 @@ def print_agreement(part1: dict[tuple[int, str], list[Timing]]) -> None:
                     print(f"    differs: {r.arch}: old {_figures(r.plan)} / {name} {_figures(a.plan)}")
 
 
+def print_disk_cache(archs: Sequence[Architecture], budgets: Sequence[int], seed: int) -> None:
+    """A second planner pointed at the same ``cache_dir`` reads every plan back instead of planning."""
+    print("\n== Disk cache: the same candidates planned by a fresh planner, cold vs from files (seconds, total) ==")
+    for budget in budgets:
+        with tempfile.TemporaryDirectory() as tmp:
+            cold, warm = (
+                CutPlanner(budget, seed=seed, cache_dir=Path(tmp)),
+                CutPlanner(budget, seed=seed, cache_dir=Path(tmp)),
+            )
+            plans, t_cold = _timed(lambda p: [p.plan(a) for a in archs], cold)
+            again, t_warm = _timed(lambda p: [p.plan(a) for a in archs], warm)
+        print(
+            f"  budget {budget}: cold {t_cold:.2f} s, from files {t_warm:.3f} s ({t_cold / max(t_warm, 1e-9):.0f}x); "
+            f"identical plans {sum(a == b for a, b in zip(plans, again, strict=True))}/{len(archs)}, "
+            f"disk hits {warm.disk_hits}"
+        )
+
+
 # ------------------------------------------------------------------ part 2
 def mutate(parent: Architecture, space: SearchSpace, rng: np.random.Generator) -> Architecture:
     """One gene of ``parent`` replaced by that gene of a fresh ``space.sample``."""
@@ -332,6 +354,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     }
     print_part1(part1)
     print_agreement(part1)
+    print_disk_cache(archs, budgets, args.seed)
     if args.skip_stream:
         return
 
