@@ -281,7 +281,9 @@ def relaxed_gamma_bound(
 
     Why it is valid: take any plan the addon could return, with ``w`` wire
     cuts and a set ``C`` of cut gates; its gamma is
-    ``4**w * prod(kappa(g) for g in C)`` (LO cuts: the cut finder's cost).
+    ``4**w * prod(kappa(g) for g in C)`` (LO cuts: the cut finder's cost,
+    and also the gamma the planner reports, from the QPD bases: a wire cut's
+    ``Move`` basis has kappa 4, a gate's the kappa used here; a test pins both).
     Wire cuts split qubit ``q``'s timeline into segments; the uncut gates join
     segments into connected pieces, each of at most ``qubit_budget`` segments
     (its width).  Let ``S_i`` be the set of qubits with a segment in piece

@@ -284,6 +284,20 @@ def test_relaxed_bound_never_exceeds_the_addons_proven_optimum() -> None:
     assert tight >= checked // 2  # the bound is not vacuous
 
 
+def test_bound_prices_cuts_as_the_plans_bases_do() -> None:
+    """The bound's wire-cut price is the kappa of the basis cut_wires uses; a gate's is its own basis kappa."""
+    from qiskit.circuit.library import CXGate
+    from qiskit_addon_cutting.instructions import Move
+    from qiskit_addon_cutting.qpd import QPDBasis
+
+    assert QPDBasis.from_instruction(Move()).kappa == cutting.WIRE_CUT_GAMMA
+    qc = QuantumCircuit(2)
+    qc.cx(0, 1)
+    qc.rzz(0.3, 0, 1)
+    expected = math.log(QPDBasis.from_instruction(CXGate()).kappa) + math.log(1 + 2 * abs(math.sin(0.3)))
+    assert cutting.pair_log_gammas(qc)[0, 1] == pytest.approx(expected)
+
+
 def test_relaxed_bound_known_values_cap_and_node_limit() -> None:
     full = cutting.representative_circuit(Architecture.parse("angle-y|q4|l1|ry|full"))
     # K4 of CNOTs into sets of 3: cutting the 3 gates of one qubit (27) beats any wire-cut cover (>= 4 * 4 * 3)
