@@ -251,11 +251,21 @@ class HardwareConfig(_Section):
 
 
 class HwEvalConfig(_Section):
-    """Hardware-in-the-loop evaluation of picked candidates (``qnas-hw hw-eval``) and its spending guard."""
+    """Hardware-in-the-loop evaluation of picked candidates and its spending guard.
+
+    ``qnas-hw hw-eval`` reads these as defaults for its flags; ``enabled = true``
+    makes ``qnas-hw search`` run the same evaluation on the final front (or
+    every candidate, ``which = "all"``) once the search is saved.  The measured
+    accuracy is a reported column (``hw_acc@<backend>``), not a search
+    objective: noisy hardware accuracy per candidate per generation would cost
+    a device job for every evaluation.
+    """
 
     enabled: bool = False
     which: Literal["front", "all"] = "front"
     shots: int = 1024
+    max_samples: int | None = None  # evaluate on the first N validation samples only (None: all)
+    chunk_rows: int = 64  # validation samples per job (one PUB of parameter rows)
     max_cost_usd: float | None = 0.0
     max_qpu_seconds: float | None = None
     max_shots: int | None = None
@@ -263,9 +273,21 @@ class HwEvalConfig(_Section):
     timeout_s: float = 600.0
     max_attempts: int = 3
     dry_run: bool = False
-    as_objective: bool = False
 
-    @field_validator("shots", "concurrency", "max_attempts")
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_as_objective(cls, data: Any) -> Any:
+        """Studies stored before ``as_objective`` was removed still open; asking for it is refused."""
+        if isinstance(data, dict) and "as_objective" in data:
+            if data["as_objective"] is not False:
+                raise ValueError(
+                    f"hw_eval.as_objective={data['as_objective']!r} is not supported: hardware accuracy is reported "
+                    "as the hw_acc@<backend> column of the report; remove the key"
+                )
+            data = {k: v for k, v in data.items() if k != "as_objective"}
+        return data
+
+    @field_validator("shots", "concurrency", "max_attempts", "chunk_rows")
     @classmethod
     def _positive(cls, v: int, info: Any) -> int:
         if v < 1:
@@ -279,11 +301,11 @@ class HwEvalConfig(_Section):
             raise ValueError(f"hw_eval {info.field_name}={v} must be >= 0 (or omitted for no limit)")
         return v
 
-    @field_validator("max_shots")
+    @field_validator("max_shots", "max_samples")
     @classmethod
-    def _max_shots(cls, v: int | None) -> int | None:
+    def _optional_positive(cls, v: int | None, info: Any) -> int | None:
         if v is not None and v < 1:
-            raise ValueError(f"hw_eval max_shots={v} must be >= 1, or omitted for no limit")
+            raise ValueError(f"hw_eval {info.field_name}={v} must be >= 1, or omitted for no limit")
         return v
 
 
