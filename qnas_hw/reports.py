@@ -25,6 +25,12 @@ Conventions that make figures comparable across generations:
   front still contribute volume.
 * **Feasibility.** Infeasible candidates (violated constraints) and candidates
   with a non-finite objective (a failed evaluation) never enter a front.
+* **Hardware results.** When ``qnas-hw hw-eval`` (or a search with
+  ``hw_eval.enabled``) stored measured accuracies in the study's
+  ``hw_eval_results`` table, each candidate gets ``hw_acc@<backend>`` (plus
+  shots and measured seconds) from its latest result per backend.  They are
+  reported next to the objectives, never used to pick the front: they exist
+  for a few candidates only and on different sample subsets.
 """
 
 from __future__ import annotations
@@ -220,6 +226,16 @@ class ReportData:
     hypervolumes: list[tuple[int, float]] = field(default_factory=list)
     ideal: list[float] = field(default_factory=list)
     nadir: list[float] = field(default_factory=list)
+    #: latest stored hardware result per architecture (canonical) and backend, see :func:`latest_hardware`
+    hardware: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+
+    @property
+    def hw_backends(self) -> list[str]:
+        """Backends with at least one stored hardware result, sorted (one column group each)."""
+        return sorted({b for per_arch in self.hardware.values() for b in per_arch})
+
+    def hw_result(self, i: int, backend: str) -> dict[str, Any] | None:
+        return self.hardware.get(self.candidates[i].arch.canonical(), {}).get(backend)
 
     def matrix(self) -> np.ndarray:
         return np.array([c.values(self.objective_names) for c in self.candidates], dtype=float).reshape(
@@ -337,18 +353,27 @@ def analyze(
     generations: Sequence[Any],
     objective_names: Sequence[str],
     config: dict[str, Any] | None = None,
+    hardware: Sequence[dict[str, Any]] = (),
 ) -> ReportData:
     """Front, knee, most-accurate pick and hypervolume history from study records.
 
     ``candidates``/``generations`` are the study's ``CandidateRecord`` /
-    ``GenerationRecord`` objects (anything with the same attributes).
+    ``GenerationRecord`` objects (anything with the same attributes);
+    ``hardware`` the stored hardware results, newest first (see
+    :func:`stored_hardware_results`).
     """
     names = list(objective_names)
     if not names:
         raise ValueError("the study has no objective names; was it created by `qnas-hw search`?")
     cands = _latest_per_arch(candidates)
     gens = [_as_generation(g) for g in generations]
-    data = ReportData(objective_names=names, candidates=cands, generations=gens, config=dict(config or {}))
+    data = ReportData(
+        objective_names=names,
+        candidates=cands,
+        generations=gens,
+        config=dict(config or {}),
+        hardware=latest_hardware(hardware),
+    )
     F = data.matrix()
     usable = np.array([c.usable for c in cands], dtype=bool)
     ideal, nadir = _hv_box(F, usable) if cands else (np.zeros(len(names)), np.ones(len(names)))
@@ -364,6 +389,84 @@ def analyze(
         data.most_accurate = data.front[int(np.lexsort(keys)[0])]
     data.hypervolumes = _hv_history(cands, gens, names, HV_REFERENCE)
     return data
+
+
+# -------------------------------------------------------------- hardware results
+#: The table :mod:`qnas_hw.jobs.hardware_eval` stores per-candidate hardware results in.
+HW_RESULTS_TABLE = "hw_eval_results"
+
+
+def latest_hardware(results: Sequence[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """``{arch: {backend: result}}`` keeping, per architecture and backend, the first row (rows come newest first).
+
+    A candidate re-evaluated with other shots or seeds (another batch) shows
+    its latest figures; older batches stay in the study, just not in the report.
+    """
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in results:
+        try:
+            arch, backend = str(r["arch"]), str(r["backend"])
+        except KeyError as exc:
+            raise ValueError(f"hardware result without {exc.args[0]!r}: {r!r}") from None
+        out.setdefault(arch, {}).setdefault(backend, dict(r))
+    return out
+
+
+def stored_hardware_results(study: Study) -> list[dict[str, Any]]:
+    """Every row of the study's hardware results table, newest first; ``[]`` when none was ever stored.
+
+    Read-only on purpose: reporting a study that never ran a hardware
+    evaluation must not add tables to it.  Rows are decoded the way
+    :func:`qnas_hw.jobs.hardware_eval.stored_results` decodes them; ``rowid``
+    breaks ties of the one-second ``created_at`` stamps (INSERT OR REPLACE
+    gives a rewritten row a new rowid).
+    """
+    conn = study.connect()
+    try:
+        exists = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (HW_RESULTS_TABLE,)
+        ).fetchone()
+        if not exists:
+            return []
+        rows = conn.execute(
+            f"SELECT batch, result, created_at FROM {HW_RESULTS_TABLE} ORDER BY created_at DESC, rowid DESC"
+        ).fetchall()
+    finally:
+        conn.close()
+    return [{"batch": b, "created_at": c, **json.loads(r)} for b, r, c in rows]
+
+
+def measured_seconds(result: dict[str, Any]) -> tuple[float | None, str]:
+    """Provider-reported QPU seconds when there are any, else the jobs' wall seconds, with which one it is."""
+    if result.get("quantum_seconds") is not None:
+        return float(result["quantum_seconds"]), "QPU"
+    if result.get("wall_seconds") is not None:
+        return float(result["wall_seconds"]), "wall"
+    return None, "-"
+
+
+def _hw_columns(result: dict[str, Any] | None, backend: str) -> dict[str, Any]:
+    """The flat per-backend columns of one candidate (empty cells when it was not measured there)."""
+    if result is None:
+        return {f"hw_acc@{backend}": "", f"hw_shots@{backend}": "", f"hw_seconds@{backend}": ""}
+    seconds, _ = measured_seconds(result)
+    return {
+        f"hw_acc@{backend}": float(result["accuracy"]),
+        f"hw_shots@{backend}": int(result["shots"]),
+        f"hw_seconds@{backend}": "" if seconds is None else seconds,
+    }
+
+
+def _hw_json(result: dict[str, Any]) -> dict[str, Any]:
+    seconds, source = measured_seconds(result)
+    keep = ("accuracy", "simulator_accuracy", "n_samples", "shots", "jobs", "quantum_seconds", "wall_seconds")
+    return {
+        **{k: result.get(k) for k in keep},
+        "measured_seconds": seconds,
+        "seconds_source": source,
+        "batch": result.get("batch"),
+        "created_at": result.get("created_at"),
+    }
 
 
 # ------------------------------------------------------------------- renderers
@@ -387,6 +490,9 @@ def front_table(data: ReportData) -> Table:
         table.add_column("val_acc", justify="right")
     for n in names:
         table.add_column(n, justify="right")
+    backends = data.hw_backends
+    for b in backends:
+        table.add_column(f"hw_acc@{b}", justify="right")
     table.add_column("gen", justify="right")
     order = sorted(data.front, key=lambda i: data.candidates[i].values(names))
     for i in order:
@@ -396,6 +502,9 @@ def front_table(data: ReportData) -> Table:
         if ACCURACY_OBJECTIVE in names:
             row.append(f"{100 * (1 - c.objectives[ACCURACY_OBJECTIVE]):.2f}%")
         row += [_fmt(v) for v in c.values(names)]
+        for b in backends:
+            hw = data.hw_result(i, b)
+            row.append("-" if hw is None else f"{100 * float(hw['accuracy']):.2f}%")
         row.append(str(c.generation))
         table.add_row(*row)
     return table
@@ -425,6 +534,8 @@ def candidate_row(data: ReportData, i: int) -> dict[str, Any]:
         knee=i == data.knee,
         most_accurate=i == data.most_accurate,
     )
+    for b in data.hw_backends:
+        row.update(_hw_columns(data.hw_result(i, b), b))
     extra: dict[str, Any] = {}
     _flat("details", c.details, extra)
     _flat("timings", c.timings, extra)
@@ -454,6 +565,7 @@ def _json_candidate(data: ReportData, i: int) -> dict[str, Any]:
         "generation": c.generation,
         "feasible": c.feasible,
         "on_front": i in data.front,
+        "hardware": {b: _hw_json(r) for b, r in sorted(data.hardware.get(c.arch.canonical(), {}).items())},
     }
 
 
@@ -473,6 +585,7 @@ def report_json(data: ReportData) -> dict[str, Any]:
         "n_generations": len(data.generations),
         "normalisation": {"ideal": data.ideal, "nadir": data.nadir, "hv_reference": HV_REFERENCE},
         "hypervolume": [{"generation": g, "hypervolume": hv} for g, hv in data.hypervolumes],
+        "hardware_backends": data.hw_backends,
         "knee": pick(data.knee),
         "most_accurate": pick(data.most_accurate),
         "front": [_json_candidate(data, i) for i in data.front],
@@ -581,6 +694,36 @@ def _describe(data: ReportData, i: int | None) -> str:
     return f"`{c.arch.canonical()}` ({c.arch.n_qubits} qubits, {c.arch.n_layers} layers): {objs}{acc}"
 
 
+def _hardware_section(data: ReportData) -> list[str]:
+    """Markdown table of every stored hardware result (latest per architecture and backend); none: no section."""
+    if not data.hardware:
+        return []
+    pos = {c.arch.canonical(): i for i, c in enumerate(data.candidates)}
+    lines = [
+        "",
+        "## Hardware evaluation",
+        "",
+        "Validation accuracy measured on the backend (front-end and head local, quantum layer sampled) next to the "
+        "simulated accuracy of the same model on the same samples; seconds are provider QPU time when reported, "
+        "else the jobs' wall time.",
+        "",
+        "| architecture | on front | backend | samples | sim val acc | hw val acc | shots | measured s |",
+        "|---|:-:|---|---:|---:|---:|---:|---:|",
+    ]
+    order = sorted(data.hardware, key=lambda a: (a not in pos or pos[a] not in data.front, pos.get(a, len(pos)), a))
+    pct = lambda v: "-" if v is None else f"{100 * float(v):.2f}%"  # noqa: E731
+    for arch in order:
+        on_front = "yes" if arch in pos and pos[arch] in data.front else ""
+        for backend, r in sorted(data.hardware[arch].items()):
+            seconds, source = measured_seconds(r)
+            secs = "-" if seconds is None else f"{seconds:.2f} ({source})"
+            lines.append(
+                f"| `{arch}` | {on_front} | {backend} | {r.get('n_samples', '-')} | {pct(r.get('simulator_accuracy'))} "
+                f"| {pct(r.get('accuracy'))} | {r.get('shots', '-')} | {secs} |"
+            )
+    return lines
+
+
 def summary_markdown(data: ReportData, files: Sequence[Path] = ()) -> str:
     seed = data.config.get("seed", "not recorded")
     acc_name = ACCURACY_OBJECTIVE if ACCURACY_OBJECTIVE in data.objective_names else "the first objective"
@@ -611,6 +754,7 @@ def summary_markdown(data: ReportData, files: Sequence[Path] = ()) -> str:
         lines += [f"| {g} | {hv:.4f} |" for g, hv in data.hypervolumes]
     else:
         lines.append("no generations recorded")
+    lines += _hardware_section(data)
     lines += ["", "## Study configuration", "", "```json", json.dumps(data.config, indent=2, default=str), "```"]
     if files:
         lines += ["", "## Files", ""] + [f"- `{p.name}`" for p in files]
@@ -669,8 +813,14 @@ def write_report_data(data: ReportData, out_dir: Path | str) -> ReportFiles:
 
 
 def study_report_data(study: Study) -> ReportData:
-    """Analyse a study's stored records (front, knee, picks, hypervolume)."""
-    return analyze(study.candidates(), study.generations(), study.objective_names, study.config)
+    """Analyse a study's stored records (front, knee, picks, hypervolume) and its hardware results."""
+    return analyze(
+        study.candidates(),
+        study.generations(),
+        study.objective_names,
+        study.config,
+        hardware=stored_hardware_results(study),
+    )
 
 
 def write_report(study: Study, out_dir: Path | str) -> ReportFiles:
