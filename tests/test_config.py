@@ -115,3 +115,20 @@ def test_overrides_are_validated() -> None:
         with_overrides(cfg, **{"hardware.qubit_budget": 0})
     with pytest.raises(ConfigError, match=r"unknown config key 'hardware\.budget'"):
         with_overrides(cfg, **{"hardware.budget": 3})
+
+
+def test_lr_defaults_to_the_frontend_value_and_is_stored_resolved() -> None:
+    from qnas_hw.config import DEFAULT_LR
+
+    iris = default_config()
+    assert iris.supercircuit.lr == DEFAULT_LR["linear"] == 5e-2
+    cnn = config_from_dict({"data": {"dataset": "mnist"}, "model": {"frontend": "cnn"}})
+    assert cnn.supercircuit.lr == DEFAULT_LR["cnn"] == 3e-3
+    assert cnn.resolved()["supercircuit"]["lr"] == 3e-3  # the study stores the number used
+    # Overriding the front-end re-derives a defaulted lr; an explicit lr is kept.
+    switched = with_overrides(iris, **{"data.dataset": "mnist", "model.frontend": "cnn"})
+    assert switched.supercircuit.lr == 3e-3
+    explicit = with_overrides(switched, **{"supercircuit.lr": 1e-2})
+    assert with_overrides(explicit, **{"model.frontend": "mlp"}).supercircuit.lr == 1e-2
+    # A stored (resolved) config reloads with the same number, whatever the front-end default is.
+    assert config_from_dict(cnn.resolved()).supercircuit.lr == 3e-3
