@@ -15,13 +15,16 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from qnas_hw.config import ConfigError, RunConfig, config_from_dict, default_config, load_config, with_overrides
+
+if TYPE_CHECKING:  # imported lazily at run time: `qnas-hw devices` should not pay for torch
+    from qnas_hw.jobs.hardware_eval import HardwareEvalReport
 
 app = typer.Typer(
     name="qnas-hw",
@@ -118,7 +121,15 @@ def search(
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars on stderr.")] = True,
     verbose: Verbose = False,
 ) -> None:
-    """Run (or resume) the NSGA-II search; print the Pareto front and write the report."""
+    """Run (or resume) the NSGA-II search; print the Pareto front and write the report.
+
+    With ``hw_eval.enabled = true`` in the config the final front (or every
+    candidate, ``hw_eval.which``) is then evaluated on the study's backend
+    exactly like ``qnas-hw hw-eval`` (same guard, ledger and dry-run), and the
+    report gets the measured ``hw_acc@<backend>`` column.  A refused or failed
+    hardware evaluation exits non-zero after the search and its report are
+    saved.
+    """
     _setup_logging(verbose)
     with _cli_errors(verbose):
         from qnas_hw.search import run_search
@@ -144,7 +155,40 @@ def search(
             run_dir = out if out is not None else Path("runs") / f"search-{_timestamp()}"
             err_console.print(f"study: {run_dir / 'study.sqlite'}", highlight=False)
             study = run_search(cfg, run_dir, progress=progress)
+        failure = _search_hw_eval(study, verbose)
         _print_summary(study)
+        if failure is not None:
+            _fail(
+                f"hardware evaluation after the search: {failure}\nThe search itself is complete and saved in "
+                f"{study.path}; run `qnas-hw hw-eval {study.path} --resume` with other limits to measure it."
+            )
+
+
+def _search_hw_eval(study: Any, verbose: bool) -> str | None:
+    """``hw_eval.enabled``: evaluate the finished search on its backend; returns why it failed, or None.
+
+    Runs with ``resume`` so a resumed search (or a second run after a crash)
+    reuses every hardware result already in the ledger instead of refusing or
+    paying again.  Errors are returned rather than raised so the caller can
+    still write the search report before exiting non-zero.
+    """
+    from qnas_hw.jobs import BudgetExceeded, JobExecutionError, LedgerError
+
+    cfg = config_from_dict(study.config, source=f"configuration stored in {study.path}")
+    if not cfg.hw_eval.enabled:
+        return None
+    err_console.print(
+        f"hw_eval.enabled: evaluating the {cfg.hw_eval.which} on {cfg.hardware.backend}"
+        + (" (dry run)" if cfg.hw_eval.dry_run else ""),
+        highlight=False,
+    )
+    try:
+        _run_hw_eval(study.path, resume=True)
+    except (BudgetExceeded, JobExecutionError, LedgerError, *_user_errors()) as exc:
+        if verbose:
+            logger.exception("hardware evaluation after the search failed")
+        return str(exc)
+    return None
 
 
 def _print_summary(study: Any) -> None:
@@ -334,55 +378,77 @@ def hw_eval(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and its cost; submit nothing.")] = False,
     concurrency: Annotated[int | None, typer.Option("--concurrency", help="Jobs in flight at once.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Reuse finished jobs, re-attach to submitted ones.")] = False,
-    chunk_rows: Annotated[int, typer.Option("--chunk-rows", help="Validation samples per job (one PUB).")] = 64,
+    chunk_rows: Annotated[
+        int | None, typer.Option("--chunk-rows", help="Validation samples per job (one PUB; default: config).")
+    ] = None,
     max_samples: Annotated[
-        int | None, typer.Option("--max-samples", help="Only the first N validation samples.")
+        int | None, typer.Option("--max-samples", help="Only the first N validation samples (default: config).")
     ] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the plan and results as JSON.")] = None,
     verbose: Verbose = False,
 ) -> None:
-    """Evaluate the study's candidates on a backend (validation accuracy under real noise), guarded and resumable."""
+    """Evaluate the study's candidates on a backend (validation accuracy under real noise), guarded and resumable.
+
+    Flags default to the study's ``[hw_eval]`` settings.  After a real (not
+    dry) run the study's report (``report/`` next to it) is rewritten with the
+    measured ``hw_acc@<backend>`` column.
+    """
     _setup_logging(verbose)
     from qnas_hw.jobs import BudgetExceeded, JobExecutionError, LedgerError
 
     with _cli_errors(verbose):
         try:
-            _hw_eval(
+            report_ = _run_hw_eval(
                 study,
-                backend,
-                which,
-                shots,
-                max_cost,
-                max_qpu_seconds,
-                max_shots,
-                dry_run,
-                concurrency,
-                resume,
-                chunk_rows,
-                max_samples,
-                json_out,
+                backend=backend,
+                which=which,
+                shots=shots,
+                max_cost=max_cost,
+                max_qpu_seconds=max_qpu_seconds,
+                max_shots=max_shots,
+                dry_run=dry_run,
+                concurrency=concurrency,
+                resume=resume,
+                chunk_rows=chunk_rows,
+                max_samples=max_samples,
+                json_out=json_out,
             )
         except (BudgetExceeded, JobExecutionError, LedgerError) as exc:
             if verbose:
                 logger.exception("hw-eval failed")
             _fail(str(exc))
+        if not report_.dry_run:
+            from qnas_hw.reports import write_report
+            from qnas_hw.study import Study
+
+            with Study.open(study) as s:
+                files = write_report(s, s.path.parent / "report")
+            out_console.print(f"report: {files.summary_md}", highlight=False)
 
 
-def _hw_eval(
+def _run_hw_eval(
     study: Path,
-    backend: str | None,
-    which: str | None,
-    shots: int | None,
-    max_cost: float | None,
-    max_qpu_seconds: float | None,
-    max_shots: int | None,
-    dry_run: bool,
-    concurrency: int | None,
-    resume: bool,
-    chunk_rows: int,
-    max_samples: int | None,
-    json_out: Path | None,
-) -> None:
+    *,
+    backend: str | None = None,
+    which: str | None = None,
+    shots: int | None = None,
+    max_cost: float | None = None,
+    max_qpu_seconds: float | None = None,
+    max_shots: int | None = None,
+    dry_run: bool = False,
+    concurrency: int | None = None,
+    resume: bool = False,
+    chunk_rows: int | None = None,
+    max_samples: int | None = None,
+    json_out: Path | None = None,
+) -> HardwareEvalReport:
+    """The hardware evaluation behind ``hw-eval`` and ``search`` (``hw_eval.enabled``); prints plan and results.
+
+    Every argument left ``None`` takes the study's ``[hw_eval]`` setting, so
+    both commands honour the same config (budget, dry run, shots, samples).
+    Returns the :class:`~qnas_hw.jobs.hardware_eval.HardwareEvalReport`;
+    budget refusals and job failures propagate to the caller.
+    """
     from qnas_hw.backends import get_backend
     from qnas_hw.jobs import Budget, RetryPolicy
     from qnas_hw.jobs.hardware_eval import HardwareEvalSettings, evaluate_study
@@ -393,9 +459,9 @@ def _hw_eval(
     pick = lambda v, d: d if v is None else v  # noqa: E731
     settings = HardwareEvalSettings(
         shots=pick(shots, hw.shots),
-        chunk_rows=chunk_rows,
+        chunk_rows=pick(chunk_rows, hw.chunk_rows),
         seed=cfg.seed,
-        max_samples=max_samples,
+        max_samples=pick(max_samples, hw.max_samples),
         optimization_level=cfg.hardware.optimization_level,
         concurrency=pick(concurrency, hw.concurrency),
         policy=RetryPolicy.for_backend(be, max_attempts=hw.max_attempts, timeout_s=hw.timeout_s),
@@ -432,6 +498,7 @@ def _hw_eval(
         out_console.print(table)
     if json_out is not None:
         json_out.write_text(json.dumps(report_.to_dict(), indent=1, default=str) + "\n")
+    return report_
 
 
 def main(argv: list[str] | None = None) -> Callable[..., Any] | None:
