@@ -290,3 +290,53 @@ def test_no_feasible_candidate_still_reports(tmp_path: Path) -> None:
     files = write_report_data(data, tmp_path)
     assert "no feasible candidate" in files.summary_md.read_text()
     assert json.loads(files.report_json.read_text())["knee"] is None
+
+
+def test_hardware_results_become_columns_per_backend(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    records, gens = synthetic_study(seed=4)
+    data0 = analyze(records, gens, NAMES)
+    a, b = (data0.candidates[i].arch.canonical() for i in data0.front[:2])
+    hw = [  # newest first; the older "ibm_x" row of `a` must be hidden by the newer one
+        {"arch": a, "backend": "ibm_x", "accuracy": 0.75, "simulator_accuracy": 0.8, "n_samples": 20, "shots": 2000,
+         "quantum_seconds": 3.5, "wall_seconds": 60.0, "batch": "new", "created_at": "2"},
+        {"arch": a, "backend": "aer_noisy", "accuracy": 0.6, "simulator_accuracy": 0.8, "n_samples": 20, "shots": 100,
+         "quantum_seconds": None, "wall_seconds": 1.25, "batch": "aer", "created_at": "1"},
+        {"arch": b, "backend": "ibm_x", "accuracy": 0.5, "simulator_accuracy": None, "n_samples": 20, "shots": 2000,
+         "quantum_seconds": 2.0, "wall_seconds": 9.0, "batch": "new", "created_at": "1"},
+        {"arch": a, "backend": "ibm_x", "accuracy": 0.1, "simulator_accuracy": 0.8, "n_samples": 20, "shots": 10,
+         "quantum_seconds": 1.0, "wall_seconds": 5.0, "batch": "old", "created_at": "0"},
+    ]  # fmt: skip
+    data = analyze(records, gens, NAMES, hardware=hw)
+    assert data.front == data0.front and data.knee == data0.knee  # reported, never used for picking
+    assert data.hw_backends == ["aer_noisy", "ibm_x"]
+    files = write_report_data(data, tmp_path)
+    rows = {r["architecture"]: r for r in csv.DictReader(files.candidates_csv.open())}
+    assert (rows[a]["hw_acc@ibm_x"], rows[a]["hw_shots@ibm_x"], rows[a]["hw_seconds@ibm_x"]) == ("0.75", "2000", "3.5")
+    assert (rows[a]["hw_acc@aer_noisy"], rows[a]["hw_seconds@aer_noisy"]) == ("0.6", "1.25")
+    assert rows[b]["hw_acc@ibm_x"] == "0.5" and rows[b]["hw_acc@aer_noisy"] == ""
+    others = [r for k, r in rows.items() if k not in (a, b)]
+    assert others and all(r["hw_acc@ibm_x"] == "" for r in others)
+    report = json.loads(files.report_json.read_text())
+    by_arch = {c["architecture"]: c for c in report["candidates"]}
+    assert by_arch[a]["hardware"]["ibm_x"]["batch"] == "new"
+    assert by_arch[a]["hardware"]["ibm_x"]["seconds_source"] == "QPU"
+    assert by_arch[b]["hardware"]["ibm_x"]["simulator_accuracy"] is None
+    summary = files.summary_md.read_text()
+    assert f"| `{a}` | yes | ibm_x | 20 | 80.00% | 75.00% | 2000 | 3.50 (QPU) |" in summary
+    assert f"| `{a}` | yes | aer_noisy | 20 | 80.00% | 60.00% | 100 | 1.25 (wall) |" in summary
+    assert f"| `{b}` | yes | ibm_x | 20 | - | 50.00% | 2000 | 2.00 (QPU) |" in summary
+    assert "10.00%" not in summary  # the superseded batch
+    console = Console(width=300, record=True)
+    console.print(front_table(data))
+    text = console.export_text()
+    assert "hw_acc@ibm_x" in text and "75.00%" in text and "hw_acc@aer_noisy" in text
+
+
+def test_report_without_hardware_has_no_hardware_columns(tmp_path: Path) -> None:
+    records, gens = synthetic_study(seed=4)
+    files = write_report_data(analyze(records, gens, NAMES), tmp_path)
+    assert "hw_" not in files.candidates_csv.read_text().splitlines()[0]
+    assert "Hardware evaluation" not in files.summary_md.read_text()
+    assert json.loads(files.report_json.read_text())["hardware_backends"] == []
