@@ -116,6 +116,26 @@ def test_search_with_hw_eval_enabled_reports_the_stored_results(evaluated_run: t
         assert f"| {BACKEND} |" in line and f"| {100 * r['accuracy']:.2f}% |" in line
         assert f"| {100 * r['simulator_accuracy']:.2f}% |" in line and f"| {r['shots']} |" in line
 
+    # resuming the finished search re-runs the enabled evaluation from the ledger: nothing submitted again
+    ledger = JobLedger(run / "study.sqlite")
+    try:
+        jobs_before = {j.key: j.provider_job_id for j in ledger.jobs()}
+    finally:
+        ledger.close()
+    res = _invoke("search", "--resume", str(run / "study.sqlite"), "--no-progress")
+    assert res.exit_code == 0, res.output
+    assert "0 candidates evaluated" in res.output
+    ledger = JobLedger(run / "study.sqlite")
+    try:
+        assert {j.key: j.provider_job_id for j in ledger.jobs()} == jobs_before
+    finally:
+        ledger.close()
+    again = {r["arch"]: r for r in _stored(run / "study.sqlite")}
+    assert {a: (r["accuracy"], r["job_ids"]) for a, r in again.items()} == {
+        a: (r["accuracy"], r["job_ids"]) for a, r in by_arch.items()
+    }
+    assert all(r["reused_jobs"] == r["jobs"] for r in again.values())
+
 
 def test_hw_eval_command_dry_run_then_new_batch_updates_the_report(evaluated_run: tuple[Path, str]) -> None:
     run, _ = evaluated_run
