@@ -123,12 +123,12 @@ def search(
 ) -> None:
     """Run (or resume) the NSGA-II search; print the Pareto front and write the report.
 
-    With ``hw_eval.enabled = true`` in the config the final front (or every
-    candidate, ``hw_eval.which``) is then evaluated on the study's backend
-    exactly like ``qnas-hw hw-eval`` (same guard, ledger and dry-run), and the
-    report gets the measured ``hw_acc@<backend>`` column.  A refused or failed
-    hardware evaluation exits non-zero after the search and its report are
-    saved.
+    With hw_eval.enabled = true in the config, the final front (or every
+    candidate: hw_eval.which = "all") is then evaluated on the study's backend
+    exactly like `qnas-hw hw-eval` (same spending guard, ledger and dry run)
+    and the report gets the measured hw_acc@<backend> column.  A refused or
+    failed hardware evaluation exits non-zero after the search and its report
+    are saved.
     """
     _setup_logging(verbose)
     with _cli_errors(verbose):
@@ -375,7 +375,10 @@ def hw_eval(
         float | None, typer.Option("--max-qpu-seconds", help="Refuse above this QPU time.")
     ] = None,
     max_shots: Annotated[int | None, typer.Option("--max-shots", help="Refuse above this many shots in total.")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and its cost; submit nothing.")] = False,
+    dry_run: Annotated[
+        bool | None,
+        typer.Option("--dry-run/--no-dry-run", help="Print the plan and its cost; submit nothing (default: config)."),
+    ] = None,
     concurrency: Annotated[int | None, typer.Option("--concurrency", help="Jobs in flight at once.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Reuse finished jobs, re-attach to submitted ones.")] = False,
     chunk_rows: Annotated[
@@ -389,9 +392,9 @@ def hw_eval(
 ) -> None:
     """Evaluate the study's candidates on a backend (validation accuracy under real noise), guarded and resumable.
 
-    Flags default to the study's ``[hw_eval]`` settings.  After a real (not
-    dry) run the study's report (``report/`` next to it) is rewritten with the
-    measured ``hw_acc@<backend>`` column.
+    Flags default to the study's [hw_eval] settings.  After a real (not dry)
+    run the study's report (report/ next to it) is rewritten with the measured
+    hw_acc@<backend> column.
     """
     _setup_logging(verbose)
     from qnas_hw.jobs import BudgetExceeded, JobExecutionError, LedgerError
@@ -435,7 +438,7 @@ def _run_hw_eval(
     max_cost: float | None = None,
     max_qpu_seconds: float | None = None,
     max_shots: int | None = None,
-    dry_run: bool = False,
+    dry_run: bool | None = None,
     concurrency: int | None = None,
     resume: bool = False,
     chunk_rows: int | None = None,
@@ -468,7 +471,7 @@ def _run_hw_eval(
         budget=Budget(
             pick(max_cost, hw.max_cost_usd), pick(max_qpu_seconds, hw.max_qpu_seconds), pick(max_shots, hw.max_shots)
         ),
-        dry_run=dry_run or hw.dry_run,
+        dry_run=pick(dry_run, hw.dry_run),
         resume=resume,
     )
     report_ = evaluate_study(study, be, which=pick(which, hw.which), settings=settings)

@@ -170,6 +170,8 @@ def test_budget_refusal_after_search_exits_1_and_keeps_the_search(tmp_path: Path
     assert (run / "report" / "summary.md").is_file()
     assert "Hardware evaluation" not in (run / "report" / "summary.md").read_text()
     assert "hw_eval_results" not in _tables(run / "study.sqlite")  # nothing was submitted or stored
+    res = _invoke("hw-eval", str(run / "study.sqlite"), "--dry-run")
+    assert res.exit_code == 0 and "would refuse" in res.output and "max-shots" in res.output
 
     # reporting a study without hardware results works and adds no table to it
     res = _invoke("report", str(run / "study.sqlite"), "--out", str(tmp_path / "rep"))
