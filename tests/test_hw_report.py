@@ -192,3 +192,14 @@ def test_latest_hardware_keeps_the_newest_row_per_backend() -> None:
     assert measured_seconds(latest["a"]["y"]) == (1.5, "QPU") and measured_seconds(latest["a"]["x"]) == (2.0, "wall")
     with pytest.raises(ValueError, match="'backend'"):
         latest_hardware([{"arch": "a"}])
+
+
+def test_hw_eval_config_as_objective_is_gone_but_old_studies_load() -> None:
+    from qnas_hw.config import ConfigError, config_from_dict
+
+    stored = config_from_dict({"hw_eval": {"as_objective": False, "max_samples": 5}})  # a pre-removal study config
+    assert stored.hw_eval.max_samples == 5 and "as_objective" not in stored.model_dump()["hw_eval"]
+    with pytest.raises(ConfigError, match=r"as_objective=True is not supported.*hw_acc@<backend>"):
+        config_from_dict({"hw_eval": {"as_objective": True}})
+    with pytest.raises(ConfigError, match="chunk_rows=0"):
+        config_from_dict({"hw_eval": {"chunk_rows": 0}})
