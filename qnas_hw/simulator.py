@@ -80,15 +80,15 @@ class _Layer:
     """One stage of single-qubit runs on distinct qubits (they commute, so order is free).
 
     mode "real": fused real matrices (RY/H) in chunks, then ``phase`` (the split-off RZs).
-    mode "complex": fused complex matrices in chunks. mode "per_sample": input-dependent
-    matrices applied qubit by qubit (never produced by today's gate programs after the
-    first entangler, kept so any program stays simulable).
+    mode "complex": fused complex matrices in chunks.  The initial product layer uses
+    the same record with no chunks (its runs become per-qubit vectors).
     """
 
     mode: str
     groups: list[_Fused1Q]
     chunks: list[tuple[int, int]]  # (lowest qubit, width) of each Kronecker chunk
     phase: _RzPhase | None
+    order: Tensor | None = None  # row of cat([eye, group matrices...]) holding each qubit's matrix
 
 
 @dataclass(frozen=True)
@@ -117,69 +117,138 @@ class _Phase:
     coef: Tensor
 
 
-class _Gather(torch.autograd.Function):
-    """Permutation of basis rows: forward and backward are both gathers (no index_add scatter)."""
+class _Workspace:
+    """State-sized scratch buffers reused across calls of one plan.
 
-    @staticmethod
-    def forward(ctx, state: Tensor, src: Tensor, inv: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(inv)
-        return state.index_select(0, src)
+    Why: a W12 step touches a dozen fresh multi-MiB tensors; glibc hands blocks
+    that large straight back to the OS, so every step pays page faults on all of
+    them (about half the step time in the anchors).  Buffers only come back here
+    once nothing can read them any more (after the backward, or right away in
+    no-grad calls), and tensors that escape to the caller never come from here.
+    """
 
-    @staticmethod
-    def backward(ctx, grad: Tensor):  # type: ignore[override]
-        (inv,) = ctx.saved_tensors
-        return grad.index_select(0, inv), None, None
+    def __init__(self, per_size: int = 12, sizes: int = 4) -> None:
+        self._free: dict[tuple[int, torch.dtype], list[Tensor]] = {}
+        self._per_size = per_size
+        self._sizes = sizes
+
+    def take(self, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+        stack = self._free.get((math.prod(shape), dtype))
+        if stack:
+            try:
+                return stack.pop().view(shape)
+            except IndexError:  # another thread emptied it between the check and the pop
+                pass
+        return torch.empty(shape, dtype=dtype)
+
+    def give(self, *tensors: Tensor) -> None:
+        for t in tensors:
+            key = (t.numel(), t.dtype)
+            stack = self._free.setdefault(key, [])
+            if len(stack) < self._per_size:
+                stack.append(t.view(-1))
+            if len(self._free) > self._sizes:  # batch size changed: forget the other sizes
+                self._free = {key: stack}
+
+    def __deepcopy__(self, memo: dict) -> _Workspace:
+        return _Workspace(self._per_size, self._sizes)
+
+    def __getstate__(self) -> dict:
+        return {"per_size": self._per_size, "sizes": self._sizes}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["per_size"], state["sizes"])
 
 
-class _ChunkMatmul(torch.autograd.Function):
-    """One Kronecker chunk ``kron`` (2**w x 2**w) applied to qubits lo..lo+w-1 of a batch-last state.
+def _outer_forward(vecs: list[Tensor]) -> tuple[Tensor, tuple | None]:
+    """Kronecker product of (2, B|1) columns, first factor most significant, and the tree for its backward."""
+    if len(vecs) == 1:
+        return vecs[0], None
+    half = len(vecs) // 2
+    hi, hi_tree = _outer_forward(vecs[:half])
+    lo, lo_tree = _outer_forward(vecs[half:])
+    cols = max(hi.shape[1], lo.shape[1])
+    return (hi[:, None, :] * lo[None, :, :]).reshape(-1, cols), (half, hi, hi_tree, lo, lo_tree)
 
-    Written by hand because autograd's broadcast-matmul backward transposes and
-    copies the whole state; here both directions are plain (batched) GEMMs on
-    contiguous views, and the matrix gradient is one more GEMM reduced over blocks.
+
+def _sum_cols(g: Tensor, cols: int) -> Tensor:
+    return g.sum(1, keepdim=True) if cols == 1 and g.shape[1] != 1 else g
+
+
+def _outer_split_grads(g: Tensor, hi: Tensor, lo: Tensor) -> tuple[Tensor, Tensor]:
+    """Gradients of hi and lo for out = hi (x) lo given the output gradient g (rows_hi * rows_lo, cols)."""
+    g3 = g.view(hi.shape[0], lo.shape[0], g.shape[1])
+    g_hi = (g3 * lo.conj()[None, :, :]).sum(1)
+    g_lo = (g3 * hi.conj()[:, None, :]).sum(0)
+    return _sum_cols(g_hi, hi.shape[1]), _sum_cols(g_lo, lo.shape[1])
+
+
+def _outer_backward(g: Tensor, vecs: list[Tensor], tree: tuple | None) -> list[Tensor]:
+    if tree is None:
+        return [_sum_cols(g, vecs[0].shape[1])]
+    half, hi, hi_tree, lo, lo_tree = tree
+    g_hi, g_lo = _outer_split_grads(g, hi, lo)
+    return _outer_backward(g_hi, vecs[:half], hi_tree) + _outer_backward(g_lo, vecs[half:], lo_tree)
+
+
+def _kron(factors: list[Tensor]) -> Tensor:
+    out = factors[0]
+    for m in factors[1:]:
+        out = torch.kron(out, m)
+    return out
+
+
+def _kron_grads(grad: Tensor, factors: list[Tensor]) -> list[Tensor]:
+    """Gradients of the (2, 2) factors of K = f_0 (x) f_1 (x) ... given dL/dK (conjugate convention for complex)."""
+    w = len(factors)
+    out = []
+    for i in range(w):
+        left = _kron(factors[:i]).conj() if i else None
+        right = _kron(factors[i + 1 :]).conj() if i < w - 1 else None
+        g = grad.reshape(2**i, 2, 2 ** (w - 1 - i), 2**i, 2, 2 ** (w - 1 - i))
+        if left is not None:
+            g = torch.einsum("xayubv,xu->aybv", g, left)
+        else:
+            g = g.reshape(2, 2 ** (w - 1 - i), 2, 2 ** (w - 1 - i))
+        g = torch.einsum("aybv,yv->ab", g, right) if right is not None else g.reshape(2, 2)
+        out.append(g)
+    return out
+
+
+class _Circuit(torch.autograd.Function):
+    """The whole state-sized part of a plan (init, stages, readout) as one autograd node.
+
+    Its inputs are the small tensors autograd builds from inputs and weights
+    (per-qubit vectors and matrices, phases); the backward is a hand-written
+    reverse pass over the same stages, so no state-sized tensor ever enters
+    autograd's graph and the saved states are the plan's reusable buffers.
     """
 
     @staticmethod
-    def forward(ctx, state: Tensor, kron: Tensor, lo: int, width: int) -> Tensor:  # type: ignore[override]
-        view = _chunk_view(state, lo, width)
-        ctx.save_for_backward(state, kron)
-        ctx.chunk = (lo, width)
-        return _bmm(kron, view).view(state.shape)
+    def forward(ctx, plan: SimulatorPlan, batch: int, *params: Tensor) -> Tensor:  # type: ignore[override]
+        out, tape, release = plan._forward(list(params), batch, keep=True)
+        ctx.plan, ctx.batch, ctx.tape, ctx.release = plan, batch, tape, release
+        ctx.save_for_backward(*params)
+        return out
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor):  # type: ignore[override]
-        state, kron = ctx.saved_tensors
-        lo, width = ctx.chunk
-        g = _chunk_view(grad.contiguous(), lo, width)
-        grad_state = grad_kron = None
-        if ctx.needs_input_grad[0]:
-            grad_state = _bmm(kron.mH, g).view(state.shape)
-        if ctx.needs_input_grad[1]:
-            x = _chunk_view(state, lo, width)
-            grad_kron = torch.matmul(g, x.mH).sum(0) if g.shape[0] > 1 else g[0] @ x[0].mH
-        return grad_state, grad_kron, None, None
+        plan: SimulatorPlan = ctx.plan
+        params = list(ctx.saved_tensors)
+        tape, release = ctx.tape, ctx.release
+        if tape is None:  # a second backward through the same graph (retain_graph): the buffers went back
+            _, tape, release = plan._forward(params, ctx.batch, keep=True)
+        ctx.tape = ctx.release = None
+        grads = plan._backward(tape, params, grad)
+        plan._workspace.give(*release)
+        return (None, None, *grads)
 
 
 def _chunk_view(state: Tensor, lo: int, width: int) -> Tensor:
     """(2**(n-lo-w), 2**w, 2**lo * C) view of a (2**n, C) state: the chunk's bits in the middle axis."""
     rows, cols = state.shape
     return state.view(rows >> (lo + width), 1 << width, (1 << lo) * cols)
-
-
-def _outer(vecs: list[Tensor]) -> Tensor:
-    """Kronecker product of (2, B|1) columns, first factor most significant: (2**len, B|1)."""
-    if len(vecs) == 1:
-        return vecs[0]
-    half = len(vecs) // 2
-    hi, lo = _outer(vecs[:half]), _outer(vecs[half:])
-    cols = max(hi.shape[1], lo.shape[1])
-    return (hi[:, None, :] * lo[None, :, :]).reshape(-1, cols)
-
-
-def _bmm(matrix: Tensor, view: Tensor) -> Tensor:
-    if view.shape[0] == 1:
-        return (matrix @ view[0]).unsqueeze(0)
-    return torch.bmm(matrix.expand(view.shape[0], *matrix.shape), view)
 
 
 def _bits(n: int) -> np.ndarray:
@@ -289,9 +358,13 @@ class SimulatorPlan:
         self._eye_real = torch.eye(2, dtype=dtype)
         self._eye_complex = torch.eye(2, dtype=self.complex_dtype)
         self._ket0 = torch.tensor([[1.0], [0.0]], dtype=dtype)
+        self._ket0_complex = self._ket0.to(self.complex_dtype)
         self.product_init, self.stages = self._compile(kept)
         # E[q] = sum_k p_final[k] z[k, q] = sum_j p[j] z[inv[j], q] with final[k] = state[src[k]].
         self.readout = self._z[torch.as_tensor(np.argsort(readout_src))].contiguous()
+        self._readout2 = 2 * self.readout  # d<Z>/d|amplitude|: 2 * amplitude * readout
+        self._ops = self._op_list()
+        self._workspace = _Workspace()
 
     # ------------------------------------------------------------------ compilation
     @staticmethod
@@ -323,7 +396,7 @@ class SimulatorPlan:
                 j += 1
             block = gates[i:j]
             if product:
-                product_init, product = self._layer(pending, product=True), False
+                product_init, product = self._product_layer(pending), False
                 pending = {q: [] for q in range(n)}
             else:
                 flush = {q: pending[q] for q in sorted({q for g in block for q in g.qubits}) if pending[q]}
@@ -334,21 +407,26 @@ class SimulatorPlan:
             stages.append(self._two_qubit_stage(block))
             i = j
         if product:
-            product_init = self._layer(pending, product=True)
+            product_init = self._product_layer(pending)
         else:
             tail = {q: run for q, run in pending.items() if run}
             if tail:
                 stages.append(self._layer(tail))
         return product_init, stages
 
-    def _layer(self, runs: dict[int, list[Gate]], product: bool = False) -> _Layer:
-        """Compile commuting single-qubit runs; ``product`` marks the runs that act on |0...0>.
+    def _product_layer(self, runs: dict[int, list[Gate]]) -> _Layer:
+        """Runs acting on |0...0>: each becomes one 2-vector U_q|0> (complex if any gate is), whatever the gates."""
+        runs = {q: run for q, run in runs.items() if run}
+        real = all(g.name in _REAL_1Q for run in runs.values() for g in run)
+        return _Layer("real" if real else "complex", _group_runs(runs), [], None)
 
-        Input-dependent runs after the product state fall back to per-qubit kernels;
-        the product state takes any runs since it is built from 2-vectors anyway.
-        """
-        if not product and any(g.param is not None and g.param[0] == "x" for run in runs.values() for g in run):
-            return _Layer("per_sample", _group_runs(runs), [], None)
+    def _layer(self, runs: dict[int, list[Gate]]) -> _Layer:
+        """Compile commuting single-qubit runs after the first entangler into Kronecker chunks (+ an RZ phase)."""
+        if any(g.param is not None and g.param[0] == "x" for run in runs.values() for g in run):
+            raise SpaceError(
+                "simulator has no kernel for input-dependent single-qubit gates after the first entangler "
+                f"({self.arch.canonical()}); extend SimulatorPlan before adding such gates to gate_program"
+            )
         heads: dict[int, list[Gate]] = {}
         rzs: list[Gate] = []
         for q, run in runs.items():
@@ -357,16 +435,35 @@ class SimulatorPlan:
                 cut -= 1
             heads[q], rzs = run[:cut], rzs + run[cut:]
         if all(g.name in _REAL_1Q for run in heads.values() for g in run):
-            phase = None
+            mode, phase = "real", None
             if rzs:
                 phase = _RzPhase(
                     kinds=tuple(g.param[0] for g in rzs),
                     index=torch.tensor([g.param[1] for g in rzs], dtype=torch.long),
                     signs=self._z[:, [g.qubits[0] for g in rzs]].contiguous(),
                 )
-            heads = {q: run for q, run in heads.items() if run}
-            return _Layer("real", _group_runs(heads), _chunks(list(heads), self.n_qubits, self.chunk), phase)
-        return _Layer("complex", _group_runs(runs), _chunks(list(runs), self.n_qubits, self.chunk), None)
+            runs = {q: run for q, run in heads.items() if run}
+        else:
+            mode, phase = "complex", None
+        groups = _group_runs(runs)
+        slot = {q: 1 + i for i, q in enumerate(q for g in groups for q in g.qubits)}
+        order = torch.tensor([slot.get(q, 0) for q in range(self.n_qubits)], dtype=torch.long)
+        return _Layer(mode, groups, _chunks(list(runs), self.n_qubits, self.chunk), phase, order)
+
+    def _op_list(self) -> list[tuple[str, object]]:
+        """The state-sized pass as (kind, compiled stage) steps: init, then gathers, chunk layers and phases."""
+        ops: list[tuple[str, object]] = [("amplitude", None) if self.amplitude else ("product", self.product_init)]
+        for stage in self.stages:
+            if isinstance(stage, _Permutation):
+                ops.append(("gather", stage))
+            elif isinstance(stage, _Phase):
+                ops.append(("phase", stage))
+            else:
+                if stage.chunks:
+                    ops.append(("layer", stage))
+                if stage.phase is not None:
+                    ops.append(("phase", stage.phase))
+        return ops
 
     def _two_qubit_stage(self, block: list[Gate]) -> _Permutation | _Phase:
         n = self.n_qubits
@@ -424,51 +521,57 @@ class SimulatorPlan:
         assert total is not None
         return total
 
-    # ------------------------------------------------------------------ kernels
-    def _to_complex(self, state: Tensor) -> Tensor:
-        return torch.view_as_complex(state.view(self.dim, -1, 2))
+    # ------------------------------------------------------------------ small tensors (autograd)
+    def _params(self, inputs: Tensor, weights: Tensor) -> list[Tensor]:
+        """The per-call tensors the state-sized pass takes, built with autograd from inputs and weights.
 
-    def _to_real(self, state: Tensor) -> Tensor:
-        return torch.view_as_real(state).reshape(self.dim, -1)
-
-    def _product_state(self, layer: _Layer, inputs: Tensor, weights: Tensor) -> Tensor:
-        """|psi> = (x)_q U_q|0> (then the split-off RZ phase), built batch-last by outer products.
-
-        Halves are built recursively and joined by one outer product, so only the
-        last product touches the full 2**n x B state.
+        In :attr:`_ops` order: the initial product's per-qubit vectors (or the amplitude
+        state), each layer's per-qubit (n, 2, 2) matrices, each phase's (2**n, B|1) angles.
         """
-        n, batch = self.n_qubits, inputs.shape[0]
+        params: list[Tensor] = []
+        for kind, meta in self._ops:
+            if kind == "product":
+                params.extend(self._product_vectors(meta, inputs, weights))
+            elif kind == "amplitude":
+                params.append(self._amplitude_state(inputs))
+            elif kind == "layer":
+                params.append(self._layer_matrices(meta, inputs, weights))
+            elif kind == "phase":
+                params.append(self._phase_angles(meta, inputs, weights))
+        return params
+
+    def _product_vectors(self, layer: _Layer, inputs: Tensor, weights: Tensor) -> list[Tensor]:
+        """U_q|0> per qubit as (2, B|1) columns, most significant qubit first."""
         real = layer.mode == "real"
-        dt = self.dtype if real else self.complex_dtype
-        vecs: list[Tensor] = [self._ket0.to(dt)] * n  # (2, B) or (2, 1)
+        vecs: list[Tensor] = [self._ket0 if real else self._ket0_complex] * self.n_qubits
         for group in layer.groups:
             col = self._group_matrices(group, inputs, weights, real)[..., :, 0]  # U|0>
             for k, q in enumerate(group.qubits):
                 vecs[q] = col[:, k].T if group.per_sample else col[k][:, None]
-        state = _outer(vecs[::-1]).expand(self.dim, batch).contiguous()  # most significant qubit first
-        if layer.phase is not None:
-            return self._apply_phase(state, layer.phase, inputs, weights, real_state=True)
-        if self.real:
-            return state
-        if real:
-            return torch.stack([state, torch.zeros_like(state)], -1).view(self.dim, -1)
-        return self._to_real(state)
+        return vecs[::-1]
 
-    def _apply_phase(self, state: Tensor, rz: _RzPhase, inputs: Tensor, weights: Tensor, real_state: bool) -> Tensor:
-        """Multiply by exp(i*phase) of the split-off RZs; a real state becomes complex here."""
-        if "x" in rz.kinds:
+    def _layer_matrices(self, layer: _Layer, inputs: Tensor, weights: Tensor) -> Tensor:
+        """(n, 2, 2) fused matrix per qubit (identity where the layer has no gate)."""
+        real = layer.mode == "real"
+        eye = self._eye_real if real else self._eye_complex
+        fused = [eye[None]] + [self._group_matrices(g, inputs, weights, real) for g in layer.groups]
+        assert layer.order is not None
+        return torch.cat(fused).index_select(0, layer.order)
+
+    def _phase_angles(self, stage: _RzPhase | _Phase, inputs: Tensor, weights: Tensor) -> Tensor:
+        """phi (2**n, B|1) with the stage multiplying the state by exp(i * phi)."""
+        if isinstance(stage, _Phase):
+            theta = inputs[:, stage.first] * inputs[:, stage.second]
+            return (theta @ stage.coef).T
+        if "x" in stage.kinds:
             cols = [
                 inputs[:, i] if k == "x" else weights[i].expand(inputs.shape[0])
-                for k, i in zip(rz.kinds, rz.index.tolist(), strict=True)
+                for k, i in zip(stage.kinds, stage.index.tolist(), strict=True)
             ]
             theta = torch.stack(cols, 0)  # (n_rz, B)
         else:
-            theta = weights[rz.index][:, None]
-        phase = (-0.5 * rz.signs) @ theta  # (2**n, B) or (2**n, 1)
-        if real_state:
-            rot = torch.stack([torch.cos(phase), torch.sin(phase)], -1)  # (2**n, B|1, 2)
-            return (state[:, :, None] * rot).view(self.dim, -1)
-        return self._to_real(self._to_complex(state) * torch.polar(torch.ones_like(phase), phase))
+            theta = weights[stage.index][:, None]
+        return (-0.5 * stage.signs) @ theta
 
     def _amplitude_state(self, inputs: Tensor) -> Tensor:
         feats = torch.nn.functional.pad(inputs, (0, self.dim - inputs.shape[1]))
@@ -481,69 +584,210 @@ class SimulatorPlan:
             return state
         return torch.stack([state, torch.zeros_like(state)], -1).reshape(self.dim, -1)
 
-    def _apply_chunks(self, state: Tensor, mats: dict[int, Tensor], chunks: list[tuple[int, int]]) -> Tensor:
-        """Apply (x)_q U_q chunk by chunk: each chunk's Kronecker matrix is one (broadcast) GEMM over the batch."""
-        if not chunks:
-            return state
-        eye = self._eye_real if next(iter(mats.values())).dtype == self.dtype else self._eye_complex
-        for lo, width in chunks:
-            kron: Tensor | None = None
-            for q in range(lo + width - 1, lo - 1, -1):
-                m = mats.get(q, eye)
-                kron = m if kron is None else torch.kron(kron, m)
-            assert kron is not None
-            state = _ChunkMatmul.apply(state, kron, lo, width)
-        return state
+    # ------------------------------------------------------------------ state-sized pass
+    # The state is a real (2**n, C) tensor, C = B (real) or 2B (complex, re/im interleaved).
+    # ``owned``: the tensor is a workspace buffer nothing else reads, so it may be
+    # overwritten in place or handed back; ``release`` lists the saved buffers that go
+    # back to the workspace once the backward has run.
 
-    def _apply_layer(self, state: Tensor, layer: _Layer, inputs: Tensor, weights: Tensor) -> Tensor:
-        if layer.mode == "per_sample":
-            return self._apply_per_sample(state, layer.groups, inputs, weights)
-        real = layer.mode == "real"
-        mats: dict[int, Tensor] = {}
-        for group in layer.groups:
-            fused = self._group_matrices(group, inputs, weights, real)
-            mats.update({q: fused[k] for k, q in enumerate(group.qubits)})
-        if real:
-            state = self._apply_chunks(state, mats, layer.chunks)
+    def _complex(self, state: Tensor) -> Tensor:
+        return torch.view_as_complex(state.view(self.dim, -1, 2))
+
+    def _forward(
+        self, params: list[Tensor], batch: int, keep: bool, readout: bool = True
+    ) -> tuple[Tensor, list, list[Tensor]]:
+        ws = self._workspace
+        cols = batch if self.real else 2 * batch
+        tape: list = []
+        release: list[Tensor] = []
+        pos = 0
+        state, owned = None, False
+        for kind, meta in self._ops:
+            if kind == "product":
+                vecs = params[pos : pos + self.n_qubits]
+                pos += self.n_qubits
+                state, record = self._product_forward(vecs, batch, cols)
+                owned = True
+            elif kind == "amplitude":
+                state, record, owned = params[pos], None, False
+                pos += 1
+            elif kind == "gather":
+                out = ws.take((self.dim, cols), self.dtype)
+                torch.index_select(state, 0, meta.src, out=out)
+                if owned:
+                    ws.give(state)
+                state, owned, record = out, True, None
+            elif kind == "layer":
+                mats = params[pos]
+                pos += 1
+                record = []
+                for lo, width in meta.chunks:
+                    kron = _kron([mats[q] for q in range(lo + width - 1, lo - 1, -1)])
+                    out = ws.take((self.dim, cols), self.dtype)
+                    self._chunk_matmul(kron, state, out, lo, width, meta.mode == "complex")
+                    if keep:
+                        record.append((state, kron))
+                        if owned:
+                            release.append(state)
+                    elif owned:
+                        ws.give(state)
+                    state, owned = out, True
+            else:  # phase
+                rot = torch.polar(torch.ones_like(params[pos]), params[pos])
+                pos += 1
+                if owned:
+                    self._complex(state).mul_(rot)
+                else:
+                    out = ws.take((self.dim, cols), self.dtype)
+                    torch.mul(self._complex(state), rot, out=self._complex(out))
+                    state, owned = out, True
+                record = (state, rot)
+                if keep:
+                    release.append(state)
+                    owned = False
+            tape.append(record)
+        if not readout:
+            return state, [owned], []
+        sq = ws.take((self.dim, cols), self.dtype)
+        torch.mul(state, state, out=sq)
+        probs = sq if self.real else sq.view(self.dim, batch, 2).sum(-1)
+        out = probs.T @ self.readout
+        ws.give(sq)
+        if keep:
+            tape.append(state)
+            if owned:
+                release.append(state)
+        elif owned:
+            ws.give(state)
+        return out, tape, release
+
+    def _chunk_matmul(self, kron: Tensor, state: Tensor, out: Tensor, lo: int, width: int, complex_: bool) -> None:
+        """out = (I (x) kron (x) I) state for the chunk of qubits lo..lo+width-1, as one (batched) GEMM."""
+        if complex_:
+            state, out = self._complex(state), self._complex(out)
+        view = _chunk_view(state, lo, width)
+        dest = _chunk_view(out, lo, width)
+        if view.shape[0] == 1:
+            torch.mm(kron, view[0], out=dest[0])
         else:
-            state = self._to_real(self._apply_chunks(self._to_complex(state), mats, layer.chunks))
-        if layer.phase is not None:
-            state = self._apply_phase(state, layer.phase, inputs, weights, real_state=False)
-        return state
+            torch.bmm(kron.expand(view.shape[0], *kron.shape), view, out=dest)
 
-    def _apply_per_sample(self, state: Tensor, groups: list[_Fused1Q], inputs: Tensor, weights: Tensor) -> Tensor:
-        n = self.n_qubits
-        psi = state if self.real else self._to_complex(state)
-        for group in groups:
-            mats = self._group_matrices(group, inputs, weights, self.real)
-            if not group.per_sample:
-                mats = mats.expand(inputs.shape[0], *mats.shape)
-            for k, q in enumerate(group.qubits):
-                u = mats[:, k]  # (B, 2, 2)
-                view = psi.reshape(2 ** (n - 1 - q), 2, 2**q, -1)
-                x0, x1 = view[:, 0], view[:, 1]
-                out0 = u[:, 0, 0] * x0 + u[:, 0, 1] * x1
-                out1 = u[:, 1, 0] * x0 + u[:, 1, 1] * x1
-                psi = torch.stack([out0, out1], 1).reshape(self.dim, -1)
-        return psi if self.real else self._to_real(psi)
+    def _product_forward(self, vecs: list[Tensor], batch: int, cols: int) -> tuple[Tensor, tuple]:
+        """(x)_q U_q|0> into a workspace buffer; only the last outer product touches the whole state."""
+        out = self._workspace.take((self.dim, cols), self.dtype)
+        complex_vecs = vecs[0].is_complex()
+        if complex_vecs:
+            dest = self._complex(out)
+        elif self.real:
+            dest = out
+        else:  # real factors of a state that turns complex later: imaginary part zero
+            dest = out.view(self.dim, batch, 2)[..., 0]
+            out.view(self.dim, batch, 2)[..., 1].zero_()
+        if len(vecs) == 1:
+            dest.copy_(vecs[0].expand(self.dim, batch))
+            tree = None
+        else:
+            half = len(vecs) // 2
+            hi, hi_tree = _outer_forward(vecs[:half])
+            lo, lo_tree = _outer_forward(vecs[half:])
+            rows_hi, rows_lo = hi.shape[0], lo.shape[0]
+            torch.mul(
+                hi[:, None, :].expand(rows_hi, rows_lo, batch), lo[None, :, :], out=dest.view(rows_hi, rows_lo, batch)
+            )
+            tree = (half, hi, hi_tree, lo, lo_tree)
+        return out, tree
+
+    def _backward(self, tape: list, params: list[Tensor], grad_out: Tensor) -> list[Tensor | None]:
+        ws = self._workspace
+        grads: list[Tensor | None] = [None] * len(params)
+        final = tape[-1]
+        batch = grad_out.shape[0]
+        dprobs = ws.take((self.dim, batch), self.dtype)
+        torch.mm(self._readout2, grad_out.T, out=dprobs)
+        grad = ws.take(final.shape, self.dtype)
+        if self.real:
+            torch.mul(final, dprobs, out=grad)
+        else:
+            torch.mul(final.view(self.dim, batch, 2), dprobs[:, :, None], out=grad.view(self.dim, batch, 2))
+        ws.give(dprobs)
+        pos = len(params)
+        for (kind, meta), record in zip(reversed(self._ops), reversed(tape[:-1]), strict=True):
+            if kind == "product":
+                pos -= self.n_qubits
+                grads[pos : pos + self.n_qubits] = self._product_backward(
+                    grad, params[pos : pos + self.n_qubits], record
+                )
+                ws.give(grad)
+            elif kind == "amplitude":
+                pos -= 1
+                grads[pos] = grad  # escapes to autograd: never handed back to the workspace
+            elif kind == "gather":
+                out = ws.take(grad.shape, self.dtype)
+                torch.index_select(grad, 0, meta.inv, out=out)
+                ws.give(grad)
+                grad = out
+            elif kind == "layer":
+                pos -= 1
+                grad, grads[pos] = self._layer_backward(grad, params[pos], meta, record)
+            else:  # phase
+                pos -= 1
+                out, rot = record
+                g = self._complex(grad)
+                if params[pos].shape[1] == 1:
+                    grads[pos] = torch.linalg.vecdot(self._complex(out), g, dim=1).imag[:, None]
+                else:
+                    grads[pos] = (g * self._complex(out).conj()).imag
+                g.mul_(rot.conj())
+        return grads
+
+    def _layer_backward(self, grad: Tensor, mats: Tensor, layer: _Layer, record: list) -> tuple[Tensor, Tensor]:
+        ws = self._workspace
+        complex_ = layer.mode == "complex"
+        grad_mats = torch.zeros_like(mats)
+        for (lo, width), (x, kron) in zip(reversed(layer.chunks), reversed(record), strict=True):
+            g_view = _chunk_view(self._complex(grad) if complex_ else grad, lo, width)
+            x_view = _chunk_view(self._complex(x) if complex_ else x, lo, width)
+            grad_kron = g_view[0] @ x_view[0].mH if x_view.shape[0] == 1 else torch.bmm(g_view, x_view.mH).sum(0)
+            qubits = list(range(lo + width - 1, lo - 1, -1))
+            for q, g in zip(qubits, _kron_grads(grad_kron, [mats[q] for q in qubits]), strict=True):
+                grad_mats[q] = g
+            out = ws.take(grad.shape, self.dtype)
+            dest = _chunk_view(self._complex(out) if complex_ else out, lo, width)
+            k_h = kron.mH.contiguous()
+            if g_view.shape[0] == 1:
+                torch.mm(k_h, g_view[0], out=dest[0])
+            else:
+                torch.bmm(k_h.expand(g_view.shape[0], *k_h.shape), g_view, out=dest)
+            ws.give(grad)
+            grad = out
+        return grad, grad_mats
+
+    def _product_backward(self, grad: Tensor, vecs: list[Tensor], tree: tuple | None) -> list[Tensor]:
+        complex_vecs = vecs[0].is_complex()
+        if complex_vecs:
+            g = self._complex(grad)
+        elif self.real:
+            g = grad
+        else:  # real factors, complex state: only the real part of the gradient reaches them
+            g = grad.view(self.dim, -1, 2)[..., 0]
+        if all(v.shape[1] == 1 for v in vecs):
+            g = g.sum(1, keepdim=True)
+        if tree is None:  # one qubit: the gradient is the state's (a workspace buffer), so copy it out
+            return [_sum_cols(g, vecs[0].shape[1]).clone()]
+        half, hi, hi_tree, lo, lo_tree = tree
+        g_hi, g_lo = _outer_split_grads(g, hi, lo)
+        return _outer_backward(g_hi, vecs[:half], hi_tree) + _outer_backward(g_lo, vecs[half:], lo_tree)
 
     def _run(self, inputs: Tensor, weights: Tensor) -> Tensor:
-        """Final (pre-tail) state, batch-last real layout (2**n, C)."""
-        if self.amplitude:
-            state = self._amplitude_state(inputs)
-        else:
-            assert self.product_init is not None
-            state = self._product_state(self.product_init, inputs, weights)
-        for stage in self.stages:
-            if isinstance(stage, _Permutation):
-                state = _Gather.apply(state, stage.src, stage.inv)
-            elif isinstance(stage, _Phase):
-                theta = inputs[:, stage.first] * inputs[:, stage.second]
-                phase = (theta @ stage.coef).T
-                state = self._to_real(self._to_complex(state) * torch.polar(torch.ones_like(phase), phase))
-            else:
-                state = self._apply_layer(state, stage, inputs, weights)
-        return state
+        """Final (pre-tail) state, batch-last real layout (2**n, C); not differentiable (tests, diagnostics)."""
+        with torch.no_grad():
+            state, (owned,), _ = self._forward(
+                self._params(inputs, weights), inputs.shape[0], keep=False, readout=False
+            )
+            out = state.clone()
+            if owned:
+                self._workspace.give(state)
+        return out
 
     def _check(self, inputs: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
         if not isinstance(inputs, Tensor) or inputs.ndim != 2:
@@ -565,10 +809,12 @@ class SimulatorPlan:
     def expectations(self, inputs: Tensor, weights: Tensor) -> Tensor:
         """<Z_q> for every qubit, (B, n_qubits), differentiable in inputs and weights."""
         inputs, weights = self._check(inputs, weights)
-        state = self._run(inputs, weights)
-        sq = state.square()
-        probs = sq if self.real else sq.view(self.dim, -1, 2).sum(-1)
-        return probs.T @ self.readout
+        params = self._params(inputs, weights)
+        batch = inputs.shape[0]
+        if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+            return _Circuit.apply(self, batch, *params)
+        with torch.no_grad():
+            return self._forward(params, batch, keep=False)[0]
 
     def state(self, inputs: Tensor, weights: Tensor) -> Tensor:
         """Final statevector (B, 2**n), complex, little-endian, for tests and diagnostics.
@@ -578,7 +824,7 @@ class SimulatorPlan:
         """
         inputs, weights = self._check(inputs, weights)
         state = self._run(inputs, weights)
-        state = state.to(self.complex_dtype) if self.real else self._to_complex(state)
+        state = state.to(self.complex_dtype) if self.real else self._complex(state)
         n = self.n_qubits
         for gate in self._tail:
             if gate.name == "cx":
