@@ -83,7 +83,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "retrain_epochs": 8,
         "retrain_patience": 3,
         "retrain_val_fraction": 0.1,
-        "retrain_seeds": 1,
+        "retrain_seeds": 3,
         "retrain_batch_size": 64,
     },
     "fashion-mnist": {
@@ -99,7 +99,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "retrain_epochs": 10,
         "retrain_patience": 3,
         "retrain_val_fraction": 0.1,
-        "retrain_seeds": 1,
+        "retrain_seeds": 3,
         "retrain_batch_size": 64,
     },
 }
