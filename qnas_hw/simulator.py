@@ -162,8 +162,8 @@ class _Workspace:
 
 def _outer_forward(vecs: list[Tensor]) -> tuple[Tensor, tuple | None]:
     """Kronecker product of (2, B|1) columns, first factor most significant, and the tree for its backward."""
-    if len(vecs) == 1:
-        return vecs[0], None
+    if len(vecs) == 1:  # batch-last contiguous: a transposed factor makes every product below it slow
+        return vecs[0].contiguous(), None
     half = len(vecs) // 2
     hi, hi_tree = _outer_forward(vecs[:half])
     lo, lo_tree = _outer_forward(vecs[half:])
@@ -178,8 +178,8 @@ def _sum_cols(g: Tensor, cols: int) -> Tensor:
 def _outer_split_grads(g: Tensor, hi: Tensor, lo: Tensor) -> tuple[Tensor, Tensor]:
     """Gradients of hi and lo for out = hi (x) lo given the output gradient g (rows_hi * rows_lo, cols)."""
     g3 = g.view(hi.shape[0], lo.shape[0], g.shape[1])
-    g_hi = (g3 * lo.conj()[None, :, :]).sum(1)
-    g_lo = (g3 * hi.conj()[:, None, :]).sum(0)
+    g_hi = torch.linalg.vecdot(lo[None, :, :], g3, dim=1)  # vecdot(a, b) = sum(conj(a) * b)
+    g_lo = torch.linalg.vecdot(hi[:, None, :], g3, dim=0)
     return _sum_cols(g_hi, hi.shape[1]), _sum_cols(g_lo, lo.shape[1])
 
 
@@ -362,6 +362,7 @@ class SimulatorPlan:
         self.product_init, self.stages = self._compile(kept)
         # E[q] = sum_k p_final[k] z[k, q] = sum_j p[j] z[inv[j], q] with final[k] = state[src[k]].
         self.readout = self._z[torch.as_tensor(np.argsort(readout_src))].contiguous()
+        self._readout_t = self.readout.T.contiguous()
         self._readout2 = 2 * self.readout  # d<Z>/d|amplitude|: 2 * amplitude * readout
         self._ops = self._op_list()
         self._workspace = _Workspace()
@@ -650,8 +651,8 @@ class SimulatorPlan:
             return state, [owned], []
         sq = ws.take((self.dim, cols), self.dtype)
         torch.mul(state, state, out=sq)
-        probs = sq if self.real else sq.view(self.dim, batch, 2).sum(-1)
-        out = probs.T @ self.readout
+        out_t = self._readout_t @ sq  # (n, C): the big operand un-transposed is the fast GEMM here
+        out = (out_t if self.real else out_t.view(-1, batch, 2).sum(-1)).T
         ws.give(sq)
         if keep:
             tape.append(state)
@@ -702,13 +703,13 @@ class SimulatorPlan:
         grads: list[Tensor | None] = [None] * len(params)
         final = tape[-1]
         batch = grad_out.shape[0]
-        dprobs = ws.take((self.dim, batch), self.dtype)
-        torch.mm(self._readout2, grad_out.T, out=dprobs)
+        grad_t = grad_out.T  # (n, B); for a complex state each column twice (re, im) so the product below is flat
+        if not self.real:
+            grad_t = grad_t[:, :, None].expand(-1, batch, 2).reshape(-1, 2 * batch)
+        dprobs = ws.take(final.shape, self.dtype)
+        torch.mm(self._readout2, grad_t, out=dprobs)
         grad = ws.take(final.shape, self.dtype)
-        if self.real:
-            torch.mul(final, dprobs, out=grad)
-        else:
-            torch.mul(final.view(self.dim, batch, 2), dprobs[:, :, None], out=grad.view(self.dim, batch, 2))
+        torch.mul(final, dprobs, out=grad)
         ws.give(dprobs)
         pos = len(params)
         for (kind, meta), record in zip(reversed(self._ops), reversed(tape[:-1]), strict=True):
@@ -775,7 +776,14 @@ class SimulatorPlan:
         if tree is None:  # one qubit: the gradient is the state's (a workspace buffer), so copy it out
             return [_sum_cols(g, vecs[0].shape[1]).clone()]
         half, hi, hi_tree, lo, lo_tree = tree
-        g_hi, g_lo = _outer_split_grads(g, hi, lo)
+        # Top level by hand into a workspace buffer: a fresh state-sized temporary page-faults.
+        g3 = g.view(hi.shape[0], lo.shape[0], g.shape[1])
+        tmp = self._workspace.take(g3.shape, g3.dtype)
+        torch.mul(g3, lo.conj()[None, :, :], out=tmp)
+        g_hi = _sum_cols(tmp.sum(1), hi.shape[1])
+        torch.mul(g3, hi.conj()[:, None, :], out=tmp)
+        g_lo = _sum_cols(tmp.sum(0), lo.shape[1])
+        self._workspace.give(tmp)
         return _outer_backward(g_hi, vecs[:half], hi_tree) + _outer_backward(g_lo, vecs[half:], lo_tree)
 
     def _run(self, inputs: Tensor, weights: Tensor) -> Tensor:
