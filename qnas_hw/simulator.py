@@ -88,7 +88,6 @@ class _Layer:
     groups: list[_Fused1Q]
     chunks: list[tuple[int, int]]  # (lowest qubit, width) of each Kronecker chunk
     phase: _RzPhase | None
-    order: Tensor | None = None  # row of cat([eye, group matrices...]) holding each qubit's matrix
 
 
 @dataclass(frozen=True)
@@ -195,23 +194,6 @@ def _kron(factors: list[Tensor]) -> Tensor:
     out = factors[0]
     for m in factors[1:]:
         out = torch.kron(out, m)
-    return out
-
-
-def _kron_grads(grad: Tensor, factors: list[Tensor]) -> list[Tensor]:
-    """Gradients of the (2, 2) factors of K = f_0 (x) f_1 (x) ... given dL/dK (conjugate convention for complex)."""
-    w = len(factors)
-    out = []
-    for i in range(w):
-        left = _kron(factors[:i]).conj() if i else None
-        right = _kron(factors[i + 1 :]).conj() if i < w - 1 else None
-        g = grad.reshape(2**i, 2, 2 ** (w - 1 - i), 2**i, 2, 2 ** (w - 1 - i))
-        if left is not None:
-            g = torch.einsum("xayubv,xu->aybv", g, left)
-        else:
-            g = g.reshape(2, 2 ** (w - 1 - i), 2, 2 ** (w - 1 - i))
-        g = torch.einsum("aybv,yv->ab", g, right) if right is not None else g.reshape(2, 2)
-        out.append(g)
     return out
 
 
@@ -365,6 +347,10 @@ class SimulatorPlan:
         self._readout_t = self.readout.T.contiguous()
         self._readout2 = 2 * self.readout  # d<Z>/d|amplitude|: 2 * amplitude * readout
         self._ops = self._op_list()
+        if self.product_init is not None:
+            slot = {q: 1 + i for i, q in enumerate(q for g in self.product_init.groups for q in g.qubits)}
+            self._product_order = torch.tensor([slot.get(q, 0) for q in reversed(range(n))], dtype=torch.long)
+        self._kron_basis: dict[tuple[int, torch.dtype], tuple[Tensor, Tensor]] = {}
         self._workspace = _Workspace()
 
     # ------------------------------------------------------------------ compilation
@@ -446,25 +432,73 @@ class SimulatorPlan:
             runs = {q: run for q, run in heads.items() if run}
         else:
             mode, phase = "complex", None
-        groups = _group_runs(runs)
-        slot = {q: 1 + i for i, q in enumerate(q for g in groups for q in g.qubits)}
-        order = torch.tensor([slot.get(q, 0) for q in range(self.n_qubits)], dtype=torch.long)
-        return _Layer(mode, groups, _chunks(list(runs), self.n_qubits, self.chunk), phase, order)
+        return _Layer(mode, _group_runs(runs), _chunks(list(runs), self.n_qubits, self.chunk), phase)
 
-    def _op_list(self) -> list[tuple[str, object]]:
-        """The state-sized pass as (kind, compiled stage) steps: init, then gathers, chunk layers and phases."""
-        ops: list[tuple[str, object]] = [("amplitude", None) if self.amplitude else ("product", self.product_init)]
+    def _op_list(self) -> list[tuple[str, object, int, int]]:
+        """The state-sized pass as (kind, stage, param, slot) steps: init, then gathers, chunk layers and phases.
+
+        Small tensors are shared between steps so autograd builds them in a handful of ops
+        whatever the depth: ``params[param][slot]`` is a layer's (n, 2, 2) matrices (one
+        tensor per mode for all layers), ``params[param][:, slot]`` a weight phase (one
+        (2**n, P) tensor for all of them); input-dependent phases get a tensor each.
+        """
+        steps: list[tuple[str, object, str, int]] = [
+            ("amplitude" if self.amplitude else "product", self.product_init, "init", 0)
+        ]
+        layers: dict[str, list[_Layer]] = {"real": [], "complex": []}
+        weight_phases: list[_RzPhase] = []
+        input_phases: list[_Phase] = []
         for stage in self.stages:
             if isinstance(stage, _Permutation):
-                ops.append(("gather", stage))
+                steps.append(("gather", stage, "", 0))
             elif isinstance(stage, _Phase):
-                ops.append(("phase", stage))
+                steps.append(("phase", stage, f"x{len(input_phases)}", 0))
+                input_phases.append(stage)
             else:
                 if stage.chunks:
-                    ops.append(("layer", stage))
+                    steps.append(("layer", stage, stage.mode, len(layers[stage.mode])))
+                    layers[stage.mode].append(stage)
                 if stage.phase is not None:
-                    ops.append(("phase", stage.phase))
-        return ops
+                    steps.append(("phase", stage.phase, "w", len(weight_phases)))
+                    weight_phases.append(stage.phase)
+        names = ["init"] + [m for m in ("real", "complex") if layers[m]] + (["w"] if weight_phases else [])
+        names += [f"x{i}" for i in range(len(input_phases))]
+        self._param_names = names
+        self._merged = {m: self._merge_layers(layers[m]) for m in ("real", "complex") if layers[m]}
+        self._input_phases = input_phases
+        if weight_phases:
+            kinds = {k for ph in weight_phases for k in ph.kinds}
+            if kinds != {"w"}:
+                raise SpaceError(f"simulator expects weight-only RZ phases after the first entangler, got {kinds}")
+            sizes = [len(ph.index) for ph in weight_phases]
+            self._phase_signs = -0.5 * torch.cat([ph.signs for ph in weight_phases], 1)  # (2**n, total)
+            self._phase_index = torch.cat([ph.index for ph in weight_phases])
+            self._phase_select = torch.block_diag(*[torch.ones(k, 1, dtype=self.dtype) for k in sizes])  # (total, P)
+        return [(kind, stage, names.index(name) if name else -1, slot) for kind, stage, name, slot in steps]
+
+    def _merge_layers(self, layers: list[_Layer]) -> tuple[list[_Fused1Q], Tensor, int]:
+        """Groups of every layer of one mode merged by gate signature, and where each fused matrix goes.
+
+        Returns (groups, order, n_layers): ``cat([eye] + group matrices)[order]`` is the
+        (n_layers * n, 2, 2) stack of per-qubit matrices, identity where a layer has no gate.
+        """
+        n = self.n_qubits
+        by_sig: dict[tuple, list[tuple[int, _Fused1Q]]] = {}
+        for l, layer in enumerate(layers):
+            for g in layer.groups:
+                by_sig.setdefault((g.names, g.kinds), []).append((l, g))
+        merged, rows = [], []
+        for (names, kinds), members in by_sig.items():
+            index = tuple(
+                None if kinds[p] is None else torch.cat([g.index[p] for _, g in members])  # type: ignore[misc]
+                for p in range(len(names))
+            )
+            qubits = tuple(l * n + q for l, g in members for q in g.qubits)
+            merged.append(_Fused1Q(qubits, names, kinds, index))
+            rows.extend(qubits)
+        slot = {r: 1 + i for i, r in enumerate(rows)}
+        order = torch.tensor([slot.get(r, 0) for r in range(len(layers) * n)], dtype=torch.long)
+        return merged, order, len(layers)
 
     def _two_qubit_stage(self, block: list[Gate]) -> _Permutation | _Phase:
         n = self.n_qubits
@@ -526,38 +560,43 @@ class SimulatorPlan:
     def _params(self, inputs: Tensor, weights: Tensor) -> list[Tensor]:
         """The per-call tensors the state-sized pass takes, built with autograd from inputs and weights.
 
-        In :attr:`_ops` order: the initial product's per-qubit vectors (or the amplitude
-        state), each layer's per-qubit (n, 2, 2) matrices, each phase's (2**n, B|1) angles.
+        In :attr:`_param_names` order: the initial product's (n, 2, B) per-qubit vectors (or
+        the amplitude state), the stacked layer matrices per mode, the weight phases, the
+        input-dependent phases (see :meth:`_op_list`).
         """
         params: list[Tensor] = []
-        for kind, meta in self._ops:
-            if kind == "product":
-                params.extend(self._product_vectors(meta, inputs, weights))
-            elif kind == "amplitude":
-                params.append(self._amplitude_state(inputs))
-            elif kind == "layer":
-                params.append(self._layer_matrices(meta, inputs, weights))
-            elif kind == "phase":
-                params.append(self._phase_angles(meta, inputs, weights))
+        for name in self._param_names:
+            if name == "init":
+                init = self._amplitude_state(inputs) if self.amplitude else self._product_vectors(inputs, weights)
+                params.append(init)
+            elif name in ("real", "complex"):
+                params.append(self._layer_matrices(name, inputs, weights))
+            elif name == "w":
+                theta = weights[self._phase_index][:, None] * self._phase_select  # (total, P)
+                params.append(self._phase_signs @ theta)
+            else:
+                params.append(self._phase_angles(self._input_phases[int(name[1:])], inputs, weights))
         return params
 
-    def _product_vectors(self, layer: _Layer, inputs: Tensor, weights: Tensor) -> list[Tensor]:
-        """U_q|0> per qubit as (2, B|1) columns, most significant qubit first."""
+    def _product_vectors(self, inputs: Tensor, weights: Tensor) -> Tensor:
+        """U_q|0> per qubit as one (n, 2, B) tensor, most significant qubit first."""
+        layer = self.product_init
+        assert layer is not None
         real = layer.mode == "real"
-        vecs: list[Tensor] = [self._ket0 if real else self._ket0_complex] * self.n_qubits
+        batch = inputs.shape[0]
+        cols = [(self._ket0 if real else self._ket0_complex).T.expand(batch, 1, 2)]
         for group in layer.groups:
-            col = self._group_matrices(group, inputs, weights, real)[..., :, 0]  # U|0>
-            for k, q in enumerate(group.qubits):
-                vecs[q] = col[:, k].T if group.per_sample else col[k][:, None]
-        return vecs[::-1]
+            col = self._group_matrices(group, inputs, weights, real)[..., :, 0]  # U|0>: (B, runs, 2) or (runs, 2)
+            cols.append(col if group.per_sample else col.expand(batch, *col.shape))
+        return torch.cat(cols, 1).index_select(1, self._product_order).permute(1, 2, 0)
 
-    def _layer_matrices(self, layer: _Layer, inputs: Tensor, weights: Tensor) -> Tensor:
-        """(n, 2, 2) fused matrix per qubit (identity where the layer has no gate)."""
-        real = layer.mode == "real"
+    def _layer_matrices(self, mode: str, inputs: Tensor, weights: Tensor) -> Tensor:
+        """(layers, n, 2, 2) fused matrix per layer of this mode and qubit (identity where a layer has no gate)."""
+        groups, order, n_layers = self._merged[mode]
+        real = mode == "real"
         eye = self._eye_real if real else self._eye_complex
-        fused = [eye[None]] + [self._group_matrices(g, inputs, weights, real) for g in layer.groups]
-        assert layer.order is not None
-        return torch.cat(fused).index_select(0, layer.order)
+        fused = [eye[None]] + [self._group_matrices(g, inputs, weights, real) for g in groups]
+        return torch.cat(fused).index_select(0, order).view(n_layers, self.n_qubits, 2, 2)
 
     def _phase_angles(self, stage: _RzPhase | _Phase, inputs: Tensor, weights: Tensor) -> Tensor:
         """phi (2**n, B|1) with the stage multiplying the state by exp(i * phi)."""
@@ -601,31 +640,25 @@ class SimulatorPlan:
         cols = batch if self.real else 2 * batch
         tape: list = []
         release: list[Tensor] = []
-        pos = 0
-        state, owned = None, False
-        for kind, meta in self._ops:
+        state, owned = params[0], False
+        for kind, stage, pidx, slot in self._ops:
+            record = None
             if kind == "product":
-                vecs = params[pos : pos + self.n_qubits]
-                pos += self.n_qubits
-                state, record = self._product_forward(vecs, batch, cols)
+                state, record = self._product_forward(list(params[0].contiguous()), batch, cols)
                 owned = True
-            elif kind == "amplitude":
-                state, record, owned = params[pos], None, False
-                pos += 1
             elif kind == "gather":
                 out = ws.take((self.dim, cols), self.dtype)
-                torch.index_select(state, 0, meta.src, out=out)
+                torch.index_select(state, 0, stage.src, out=out)
                 if owned:
                     ws.give(state)
-                state, owned, record = out, True, None
+                state, owned = out, True
             elif kind == "layer":
-                mats = params[pos]
-                pos += 1
+                mats = params[pidx][slot]
                 record = []
-                for lo, width in meta.chunks:
+                for lo, width in stage.chunks:
                     kron = _kron([mats[q] for q in range(lo + width - 1, lo - 1, -1)])
                     out = ws.take((self.dim, cols), self.dtype)
-                    self._chunk_matmul(kron, state, out, lo, width, meta.mode == "complex")
+                    self._chunk_matmul(kron, state, out, lo, width, stage.mode == "complex")
                     if keep:
                         record.append((state, kron))
                         if owned:
@@ -633,9 +666,9 @@ class SimulatorPlan:
                     elif owned:
                         ws.give(state)
                     state, owned = out, True
-            else:  # phase
-                rot = torch.polar(torch.ones_like(params[pos]), params[pos])
-                pos += 1
+            elif kind == "phase":
+                phi = params[pidx] if self._param_names[pidx] != "w" else params[pidx][:, slot : slot + 1]
+                rot = torch.polar(torch.ones_like(phi), phi)
                 if owned:
                     self._complex(state).mul_(rot)
                 else:
@@ -673,7 +706,7 @@ class SimulatorPlan:
         else:
             torch.bmm(kron.expand(view.shape[0], *kron.shape), view, out=dest)
 
-    def _product_forward(self, vecs: list[Tensor], batch: int, cols: int) -> tuple[Tensor, tuple]:
+    def _product_forward(self, vecs: list[Tensor], batch: int, cols: int) -> tuple[Tensor, tuple | None]:
         """(x)_q U_q|0> into a workspace buffer; only the last outer product touches the whole state."""
         out = self._workspace.take((self.dim, cols), self.dtype)
         complex_vecs = vecs[0].is_complex()
@@ -685,22 +718,20 @@ class SimulatorPlan:
             dest = out.view(self.dim, batch, 2)[..., 0]
             out.view(self.dim, batch, 2)[..., 1].zero_()
         if len(vecs) == 1:
-            dest.copy_(vecs[0].expand(self.dim, batch))
-            tree = None
-        else:
-            half = len(vecs) // 2
-            hi, hi_tree = _outer_forward(vecs[:half])
-            lo, lo_tree = _outer_forward(vecs[half:])
-            rows_hi, rows_lo = hi.shape[0], lo.shape[0]
-            torch.mul(
-                hi[:, None, :].expand(rows_hi, rows_lo, batch), lo[None, :, :], out=dest.view(rows_hi, rows_lo, batch)
-            )
-            tree = (half, hi, hi_tree, lo, lo_tree)
-        return out, tree
+            dest.copy_(vecs[0])
+            return out, None
+        half = len(vecs) // 2
+        hi, hi_tree = _outer_forward(vecs[:half])
+        lo, lo_tree = _outer_forward(vecs[half:])
+        torch.mul(hi[:, None, :], lo[None, :, :], out=dest.view(hi.shape[0], lo.shape[0], batch))
+        return out, (half, hi, hi_tree, lo, lo_tree)
 
     def _backward(self, tape: list, params: list[Tensor], grad_out: Tensor) -> list[Tensor | None]:
         ws = self._workspace
-        grads: list[Tensor | None] = [None] * len(params)
+        grads: list[Tensor | None] = [
+            None if name == "init" or name.startswith("x") else torch.zeros_like(p)
+            for name, p in zip(self._param_names, params, strict=True)
+        ]
         final = tape[-1]
         batch = grad_out.shape[0]
         grad_t = grad_out.T  # (n, B); for a complex state each column twice (re, im) so the product below is flat
@@ -711,47 +742,38 @@ class SimulatorPlan:
         grad = ws.take(final.shape, self.dtype)
         torch.mul(final, dprobs, out=grad)
         ws.give(dprobs)
-        pos = len(params)
-        for (kind, meta), record in zip(reversed(self._ops), reversed(tape[:-1]), strict=True):
+        for (kind, stage, pidx, slot), record in zip(reversed(self._ops), reversed(tape[:-1]), strict=True):
             if kind == "product":
-                pos -= self.n_qubits
-                grads[pos : pos + self.n_qubits] = self._product_backward(
-                    grad, params[pos : pos + self.n_qubits], record
-                )
+                grads[0] = torch.stack(self._product_backward(grad, list(params[0]), record))
                 ws.give(grad)
             elif kind == "amplitude":
-                pos -= 1
-                grads[pos] = grad  # escapes to autograd: never handed back to the workspace
+                grads[0] = grad  # escapes to autograd: never handed back to the workspace
             elif kind == "gather":
                 out = ws.take(grad.shape, self.dtype)
-                torch.index_select(grad, 0, meta.inv, out=out)
+                torch.index_select(grad, 0, stage.inv, out=out)
                 ws.give(grad)
                 grad = out
             elif kind == "layer":
-                pos -= 1
-                grad, grads[pos] = self._layer_backward(grad, params[pos], meta, record)
+                grad = self._layer_backward(grad, params[pidx][slot], stage, record, grads[pidx][slot])
             else:  # phase
-                pos -= 1
                 out, rot = record
                 g = self._complex(grad)
-                if params[pos].shape[1] == 1:
-                    grads[pos] = torch.linalg.vecdot(self._complex(out), g, dim=1).imag[:, None]
+                if self._param_names[pidx] == "w":
+                    grads[pidx][:, slot] = torch.linalg.vecdot(self._complex(out), g, dim=1).imag
                 else:
-                    grads[pos] = (g * self._complex(out).conj()).imag
+                    grads[pidx] = (g * self._complex(out).conj()).imag
                 g.mul_(rot.conj())
         return grads
 
-    def _layer_backward(self, grad: Tensor, mats: Tensor, layer: _Layer, record: list) -> tuple[Tensor, Tensor]:
+    def _layer_backward(self, grad: Tensor, mats: Tensor, layer: _Layer, record: list, grad_mats: Tensor) -> Tensor:
+        """Reverse of one chunk layer; writes the per-qubit matrix gradients into ``grad_mats``."""
         ws = self._workspace
         complex_ = layer.mode == "complex"
-        grad_mats = torch.zeros_like(mats)
         for (lo, width), (x, kron) in zip(reversed(layer.chunks), reversed(record), strict=True):
             g_view = _chunk_view(self._complex(grad) if complex_ else grad, lo, width)
             x_view = _chunk_view(self._complex(x) if complex_ else x, lo, width)
             grad_kron = g_view[0] @ x_view[0].mH if x_view.shape[0] == 1 else torch.bmm(g_view, x_view.mH).sum(0)
-            qubits = list(range(lo + width - 1, lo - 1, -1))
-            for q, g in zip(qubits, _kron_grads(grad_kron, [mats[q] for q in qubits]), strict=True):
-                grad_mats[q] = g
+            grad_mats[lo : lo + width] = self._kron_grads(grad_kron, mats[lo : lo + width].flip(0)).flip(0)
             out = ws.take(grad.shape, self.dtype)
             dest = _chunk_view(self._complex(out) if complex_ else out, lo, width)
             k_h = kron.mH.contiguous()
@@ -761,7 +783,27 @@ class SimulatorPlan:
                 torch.bmm(k_h.expand(g_view.shape[0], *k_h.shape), g_view, out=dest)
             ws.give(grad)
             grad = out
-        return grad, grad_mats
+        return grad
+
+    def _kron_grads(self, grad: Tensor, factors: Tensor) -> Tensor:
+        """dL/df_i for K = f_0 (x) ... (x) f_{w-1} (factors (w, 2, 2), f_0 most significant) given dL/dK.
+
+        All 4w partial derivatives at once: dL/df_i[a, b] = <dL/dK, conj(K with f_i -> E_ab)>,
+        the Kronecker products built batched, so a chunk costs w + 2 small ops, not w einsums.
+        """
+        w = factors.shape[0]
+        key = (w, factors.dtype)
+        if key not in self._kron_basis:
+            basis = torch.eye(4, dtype=factors.dtype).view(4, 2, 2).repeat(w, 1, 1).expand(w, 4 * w, 2, 2)
+            mask = (torch.arange(4 * w)[None, :] // 4 == torch.arange(w)[:, None])[:, :, None, None]
+            self._kron_basis[key] = (basis, mask)
+        basis, mask = self._kron_basis[key]
+        stack = torch.where(mask, basis, factors.conj()[:, None])  # (w, 4w, 2, 2)
+        kb = stack[0]
+        for j in range(1, w):
+            size = 2 ** (j + 1)
+            kb = (kb[:, :, None, :, None] * stack[j][:, None, :, None, :]).reshape(4 * w, size, size)
+        return (kb.reshape(4 * w, -1) @ grad.reshape(-1)).view(w, 2, 2)
 
     def _product_backward(self, grad: Tensor, vecs: list[Tensor], tree: tuple | None) -> list[Tensor]:
         complex_vecs = vecs[0].is_complex()
@@ -771,18 +813,16 @@ class SimulatorPlan:
             g = grad
         else:  # real factors, complex state: only the real part of the gradient reaches them
             g = grad.view(self.dim, -1, 2)[..., 0]
-        if all(v.shape[1] == 1 for v in vecs):
-            g = g.sum(1, keepdim=True)
         if tree is None:  # one qubit: the gradient is the state's (a workspace buffer), so copy it out
-            return [_sum_cols(g, vecs[0].shape[1]).clone()]
+            return [g.clone()]
         half, hi, hi_tree, lo, lo_tree = tree
         # Top level by hand into a workspace buffer: a fresh state-sized temporary page-faults.
         g3 = g.view(hi.shape[0], lo.shape[0], g.shape[1])
         tmp = self._workspace.take(g3.shape, g3.dtype)
         torch.mul(g3, lo.conj()[None, :, :], out=tmp)
-        g_hi = _sum_cols(tmp.sum(1), hi.shape[1])
+        g_hi = tmp.sum(1)
         torch.mul(g3, hi.conj()[:, None, :], out=tmp)
-        g_lo = _sum_cols(tmp.sum(0), lo.shape[1])
+        g_lo = tmp.sum(0)
         self._workspace.give(tmp)
         return _outer_backward(g_hi, vecs[:half], hi_tree) + _outer_backward(g_lo, vecs[half:], lo_tree)
 
