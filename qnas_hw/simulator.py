@@ -190,10 +190,12 @@ def _outer_backward(g: Tensor, vecs: list[Tensor], tree: tuple | None) -> list[T
     return _outer_backward(g_hi, vecs[:half], hi_tree) + _outer_backward(g_lo, vecs[half:], lo_tree)
 
 
-def _kron(factors: list[Tensor]) -> Tensor:
-    out = factors[0]
-    for m in factors[1:]:
-        out = torch.kron(out, m)
+def _batched_kron(factors: Tensor) -> Tensor:
+    """(..., w, 2, 2) factors, the first most significant -> (..., 2**w, 2**w) Kronecker products."""
+    out = factors[..., 0, :, :]
+    for j in range(1, factors.shape[-3]):
+        size = out.shape[-1] * 2
+        out = (out[..., :, None, :, None] * factors[..., j, None, :, None, :]).reshape(*out.shape[:-2], size, size)
     return out
 
 
@@ -465,6 +467,7 @@ class SimulatorPlan:
         names += [f"x{i}" for i in range(len(input_phases))]
         self._param_names = names
         self._merged = {m: self._merge_layers(layers[m]) for m in ("real", "complex") if layers[m]}
+        self._batches = {m: self._chunk_batches(layers[m]) for m in ("real", "complex") if layers[m]}
         self._input_phases = input_phases
         if weight_phases:
             kinds = {k for ph in weight_phases for k in ph.kinds}
@@ -499,6 +502,22 @@ class SimulatorPlan:
         slot = {r: 1 + i for i, r in enumerate(rows)}
         order = torch.tensor([slot.get(r, 0) for r in range(len(layers) * n)], dtype=torch.long)
         return merged, order, len(layers)
+
+    def _chunk_batches(self, layers: list[_Layer]) -> tuple[dict[int, Tensor], dict[tuple[int, int], int]]:
+        """All chunks of a mode's layers grouped by width, so their Kronecker matrices (and the
+        gradients of their factors) are built in a few batched ops instead of a few per chunk.
+
+        Returns ({width: (count, width) rows into the (layers * n) matrix stack, most significant
+        qubit first}, {(layer, lo): position within its width's batch}).
+        """
+        n = self.n_qubits
+        rows: dict[int, list[list[int]]] = {}
+        where: dict[tuple[int, int], int] = {}
+        for l, layer in enumerate(layers):
+            for lo, width in layer.chunks:
+                where[(l, lo)] = len(rows.setdefault(width, []))
+                rows[width].append([l * n + q for q in range(lo + width - 1, lo - 1, -1)])
+        return {w: torch.tensor(r, dtype=torch.long) for w, r in rows.items()}, where
 
     def _two_qubit_stage(self, block: list[Gate]) -> _Permutation | _Phase:
         n = self.n_qubits
@@ -641,6 +660,13 @@ class SimulatorPlan:
         tape: list = []
         release: list[Tensor] = []
         state, owned = params[0], False
+        krons = {
+            mode: {
+                w: _batched_kron(self._chunk_factors(params[self._param_names.index(mode)], rows))
+                for w, rows in b.items()
+            }
+            for mode, (b, _) in self._batches.items()
+        }
         for kind, stage, pidx, slot in self._ops:
             record = None
             if kind == "product":
@@ -653,10 +679,10 @@ class SimulatorPlan:
                     ws.give(state)
                 state, owned = out, True
             elif kind == "layer":
-                mats = params[pidx][slot]
+                where = self._batches[stage.mode][1]
                 record = []
                 for lo, width in stage.chunks:
-                    kron = _kron([mats[q] for q in range(lo + width - 1, lo - 1, -1)])
+                    kron = krons[stage.mode][width][where[(slot, lo)]]
                     out = ws.take((self.dim, cols), self.dtype)
                     self._chunk_matmul(kron, state, out, lo, width, stage.mode == "complex")
                     if keep:
@@ -742,6 +768,10 @@ class SimulatorPlan:
         grad = ws.take(final.shape, self.dtype)
         torch.mul(final, dprobs, out=grad)
         ws.give(dprobs)
+        grad_krons = {
+            mode: {w: params[self._param_names.index(mode)].new_empty(len(r), 2**w, 2**w) for w, r in b.items()}
+            for mode, (b, _) in self._batches.items()
+        }
         for (kind, stage, pidx, slot), record in zip(reversed(self._ops), reversed(tape[:-1]), strict=True):
             if kind == "product":
                 grads[0] = torch.stack(self._product_backward(grad, list(params[0]), record))
@@ -754,7 +784,9 @@ class SimulatorPlan:
                 ws.give(grad)
                 grad = out
             elif kind == "layer":
-                grad = self._layer_backward(grad, params[pidx][slot], stage, record, grads[pidx][slot])
+                where = self._batches[stage.mode][1]
+                dests = [grad_krons[stage.mode][width][where[(slot, lo)]] for lo, width in stage.chunks]
+                grad = self._layer_backward(grad, stage, record, dests)
             else:  # phase
                 out, rot = record
                 g = self._complex(grad)
@@ -763,17 +795,31 @@ class SimulatorPlan:
                 else:
                     grads[pidx] = (g * self._complex(out).conj()).imag
                 g.mul_(rot.conj())
+        for mode, (batches, _) in self._batches.items():
+            pidx = self._param_names.index(mode)
+            flat = grads[pidx].view(-1, 2, 2)
+            for width, rows in batches.items():
+                factors = self._chunk_factors(params[pidx], rows)
+                flat.index_add_(0, rows.view(-1), self._kron_grads(grad_krons[mode][width], factors).view(-1, 2, 2))
         return grads
 
-    def _layer_backward(self, grad: Tensor, mats: Tensor, layer: _Layer, record: list, grad_mats: Tensor) -> Tensor:
-        """Reverse of one chunk layer; writes the per-qubit matrix gradients into ``grad_mats``."""
+    @staticmethod
+    def _chunk_factors(mats: Tensor, rows: Tensor) -> Tensor:
+        """(count, w, 2, 2) Kronecker factors of a width's chunks from the (layers, n, 2, 2) matrix stack."""
+        return mats.reshape(-1, 2, 2).index_select(0, rows.view(-1)).view(*rows.shape, 2, 2)
+
+    def _layer_backward(self, grad: Tensor, layer: _Layer, record: list, dests: list[Tensor]) -> Tensor:
+        """Reverse of one chunk layer; writes each chunk's Kronecker-matrix gradient into ``dests``."""
         ws = self._workspace
         complex_ = layer.mode == "complex"
-        for (lo, width), (x, kron) in zip(reversed(layer.chunks), reversed(record), strict=True):
+        chunks = zip(reversed(layer.chunks), reversed(record), reversed(dests), strict=True)
+        for (lo, width), (x, kron), grad_kron in chunks:
             g_view = _chunk_view(self._complex(grad) if complex_ else grad, lo, width)
             x_view = _chunk_view(self._complex(x) if complex_ else x, lo, width)
-            grad_kron = g_view[0] @ x_view[0].mH if x_view.shape[0] == 1 else torch.bmm(g_view, x_view.mH).sum(0)
-            grad_mats[lo : lo + width] = self._kron_grads(grad_kron, mats[lo : lo + width].flip(0)).flip(0)
+            if x_view.shape[0] == 1:
+                torch.mm(g_view[0], x_view[0].mH, out=grad_kron)
+            else:
+                torch.sum(torch.bmm(g_view, x_view.mH), 0, out=grad_kron)
             out = ws.take(grad.shape, self.dtype)
             dest = _chunk_view(self._complex(out) if complex_ else out, lo, width)
             k_h = kron.mH.contiguous()
@@ -786,24 +832,21 @@ class SimulatorPlan:
         return grad
 
     def _kron_grads(self, grad: Tensor, factors: Tensor) -> Tensor:
-        """dL/df_i for K = f_0 (x) ... (x) f_{w-1} (factors (w, 2, 2), f_0 most significant) given dL/dK.
+        """dL/df_i for K = f_0 (x) ... (x) f_{w-1}, batched: factors (count, w, 2, 2), grad (count, 2**w, 2**w).
 
         All 4w partial derivatives at once: dL/df_i[a, b] = <dL/dK, conj(K with f_i -> E_ab)>,
-        the Kronecker products built batched, so a chunk costs w + 2 small ops, not w einsums.
+        with those Kronecker products built batched: a handful of small ops for every chunk of every layer.
         """
-        w = factors.shape[0]
+        count, w = factors.shape[:2]
         key = (w, factors.dtype)
         if key not in self._kron_basis:
             basis = torch.eye(4, dtype=factors.dtype).view(4, 2, 2).repeat(w, 1, 1).expand(w, 4 * w, 2, 2)
             mask = (torch.arange(4 * w)[None, :] // 4 == torch.arange(w)[:, None])[:, :, None, None]
-            self._kron_basis[key] = (basis, mask)
+            self._kron_basis[key] = (basis.transpose(0, 1), mask.transpose(0, 1))  # (4w, w, ...)
         basis, mask = self._kron_basis[key]
-        stack = torch.where(mask, basis, factors.conj()[:, None])  # (w, 4w, 2, 2)
-        kb = stack[0]
-        for j in range(1, w):
-            size = 2 ** (j + 1)
-            kb = (kb[:, :, None, :, None] * stack[j][:, None, :, None, :]).reshape(4 * w, size, size)
-        return (kb.reshape(4 * w, -1) @ grad.reshape(-1)).view(w, 2, 2)
+        stack = torch.where(mask, basis, factors.conj()[:, None])  # (count, 4w, w, 2, 2)
+        kb = _batched_kron(stack).view(count, 4 * w, -1)
+        return torch.bmm(kb, grad.reshape(count, -1, 1)).view(count, w, 2, 2)
 
     def _product_backward(self, grad: Tensor, vecs: list[Tensor], tree: tuple | None) -> list[Tensor]:
         complex_vecs = vecs[0].is_complex()
