@@ -3,7 +3,11 @@
 Usage::
 
     python benchmarks/simulator.py [--threads N] [--repeats R] [--batch 256] [--workloads W8,W10,W12,W8x4]
-                                   [--no-pennylane] [--chunk K] [--anchors PATH]
+                                   [--no-pennylane] [--chunk K] [--anchors PATH] [--baseline FILE]
+
+``--baseline FILE`` times another version of ``qnas_hw/simulator.py`` side by side (steps
+interleaved, so both see the same machine load), e.g.
+``git show HEAD~3:qnas_hw/simulator.py > /tmp/sim_old.py`` then ``--baseline /tmp/sim_old.py``.
 
 Workloads (as in shared/notes/simulator-anchors.md): batch 256, RY angle embedding, L layers of
 trainable (RY, RZ) per qubit + CNOT ring, <Z> on every qubit, MSE loss, one forward+backward with
@@ -18,9 +22,11 @@ glibc returns multi-MiB tensors to the OS every step; running with
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
 import os
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -50,6 +56,42 @@ def time_steps(step: Callable[[], None], repeats: int, warmup: int = 3) -> dict[
         wall.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
     return {"median": statistics.median(wall), "min": min(wall), "cpu": statistics.median(cpu)}
+
+
+def time_interleaved(steps: dict[str, Callable[[], None]], repeats: int, warmup: int = 3) -> dict[str, dict]:
+    """Like :func:`time_steps` for several implementations, alternating them step by step."""
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    walls: dict[str, list[float]] = {k: [] for k in steps}
+    cpus: dict[str, list[float]] = {k: [] for k in steps}
+    for _ in range(repeats):
+        for key, step in steps.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            step()
+            walls[key].append(time.perf_counter() - t0)
+            cpus[key].append(time.process_time() - c0)
+    return {
+        k: {"median": statistics.median(walls[k]), "min": min(walls[k]), "cpu": statistics.median(cpus[k])}
+        for k in steps
+    }
+
+
+def load_baseline(path: Path):
+    """Import another simulator.py version under a private module name."""
+    spec = importlib.util.spec_from_file_location("baseline_simulator", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"cannot import baseline simulator from {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+def gradients(forward, x, w, target) -> tuple[torch.Tensor, torch.Tensor]:
+    x.grad = w.grad = None
+    torch.nn.functional.mse_loss(forward(x, w), target).backward()
+    return x.grad.clone(), w.grad.clone()
 
 
 def make_step(forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x, w, target) -> Callable[[], None]:
@@ -132,7 +174,9 @@ def main() -> None:
     parser.add_argument("--no-pennylane", action="store_true")
     parser.add_argument("--pennylane-repeats", type=int, default=5)
     parser.add_argument("--anchors", type=Path, default=DEFAULT_ANCHORS)
+    parser.add_argument("--baseline", type=Path, default=None, help="another simulator.py to time side by side")
     args = parser.parse_args()
+    baseline = load_baseline(args.baseline) if args.baseline else None
     if args.threads:
         torch.set_num_threads(args.threads)
     tuned = "MALLOC_MMAP_THRESHOLD_" in os.environ
@@ -142,9 +186,11 @@ def main() -> None:
     )
     bandwidth = measure_bandwidth()
     print(f"memory bandwidth (1 large copy, read+write): {bandwidth / 1e9:.1f} GB/s")
+    print("load average (1, 5, 15 min): " + ", ".join(f"{v:.2f}" for v in os.getloadavg()))
     header = (
         f"{'workload':<8} {'ms/step':>8} {'min':>7} {'cpu ms':>7} {'samples/s':>10} {'floor ms':>9} {'/floor':>7}"
-        f" | {'PL ms':>8} {'PL/ours':>8} {'max|diff|':>9}"
+        + (f" | {'base ms':>8} {'base/ours':>9} {'grad diff':>9}" if baseline else "")
+        + f" | {'PL ms':>8} {'PL/ours':>8} {'max|diff|':>9}"
     )
     print(header)
     print("-" * len(header))
@@ -156,12 +202,22 @@ def main() -> None:
         w = (torch.rand(arch.n_weights, generator=gen) * 2 * math.pi).requires_grad_()
         target = torch.rand(args.batch, arch.n_qubits, generator=gen) * 2 - 1
         plan = SimulatorPlan(arch, chunk=args.chunk)
-        ours = time_steps(make_step(plan.expectations, x, w, target), args.repeats)
+        steps = {"ours": make_step(plan.expectations, x, w, target)}
+        if baseline is not None:
+            base_plan = baseline.SimulatorPlan(arch, chunk=args.chunk)
+            steps["base"] = make_step(base_plan.expectations, x, w, target)
+        timed = time_interleaved(steps, args.repeats)
+        ours = timed["ours"]
         floor = bandwidth_floor(arch, args.batch, bandwidth)
         line = (
             f"{name:<8} {ours['median'] * 1e3:8.2f} {ours['min'] * 1e3:7.2f} {ours['cpu'] * 1e3:7.2f} "
             f"{args.batch / ours['median']:10.0f} {floor * 1e3:9.2f} {ours['median'] / floor:7.2f}"
         )
+        if baseline is not None:
+            base = timed["base"]
+            mine, theirs = gradients(plan.expectations, x, w, target), gradients(base_plan.expectations, x, w, target)
+            gdiff = max((a - b).abs().max().item() for a, b in zip(mine, theirs, strict=True))
+            line += f" | {base['median'] * 1e3:8.2f} {base['median'] / ours['median']:9.2f} {gdiff:9.1e}"
         if have_pl:
             pl_forward = pennylane_forward(arch)
             assert pl_forward is not None
@@ -172,6 +228,7 @@ def main() -> None:
         else:
             line += " | (pennylane not installed: pip install qnas-hw[pennylane])" if not args.no_pennylane else ""
         print(line, flush=True)
+    print("load average (1, 5, 15 min): " + ", ".join(f"{v:.2f}" for v in os.getloadavg()))
     print_anchors(args.anchors)
 
 
