@@ -603,11 +603,39 @@ class SimulatorPlan:
         assert layer is not None
         real = layer.mode == "real"
         batch = inputs.shape[0]
-        cols = [(self._ket0 if real else self._ket0_complex).T.expand(batch, 1, 2)]
-        for group in layer.groups:
-            col = self._group_matrices(group, inputs, weights, real)[..., :, 0]  # U|0>: (B, runs, 2) or (runs, 2)
-            cols.append(col if group.per_sample else col.expand(batch, *col.shape))
-        return torch.cat(cols, 1).index_select(1, self._product_order).permute(1, 2, 0)
+        cols = [(self._ket0 if real else self._ket0_complex)[None].expand(1, 2, batch)]
+        cols += [self._group_ket0(group, inputs, weights, real, batch) for group in layer.groups]
+        return torch.cat(cols, 0).index_select(0, self._product_order)
+
+    def _group_ket0(self, group: _Fused1Q, inputs: Tensor, weights: Tensor, real: bool, batch: int) -> Tensor:
+        """U|0> of a group's runs as (runs, 2, B).
+
+        Gates up to the last input-dependent one act on the vector (the first one is just
+        its matrix's first column); the weight-only gates after it are fused into one shared
+        (runs, 2, 2) matrix first and applied with one small batched product over the runs.
+        """
+        last_x = max((i for i, kind in enumerate(group.kinds) if kind == "x"), default=0)
+        gates = []
+        for p, (name, kind, idx) in enumerate(zip(group.names, group.kinds, group.index, strict=True)):
+            per_sample = group.per_sample and p <= last_x
+            shape = (batch, len(group.qubits)) if per_sample else (len(group.qubits),)
+            if kind is None:
+                theta = None
+            elif kind == "x":
+                theta = inputs[:, idx]
+            else:
+                theta = weights[idx].expand(shape) if per_sample else weights[idx]
+            gates.append(self._gate_matrices(name, theta, shape, real))
+        vec = gates[0][..., :, 0]  # (B, runs, 2) or (runs, 2)
+        for m in gates[1 : last_x + 1]:
+            vec = (m @ vec[..., None])[..., 0]
+        vec = vec.permute(1, 2, 0) if vec.ndim == 3 else vec[:, :, None].expand(-1, 2, batch)
+        if last_x + 1 < len(gates):
+            shared = gates[last_x + 1]
+            for m in gates[last_x + 2 :]:
+                shared = m @ shared
+            vec = torch.bmm(shared, vec)
+        return vec
 
     def _layer_matrices(self, mode: str, inputs: Tensor, weights: Tensor) -> Tensor:
         """(layers, n, 2, 2) fused matrix per layer of this mode and qubit (identity where a layer has no gate)."""
