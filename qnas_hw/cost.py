@@ -45,6 +45,7 @@ from qiskit import QuantumCircuit
 from scipy.optimize import nnls
 
 from qnas_hw.backends.base import Backend, SamplerPub, calibration_dir
+from qnas_hw.cutting import json_count
 from qnas_hw.objectives import Objective, ObjectiveResult
 from qnas_hw.space import Architecture
 from qnas_hw.transpilation import Transpiler, active_qubits, gate_counts
@@ -482,7 +483,7 @@ class RuntimeCostObjective(Objective):
                 total_shots = math.ceil(self.n_circuits * self.shots * float(plan.sampling_overhead))
                 tasks = int(plan.n_subexperiments)
             cut = {
-                "n_subexperiments": int(plan.n_subexperiments),
+                "n_subexperiments": json_count(int(plan.n_subexperiments)),
                 "sampling_overhead": float(plan.sampling_overhead),
                 "n_cuts": int(plan.n_cuts),
                 "cut_feasible": bool(getattr(plan, "feasible", True)),

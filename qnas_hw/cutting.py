@@ -61,6 +61,7 @@ import math
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Hashable
 from dataclasses import dataclass, field, fields, replace
 from importlib.metadata import version as _version
@@ -94,6 +95,20 @@ WORST_CASE_INPUT = math.sqrt(math.pi / 2)
 
 class CuttingError(ValueError):
     """A planner setting that cannot work, with a message saying how to fix it."""
+
+
+def json_count(count: int) -> int | float:
+    """A count as JSON and SQLite can hold it: exact below 2**53, else a float, else inf.
+
+    Infeasible plans of wide circuits can need more subexperiments than a double can hold
+    (the addon's own overhead already overflows to inf there); the study must still store them.
+    """
+    if count < 2**53:
+        return int(count)
+    try:
+        return float(count)
+    except OverflowError:
+        return math.inf
 
 
 @dataclass(frozen=True)
@@ -142,7 +157,7 @@ class CutPlan:
 
     def details(self) -> dict[str, Any]:
         """JSON-friendly figures for the study (huge counts as floats so JSON and SQLite can hold them)."""
-        n_sub = self.n_subexperiments if self.n_subexperiments < 2**53 else float(self.n_subexperiments)
+        n_sub = json_count(self.n_subexperiments)
         return {
             "n_subcircuits": self.n_subcircuits,
             "n_cuts": self.n_cuts,
@@ -587,11 +602,14 @@ class CutPlanner:
         ``greedy_only`` asks for the addon's greedy plan (``max_backjumps=0``).
         """
         backjumps = 0 if greedy_only else self.max_backjumps
-        cut_circuit, meta = find_cuts(
-            circuit,
-            OptimizationParameters(seed=self.seed, max_gamma=self.max_gamma, max_backjumps=backjumps),
-            DeviceConstraints(qubits_per_subcircuit=self.qubit_budget),
-        )
+        with warnings.catch_warnings():
+            # the addon squares an overflowing gamma for hopeless plans; inf is the right figure and is handled
+            warnings.filterwarnings("ignore", "overflow encountered", RuntimeWarning)
+            cut_circuit, meta = find_cuts(
+                circuit,
+                OptimizationParameters(seed=self.seed, max_gamma=self.max_gamma, max_backjumps=backjumps),
+                DeviceConstraints(qubits_per_subcircuit=self.qubit_budget),
+            )
         wired = cut_wires(cut_circuit)
         problem = partition_problem(
             circuit=wired,

@@ -423,3 +423,15 @@ def test_disk_cache_recomputes_corrupt_or_foreign_files(tmp_path: Path, caplog: 
     other = CutPlanner(4, cache_dir=tmp_path)
     assert replace(other.plan(arch), plan_seconds=0) == replace(plan, plan_seconds=0) and other.disk_hits == 0
     assert json.loads(path.read_text())["key"] == planner.disk_key(arch)
+
+
+def test_hopeless_plan_details_survive_json_and_sqlite(tmp_path: Path) -> None:
+    # a wide all-to-all circuit under a 4-qubit budget needs more subexperiments than a double can hold
+    arch = Architecture.parse("amplitude|q8|l2|rx-ry|full|z")
+    plan = CutPlanner(4).plan(arch)
+    assert not plan.feasible and plan.n_subexperiments > 2**1100
+    details = json.loads(json.dumps(plan.details()))
+    assert details["n_subexperiments"] == math.inf and details["feasible"] is False
+    result = SubcircuitObjective(CutPlanner(4)).evaluate(arch)
+    assert result.details["n_subexperiments"] == math.inf
+    assert cutting.json_count(2**53 - 1) == 2**53 - 1 and cutting.json_count(2**60) == float(2**60)
