@@ -493,7 +493,8 @@ def run_search(
             rec = run_generation(run, generation)
             ev = run.evaluator
             logger.info(
-                "generation %d: front %d, hypervolume %s, evaluated %d new / reused %d (failed %d)",
+                "generation %d: front %d, hypervolume %s (box of the records so far), evaluated %d new / reused %d "
+                "(failed %d)",
                 generation,
                 len(rec.front),
                 "n/a" if rec.hypervolume is None else f"{rec.hypervolume:.4f}",
