@@ -231,7 +231,11 @@ class CandidateEvaluator:
     evaluated: int = 0
     reused: int = 0
     failed: int = 0
+    retried: int = 0
     _names: list[str] = field(default_factory=list)
+    #: arch keys evaluated by this process: a stored failure is retried once per process (a resume after a
+    #: transient error or a fixed bug gets a fresh try), never twice in one run (that run stays deterministic)
+    _tried: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.settings_key = self.settings_key or combined_settings_key(self.objectives)
@@ -240,9 +244,14 @@ class CandidateEvaluator:
     def evaluate(self, arch: Architecture, generation: int) -> tuple[CandidateRecord, list[float]]:
         """The stored record (evaluating and committing it first when missing) and its constraint values."""
         stored = self.study.get_candidate(arch, self.settings_key)
-        if stored is not None:
+        retry = stored is not None and "error" in stored.details and arch.key() not in self._tried
+        self._tried.add(arch.key())
+        if stored is not None and not retry:
             self.reused += 1
             return stored, self._g(arch, stored.details)
+        if retry:
+            logger.info("retrying %s, which failed in an earlier run: %s", arch.canonical(), stored.details["error"])
+            self.retried += 1
         objectives: dict[str, float] = {}
         details: dict[str, Any] = {}
         timings: dict[str, float] = {}
@@ -269,7 +278,12 @@ class CandidateEvaluator:
         if error is not None:
             details["error"] = error
             self.failed += 1
-        self.study.add_candidate(arch, self.settings_key, objectives, details, timings, generation, feasible)
+        if retry:
+            details["previous_error"] = stored.details["error"]
+            generation = stored.generation  # the candidate still belongs to the generation that first asked for it
+        self.study.add_candidate(
+            arch, self.settings_key, objectives, details, timings, generation, feasible, replace=retry
+        )
         self.evaluated += 1
         record = self.study.get_candidate(arch, self.settings_key)
         assert record is not None  # just committed
@@ -515,6 +529,7 @@ def run_search(
             "evaluated": run.evaluator.evaluated,
             "reused": run.evaluator.reused,
             "failed": run.evaluator.failed,
+            "retried": run.evaluator.retried,
         }
     )
     return run.study

@@ -289,14 +289,20 @@ class Study:
         timings: dict[str, Any],
         generation: int,
         feasible: bool,
+        replace: bool = False,
     ) -> bool:
-        """Store one finished evaluation (committed immediately); False when it was already stored."""
+        """Store one finished evaluation (committed immediately); False when it was already stored.
+
+        ``replace`` overwrites a stored record: only the search's retry of a *failed* evaluation uses it, so a
+        finished evaluation is never overwritten by accident.
+        """
         missing = [n for n in self.objective_names if n not in objectives]
         if missing:
             raise StudyError(f"candidate {arch.canonical()} lacks objective values {missing}")
+        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
         with self.transaction() as c:
             cur = c.execute(
-                "INSERT OR IGNORE INTO candidates (arch, arch_key, settings_key, objectives, details, timings, "
+                f"{verb} INTO candidates (arch, arch_key, settings_key, objectives, details, timings, "
                 "generation, feasible, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     arch.canonical(),

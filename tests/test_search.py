@@ -297,3 +297,34 @@ def test_sigkill_and_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
     assert run["resumed_from_generation"] == gens_at_kill - 1
     assert run["evaluated"] == res.n_candidates() - cands_at_kill
     assert b"candidates evaluated" in resumed.stdout
+
+
+def _runtime_evaluator(study: Study, backend_name: str) -> CandidateEvaluator:
+    backend = get_backend(backend_name)
+    objective = RuntimeCostObjective(backend, Transpiler(backend), CostModel.for_backend(backend))
+    return CandidateEvaluator(study, [objective], Constraints(cut_plan=False), settings_key="k")
+
+
+def test_stored_failure_is_retried_once_by_a_later_process(tmp_path: Path) -> None:
+    """A failure stored by one run (here: 6 qubits on the 5-qubit fake_manila) gets one fresh try in the next.
+
+    The second evaluator stands for a resumed process in which the cause is gone (the 7-qubit fake_nairobi
+    under the same settings key): the stored failure is replaced by the real result, the old error kept
+    beside it; within one process the same failure is never evaluated twice.
+    """
+    cfg = _cfg(hardware={"backend": "fake_manila", "qubit_budget": 3})
+    study = Study.create(tmp_path / "s.sqlite", cfg.resolved(), objective_names=["runtime_s"])
+    arch = Architecture("angle-y", 6, 1, "ry", "linear")
+    first = _runtime_evaluator(study, "fake_manila")
+    rec, _ = first.evaluate(arch, generation=0)
+    assert "fake_manila" in rec.details["error"] and not rec.feasible
+    first.evaluate(arch, generation=1)
+    assert (first.evaluated, first.reused, first.retried) == (1, 1, 0)  # same process: the failure is reused
+    second = _runtime_evaluator(study, "fake_nairobi")
+    rec2, _ = second.evaluate(arch, generation=3)
+    assert second.retried == 1 and "error" not in rec2.details and rec2.feasible
+    assert rec2.details["previous_error"] == rec.details["error"] and rec2.generation == 0
+    assert rec2.objectives["runtime_s"] == second.objectives[0].evaluate(arch).value > 0
+    assert len(study.candidates(settings_key="k")) == 1
+    second.evaluate(arch, generation=4)
+    assert (second.evaluated, second.reused, second.retried) == (1, 1, 1)
