@@ -718,10 +718,15 @@ def _hardware_section(data: ReportData) -> list[str]:
             seconds, source = measured_seconds(r)
             secs = "-" if seconds is None else f"{seconds:.2f} ({source})"
             lines.append(
-                f"| `{arch}` | {on_front} | {backend} | {r.get('n_samples', '-')} | {pct(r.get('simulator_accuracy'))} "
-                f"| {pct(r.get('accuracy'))} | {r.get('shots', '-')} | {secs} |"
+                f"| `{_md_cell(arch)}` | {on_front} | {backend} | {r.get('n_samples', '-')} "
+                f"| {pct(r.get('simulator_accuracy'))} | {pct(r.get('accuracy'))} | {r.get('shots', '-')} | {secs} |"
             )
     return lines
+
+
+def _md_cell(text: str) -> str:
+    """Canonical architectures contain '|', which ends a Markdown table cell even inside backticks."""
+    return text.replace("|", "\\|")
 
 
 def summary_markdown(data: ReportData, files: Sequence[Path] = ()) -> str:

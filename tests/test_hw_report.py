@@ -112,7 +112,9 @@ def test_search_with_hw_eval_enabled_reports_the_stored_results(evaluated_run: t
     summary = (rep / "summary.md").read_text()
     assert "## Hardware evaluation" in summary
     for arch, r in by_arch.items():
-        line = next(ln for ln in summary.splitlines() if ln.startswith(f"| `{arch}` |"))
+        escaped = arch.replace("|", "\\|")  # a bare '|' would split the Markdown cell
+        line = next(ln for ln in summary.splitlines() if ln.startswith(f"| `{escaped}` |"))
+        assert len(line.replace("\\|", "").split("|")) == 10  # 8 cells
         assert f"| {BACKEND} |" in line and f"| {100 * r['accuracy']:.2f}% |" in line
         assert f"| {100 * r['simulator_accuracy']:.2f}% |" in line and f"| {r['shots']} |" in line
 

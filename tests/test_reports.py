@@ -324,9 +324,10 @@ def test_hardware_results_become_columns_per_backend(tmp_path: Path) -> None:
     assert by_arch[a]["hardware"]["ibm_x"]["seconds_source"] == "QPU"
     assert by_arch[b]["hardware"]["ibm_x"]["simulator_accuracy"] is None
     summary = files.summary_md.read_text()
-    assert f"| `{a}` | yes | ibm_x | 20 | 80.00% | 75.00% | 2000 | 3.50 (QPU) |" in summary
-    assert f"| `{a}` | yes | aer_noisy | 20 | 80.00% | 60.00% | 100 | 1.25 (wall) |" in summary
-    assert f"| `{b}` | yes | ibm_x | 20 | - | 50.00% | 2000 | 2.00 (QPU) |" in summary
+    a_md, b_md = a.replace("|", "\\|"), b.replace("|", "\\|")  # escaped: '|' would split the cell
+    assert f"| `{a_md}` | yes | ibm_x | 20 | 80.00% | 75.00% | 2000 | 3.50 (QPU) |" in summary
+    assert f"| `{a_md}` | yes | aer_noisy | 20 | 80.00% | 60.00% | 100 | 1.25 (wall) |" in summary
+    assert f"| `{b_md}` | yes | ibm_x | 20 | - | 50.00% | 2000 | 2.00 (QPU) |" in summary
     assert "10.00%" not in summary  # the superseded batch
     console = Console(width=300, record=True)
     console.print(front_table(data))
