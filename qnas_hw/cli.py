@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -33,7 +34,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out_console = Console(soft_wrap=True)
+# piped or logged output (CI, `| tee`) would get rich's 80-column default, which truncates every architecture
+# string in the front table; a file has no width, so give tables room (COLUMNS still wins where set)
+_PIPED_WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200
+out_console = Console(soft_wrap=True, width=_PIPED_WIDTH)
 err_console = Console(stderr=True, soft_wrap=True)
 logger = logging.getLogger("qnas_hw.cli")
 
