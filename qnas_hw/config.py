@@ -372,13 +372,25 @@ class RunConfig(_Section):
         return self.model_dump(mode="json")
 
 
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The field names of the model at ``loc`` (a section path), so a typo's error lists the right spelling."""
+    model: Any = RunConfig
+    for part in loc:
+        field = model.model_fields.get(str(part)) if hasattr(model, "model_fields") else None
+        if field is None or not hasattr(field.annotation, "model_fields"):
+            break
+        model = field.annotation
+    return sorted(model.model_fields)
+
+
 def _format_errors(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
         msg = str(err["msg"]).removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            msg = f"unknown key {loc.rsplit('.', 1)[-1]!r}; check the spelling (allowed keys are listed in the docs)"
+            allowed = _allowed_keys(err["loc"][:-1])
+            msg = f"unknown key {loc.rsplit('.', 1)[-1]!r}; allowed here: {', '.join(allowed)}"
         elif "input" in err and err["type"] not in ("value_error", "assertion_error"):
             msg = f"{msg} (got {err['input']!r})"
         lines.append(f"  {loc}: {msg}")
