@@ -139,6 +139,10 @@ def hypervolume(
     return float(indicator(Z))
 
 
+def _size(arch: Architecture) -> tuple[int, int, int]:
+    return arch.n_qubits, arch.n_layers, arch.n_weights
+
+
 def knee_point(front: np.ndarray | Sequence[Sequence[float]]) -> int:
     """Index (row of ``front``) of the knee: the best compromise of a Pareto front.
 
@@ -380,7 +384,12 @@ def analyze(
     data.ideal, data.nadir = ideal.tolist(), nadir.tolist()
     if usable.any():
         rows = np.flatnonzero(usable)
-        data.front = [int(rows[i]) for i in pareto_front(F[rows])]
+        # equal objective vectors (e.g. 2 and 5 qubits in the same scheduled time) tie on every pick; the smaller
+        # circuit comes first so the picks, which break ties by position, prefer it (less noise, same cost)
+        data.front = sorted(
+            (int(rows[i]) for i in pareto_front(F[rows])),
+            key=lambda i: (*F[i].tolist(), *_size(cands[i].arch), cands[i].arch.canonical()),
+        )
         FF = F[data.front]
         data.knee = data.front[knee_point(FF)]
         acc_col = names.index(ACCURACY_OBJECTIVE) if ACCURACY_OBJECTIVE in names else 0

@@ -196,6 +196,17 @@ def test_analyze_front_knee_and_picks() -> None:
     assert data.front[knee_point(F[data.front])] == data.knee
 
 
+def test_equal_objectives_pick_the_smaller_circuit() -> None:
+    """Seen on IQM Garnet: 2 and 5 qubits in the same scheduled time tie on every objective; pick the 2-qubit one."""
+    big = Rec(Architecture.parse("angle-y|q5|l1|rx-ry|sparse"), {"val_error": 0.0, "runtime_s": 3.3, "subcircuits": 1})
+    small = Rec(Architecture.parse("angle-x|q2|l1|rx-ry|sparse"), dict(big.objectives))
+    cheap = Rec(Architecture.parse("angle-x|q2|l1|ry|linear"), {"val_error": 0.2, "runtime_s": 3.2, "subcircuits": 1})
+    for order in ([big, small, cheap], [small, cheap, big]):
+        data = analyze(order, [Gen(0, [r.arch.canonical() for r in order], [])], NAMES)
+        picks = {data.candidates[data.knee].arch, data.candidates[data.most_accurate].arch}
+        assert picks == {small.arch} and len(data.front) == 3
+
+
 def test_hypervolume_history_is_monotone_for_elitist_search() -> None:
     records, gens = synthetic_study(seed=1, n_gen=5)
     hist = hypervolume_history_from_records(records, gens, NAMES)
