@@ -613,6 +613,22 @@ def _pyplot() -> Any:
     return plt
 
 
+def log_axes(data: ReportData) -> list[bool]:
+    """Per objective: plot on a log axis when its usable values are positive and span more than 100x.
+
+    Feasible cut plans can multiply the runtime by up to max_gamma^2 (10^6), and on a linear axis those few
+    points squash the whole front into one corner.
+    """
+    F = data.matrix()
+    usable = np.array([c.usable for c in data.candidates], dtype=bool)
+    out = []
+    for j in range(F.shape[1]):
+        col = F[usable, j]
+        col = col[np.isfinite(col)]
+        out.append(bool(col.size and col.min() > 0 and col.max() / col.min() > 100))
+    return out
+
+
 def _scatter_2d(data: ReportData, a: int, b: int, path: Path) -> None:
     plt = _pyplot()
     F = data.matrix()
@@ -637,6 +653,11 @@ def _scatter_2d(data: ReportData, a: int, b: int, path: Path) -> None:
                 ax.scatter(F[idx, a], F[idx, b], s=120, facecolors="none", edgecolors=colour, lw=2, label=label)
         ax.set_xlabel(data.objective_names[a])
         ax.set_ylabel(data.objective_names[b])
+        log = log_axes(data)
+        if log[a]:
+            ax.set_xscale("log")
+        if log[b]:
+            ax.set_yscale("log")
         ax.set_title(f"{data.objective_names[b]} vs {data.objective_names[a]}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -649,6 +670,10 @@ def _scatter_2d(data: ReportData, a: int, b: int, path: Path) -> None:
 def _scatter_3d(data: ReportData, path: Path) -> None:
     plt = _pyplot()
     F = data.matrix()
+    log = log_axes(data)  # mplot3d has no working log scale: plot log10 values and say so on the axis
+    with np.errstate(divide="ignore", invalid="ignore"):
+        F = np.where(log, np.log10(np.where(F > 0, F, np.nan)), F)
+    names = [f"log10 {n}" if lg else n for n, lg in zip(data.objective_names, log, strict=True)]
     usable = np.array([c.usable for c in data.candidates], dtype=bool)
     on_front = np.zeros(len(data.candidates), dtype=bool)
     on_front[data.front] = True
@@ -661,9 +686,9 @@ def _scatter_3d(data: ReportData, path: Path) -> None:
         for label, idx, colour in (("knee", data.knee, "tab:red"), ("most accurate", data.most_accurate, "tab:green")):
             if idx is not None:
                 ax.scatter(F[idx, 0], F[idx, 1], F[idx, 2], s=120, c=colour, marker="*", label=label)
-        ax.set_xlabel(data.objective_names[0])
-        ax.set_ylabel(data.objective_names[1])
-        ax.set_zlabel(data.objective_names[2])
+        ax.set_xlabel(names[0])
+        ax.set_ylabel(names[1])
+        ax.set_zlabel(names[2])
         ax.set_title("Pareto front")
         ax.legend(fontsize=7)
         fig.tight_layout()

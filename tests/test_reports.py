@@ -20,6 +20,7 @@ from qnas_hw.reports import (
     hypervolume,
     hypervolume_history_from_records,
     knee_point,
+    log_axes,
     pareto_front,
     write_report_data,
 )
@@ -205,6 +206,20 @@ def test_equal_objectives_pick_the_smaller_circuit() -> None:
         data = analyze(order, [Gen(0, [r.arch.canonical() for r in order], [])], NAMES)
         picks = {data.candidates[data.knee].arch, data.candidates[data.most_accurate].arch}
         assert picks == {small.arch} and len(data.front) == 3
+
+
+def test_log_axes_only_for_positive_objectives_spanning_two_decades() -> None:
+    archs = [Architecture.parse(f"angle-y|q{q}|l1|ry|linear") for q in (2, 3, 4)]
+    runtimes, subcircuits = (6.3, 31.0, 2.0e6), (1, 2, 2)
+    recs = [
+        Rec(a, {"val_error": e, "runtime_s": r, "subcircuits": c})
+        for a, e, r, c in zip(archs, (0.0, 0.1, 0.2), runtimes, subcircuits, strict=True)
+    ]
+    data = analyze(recs, [Gen(0, [a.canonical() for a in archs], [])], NAMES)
+    assert log_axes(data) == [False, True, False]  # val_error has a 0; subcircuits spans 2x
+    recs[2] = Rec(archs[2], {"val_error": 0.2, "runtime_s": 600.0, "subcircuits": 2})
+    data = analyze(recs, [Gen(0, [a.canonical() for a in archs], [])], NAMES)
+    assert log_axes(data) == [False, False, False]  # 6.3 .. 600 is under 100x
 
 
 def test_hypervolume_history_is_monotone_for_elitist_search() -> None:
