@@ -293,17 +293,23 @@ class Study:
     ) -> bool:
         """Store one finished evaluation (committed immediately); False when it was already stored.
 
-        ``replace`` overwrites a stored record: only the search's retry of a *failed* evaluation uses it, so a
-        finished evaluation is never overwritten by accident.
+        ``replace`` overwrites a stored record in place (same row id, so the study's order is kept): only the
+        search's retry of a *failed* evaluation uses it, so a finished evaluation is never overwritten by accident.
         """
         missing = [n for n in self.objective_names if n not in objectives]
         if missing:
             raise StudyError(f"candidate {arch.canonical()} lacks objective values {missing}")
-        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
+        conflict = (
+            "ON CONFLICT (arch_key, settings_key) DO UPDATE SET objectives = excluded.objectives, "
+            "details = excluded.details, timings = excluded.timings, generation = excluded.generation, "
+            "feasible = excluded.feasible, created_at = excluded.created_at"
+            if replace
+            else "ON CONFLICT DO NOTHING"
+        )
         with self.transaction() as c:
             cur = c.execute(
-                f"{verb} INTO candidates (arch, arch_key, settings_key, objectives, details, timings, "
-                "generation, feasible, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO candidates (arch, arch_key, settings_key, objectives, details, timings, "
+                f"generation, feasible, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) {conflict}",
                 (
                     arch.canonical(),
                     arch.key(),

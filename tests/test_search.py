@@ -326,5 +326,7 @@ def test_stored_failure_is_retried_once_by_a_later_process(tmp_path: Path) -> No
     assert rec2.details["previous_error"] == rec.details["error"] and rec2.generation == 0
     assert rec2.objectives["runtime_s"] == second.objectives[0].evaluate(arch).value > 0
     assert len(study.candidates(settings_key="k")) == 1
+    ids = [r[0] for r in sqlite3.connect(tmp_path / "s.sqlite").execute("SELECT id FROM candidates")]
+    assert ids == [1]  # replaced in place: the study's order is kept
     second.evaluate(arch, generation=4)
     assert (second.evaluated, second.reused, second.retried) == (1, 1, 1)
