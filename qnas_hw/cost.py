@@ -46,6 +46,7 @@ import numpy as np
 from qiskit import QuantumCircuit
 from scipy.optimize import nnls
 
+from qnas_hw.atomic_write import atomic_write_text
 from qnas_hw.backends.base import Backend, SamplerPub, calibration_dir
 from qnas_hw.cutting import json_count
 from qnas_hw.objectives import Objective, ObjectiveResult
@@ -241,12 +242,8 @@ class CostModel:
         }
 
     def save(self, path: Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1, default=str) + "\n")
-        tmp.replace(path)  # atomic: a crash never leaves half a calibration file
-        return path
+        # atomic: a crash never leaves half a calibration file
+        return atomic_write_text(path, json.dumps(self.to_dict(), indent=1, default=str) + "\n")
 
     @classmethod
     def load(

@@ -58,8 +58,6 @@ import itertools
 import json
 import logging
 import math
-import os
-import tempfile
 import time
 import warnings
 from collections.abc import Hashable
@@ -83,6 +81,7 @@ from qiskit_addon_cutting.automated_cut_finding import DeviceConstraints, Optimi
 from qiskit_addon_cutting.qpd import QPDBasis, TwoQubitQPDGate, generate_qpd_weights
 from qiskit_addon_cutting.utils.observable_grouping import ObservableCollection
 
+from qnas_hw.atomic_write import atomic_write_text
 from qnas_hw.circuits import INPUT_NAME, build_circuit, observables
 from qnas_hw.objectives import Objective, ObjectiveResult
 from qnas_hw.space import Architecture
@@ -550,16 +549,7 @@ class CutPlanner:
         path = self._disk_path(arch)
         if path is None:
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        record = {"key": self.disk_key(arch), "plan": plan.to_dict()}
-        fd, tmp = tempfile.mkstemp(prefix=path.stem, suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump(record, fh)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_text(path, json.dumps({"key": self.disk_key(arch), "plan": plan.to_dict()}))
 
     def _trivial(self, arch: Architecture) -> CutPlan:
         """A circuit that fits runs as itself: one subcircuit, no overhead, one experiment."""

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from qnas_hw.atomic_write import atomic_write
 from qnas_hw.models import HQNN
 from qnas_hw.objectives import Objective, ObjectiveResult
 from qnas_hw.space import Architecture
@@ -141,10 +141,7 @@ class ValidationErrorObjective(Objective):
 
 
 def _save_weights(model: nn.Module, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(model.state_dict(), tmp))
 
 
 def load_candidate(supercircuit: SuperCircuit, arch: Architecture, weights_dir: Path) -> HQNN:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qnas_hw.atomic_write import atomic_write_text
 from qnas_hw.space import Architecture
 
 logger = logging.getLogger(__name__)
@@ -275,9 +276,7 @@ class Study:
         return self.path.with_suffix(".config.json")
 
     def _write_config_json(self, config: dict[str, Any]) -> None:
-        tmp = self.config_json_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(config, indent=2, sort_keys=True, default=str) + "\n")
-        tmp.replace(self.config_json_path)
+        atomic_write_text(self.config_json_path, json.dumps(config, indent=2, sort_keys=True, default=str) + "\n")
 
     # ------------------------------------------------------------ candidates
     def add_candidate(

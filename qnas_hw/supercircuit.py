@@ -47,10 +47,10 @@ epoch so an interrupted run resumes where it stopped, bit-for-bit.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import logging
-import os
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -63,6 +63,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from qnas_hw.atomic_write import atomic_write
 from qnas_hw.models import HQNN
 from qnas_hw.space import GENES, Architecture, SearchSpace, SpaceError
 
@@ -226,9 +227,8 @@ class SuperCircuit(nn.Module):
 
     def save(self, path: str | Path) -> Path:
         """Write weights + structure atomically (a crash never leaves a half-written file)."""
-        path = Path(path)
-        _atomic_torch_save({"format": _CHECKPOINT_FORMAT, **self._identity(), "state": self.state_dict()}, path)
-        return path
+        state = {"format": _CHECKPOINT_FORMAT, **self._identity(), "state": self.state_dict()}
+        return atomic_write(path, lambda tmp: torch.save(state, tmp))
 
     @classmethod
     def load(cls, path: str | Path) -> SuperCircuit:
@@ -264,13 +264,6 @@ def _prefix_slice(shared: torch.Tensor, shape: torch.Size, name: str) -> torch.T
     if tuple(shape) == tuple(shared.shape):
         return shared
     return shared[tuple(slice(0, s) for s in shape)]
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 # ====================================================================== training
@@ -439,23 +432,21 @@ def train_supercircuit(
         history.append({"epoch": epoch + 1, "loss": total / max(count, 1), "seconds": dt, "n_archs": len(archs_seen)})
         logger.info("supercircuit epoch %d/%d loss %.4f (%.1f s)", epoch + 1, cfg.epochs, history[-1]["loss"], dt)
         if checkpoint is not None:
-            _atomic_torch_save(
-                {
-                    # the SuperCircuit.save fields first, so SuperCircuit.load reads a training checkpoint too
-                    "format": _CHECKPOINT_FORMAT,
-                    **sc._identity(),
-                    "state": sc.state_dict(),
-                    "signature": signature,
-                    "optimizer": opt.state_dict(),
-                    "shuffle_gen": shuffle_gen.get_state(),
-                    "sampler": sampler.state(),
-                    "history": history,
-                    "epoch": epoch + 1,
-                    "steps": steps,
-                    "seconds": seconds,
-                },
-                Path(checkpoint),
-            )
+            state = {
+                # the SuperCircuit.save fields first, so SuperCircuit.load reads a training checkpoint too
+                "format": _CHECKPOINT_FORMAT,
+                **sc._identity(),
+                "state": sc.state_dict(),
+                "signature": signature,
+                "optimizer": opt.state_dict(),
+                "shuffle_gen": shuffle_gen.get_state(),
+                "sampler": sampler.state(),
+                "history": history,
+                "epoch": epoch + 1,
+                "steps": steps,
+                "seconds": seconds,
+            }
+            atomic_write(checkpoint, functools.partial(torch.save, state))
     sc.eval()
     return SuperTrainResult(
         epochs_run=max(0, cfg.epochs - start_epoch),
