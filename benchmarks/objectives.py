@@ -187,21 +187,6 @@ def print_part1(rows_by_run: dict[tuple[int, str], list[Timing]]) -> None:
         )
 
 
-def _figures(plan: CutPlan) -> tuple[Any, ...]:
-    """Everything a plan reports except how it was found (time, proof flags, wording)."""
-    return (
-        plan.feasible,
-        plan.n_subcircuits,
-        plan.n_cuts,
-        plan.gate_cuts,
-        plan.wire_cuts,
-        plan.sampling_overhead,
-        plan.n_subexperiments,
-        plan.subcircuit_widths,
-        plan.subcircuit_depths,
-    )
-
-
 def print_agreement(part1: dict[tuple[int, str], list[Timing]]) -> None:
     """Does a planner setting change verdicts or plans? (the reference is ``old``, the addon's full search)"""
     print("\n== Agreement with the old planner (same candidates) ==")
@@ -211,9 +196,9 @@ def print_agreement(part1: dict[tuple[int, str], list[Timing]]) -> None:
             if b != budget or name == "old":
                 continue
             verdict = sum(a.feasible == r.feasible for a, r in zip(rows, ref, strict=True))
-            same = sum(_figures(a.plan) == _figures(r.plan) for a, r in zip(rows, ref, strict=True))
+            same = sum(a.plan.figures() == r.plan.figures() for a, r in zip(rows, ref, strict=True))
             feas = [(a, r) for a, r in zip(rows, ref, strict=True) if r.feasible]
-            same_feas = sum(_figures(a.plan) == _figures(r.plan) for a, r in feas)
+            same_feas = sum(a.plan.figures() == r.plan.figures() for a, r in feas)
             t_old = sum(r.plan_s for r in ref)
             t_new = sum(r.plan_s for r in rows)
             print(
@@ -222,8 +207,8 @@ def print_agreement(part1: dict[tuple[int, str], list[Timing]]) -> None:
                 f"{t_old:.1f} s ({t_old / max(t_new, 1e-9):.1f}x)"
             )
             for a, r in zip(rows, ref, strict=True):
-                if _figures(a.plan) != _figures(r.plan):
-                    print(f"    differs: {r.arch}: old {_figures(r.plan)} / {name} {_figures(a.plan)}")
+                if a.plan.figures() != r.plan.figures():
+                    print(f"    differs: {r.arch}: old {r.plan.figures()} / {name} {a.plan.figures()}")
 
 
 def print_disk_cache(archs: Sequence[Architecture], budgets: Sequence[int], seed: int) -> None:

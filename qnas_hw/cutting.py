@@ -154,6 +154,24 @@ class CutPlan:
             values[name] = tuple(values[name])
         return cls(**values)
 
+    def figures(self) -> tuple[Any, ...]:
+        """Everything a plan reports except how it was found (time, proof flags, wording).
+
+        Two planners (the precheck vs the addon's full search, a disk cache vs a fresh plan) agree when
+        their figures are equal.
+        """
+        return (
+            self.feasible,
+            self.n_subcircuits,
+            self.n_cuts,
+            self.gate_cuts,
+            self.wire_cuts,
+            self.sampling_overhead,
+            self.n_subexperiments,
+            self.subcircuit_widths,
+            self.subcircuit_depths,
+        )
+
     def details(self) -> dict[str, Any]:
         """JSON-friendly figures for the study (huge counts as floats so JSON and SQLite can hold them)."""
         n_sub = json_count(self.n_subexperiments)

@@ -225,21 +225,6 @@ def test_runtime_cost_reads_the_plan_and_skips_infeasible_ones() -> None:
 
 
 # ---------------------------------------------------------------- lower bound and precheck (issue #4 item 6)
-def _figures(plan: cutting.CutPlan) -> tuple:
-    """Everything a plan reports except how it was found (time, proof flags, wording)."""
-    return (
-        plan.feasible,
-        plan.n_subcircuits,
-        plan.n_cuts,
-        plan.gate_cuts,
-        plan.wire_cuts,
-        plan.sampling_overhead,
-        plan.n_subexperiments,
-        plan.subcircuit_widths,
-        plan.subcircuit_depths,
-    )
-
-
 def _random_circuit(rng: np.random.Generator) -> tuple[QuantumCircuit, int]:
     n = int(rng.integers(3, 7))
     qc = QuantumCircuit(n)
@@ -327,7 +312,7 @@ def test_precheck_gives_the_full_searchs_plan(text: str, budget: int, max_gamma:
     full = CutPlanner(budget, max_gamma=max_gamma, precheck=False).plan(arch)
     assert not full.feasible and not checked.feasible
     assert checked.infeasible_proven and not full.infeasible_proven
-    assert _figures(checked) == _figures(full)
+    assert checked.figures() == full.figures()
     assert (
         "lower bound" in checked.reason
         and SubcircuitObjective(CutPlanner(budget, max_gamma=max_gamma)).evaluate(arch).details["infeasible_proven"]
@@ -353,7 +338,7 @@ def test_precheck_runs_only_the_greedy_pass_and_never_on_feasible_plans(monkeypa
 def test_precheck_leaves_feasible_plans_alone(case: tuple[str, int]) -> None:
     arch = Architecture.parse(case[0])
     a, b = CutPlanner(case[1]).plan(arch), CutPlanner(case[1], precheck=False).plan(arch)
-    assert a.feasible and not a.infeasible_proven and _figures(a) == _figures(b)
+    assert a.feasible and not a.infeasible_proven and a.figures() == b.figures()
 
 
 @pytest.mark.parametrize("embedding", ["angle-x", "angle-y", "angle-z", "iqp", "amplitude"])
@@ -376,7 +361,7 @@ def test_precheck_matches_the_full_search_on_8_qubit_candidates(text: str) -> No
     arch = Architecture.parse(text)
     checked, full = CutPlanner(4).plan(arch), CutPlanner(4, precheck=False).plan(arch)
     assert checked.infeasible_proven and not checked.feasible
-    assert _figures(checked) == _figures(full)
+    assert checked.figures() == full.figures()
 
 
 # ---------------------------------------------------------------- on-disk plan cache
