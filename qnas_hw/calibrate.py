@@ -17,7 +17,7 @@ import logging
 import os
 import platform
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -249,16 +249,7 @@ def run_calibration(
             for (p, w, s, _), pr in zip(measured, preds, strict=True)
         ],
     }
-    model = CostModel(
-        backend=model.backend,
-        timing_source=model.timing_source,
-        device=model.device,
-        wall=model.wall,
-        rep_delay_s=model.rep_delay_s,
-        fit=fit,
-        created=created,
-        provenance={**model.provenance, "calibration": provenance},
-    )
+    model = replace(model, fit=fit, created=created, provenance={**model.provenance, "calibration": provenance})
     path = model.save(out_path or calibration_path(backend.name))
     ms = [Measurement(p, s, float(pr), w, rec.summary()) for (p, w, s, rec), pr in zip(measured, preds, strict=True)]
     return CalibrationReport(backend.name, path, fit, model.timing_source, ms, model)
