@@ -13,22 +13,6 @@ from qnas_hw.study import Study
 
 runner = CliRunner()
 
-TINY = """
-seed = 5
-[space]
-qubits = [2, 3]
-layers = [1, 1]
-embeddings = ["angle-y", "iqp"]
-[supercircuit]
-epochs = 1
-[search]
-pop_size = 4
-generations = 2
-objectives = ["val_error", "subcircuits"]
-[hardware]
-qubit_budget = 2
-"""
-
 
 def _invoke(*args: str):
     return runner.invoke(app, list(args), catch_exceptions=False)
@@ -60,9 +44,9 @@ def test_missing_files_exit_1(tmp_path: Path) -> None:
     assert res.exit_code == 1 and "cannot parse architecture" in res.output
 
 
-def test_search_resume_report_train(tmp_path: Path) -> None:
+def test_search_resume_report_train(tmp_path: Path, tiny_search_toml: str) -> None:
     cfg = tmp_path / "tiny.toml"
-    cfg.write_text(TINY)
+    cfg.write_text(tiny_search_toml)
     run = tmp_path / "run"
     res = _invoke("search", "--config", str(cfg), "--out", str(run), "--no-progress", "--seed", "7")
     assert res.exit_code == 0, res.output

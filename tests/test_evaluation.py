@@ -36,14 +36,6 @@ class PoisonedSplit:
         raise AssertionError("the test split was read (getitem)")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def trained():
     splits = load_dataset("iris", seed=0)

@@ -23,22 +23,8 @@ from qnas_hw.study import Study
 
 runner = CliRunner()
 
-#: tests/test_cli.py's tiny search (Iris, 2-3 qubits, 4 x 2 candidates) plus a cheap hardware evaluation.
-TINY = """
-seed = 5
-[space]
-qubits = [2, 3]
-layers = [1, 1]
-embeddings = ["angle-y", "iqp"]
-[supercircuit]
-epochs = 1
-[search]
-pop_size = 4
-generations = 2
-objectives = ["val_error", "subcircuits"]
-[hardware]
-backend = "fake_kolkata"
-qubit_budget = 2
+#: Added to conftest's tiny search (Iris, 2-3 qubits, 4 x 2 candidates): a cheap hardware evaluation of the front.
+HW_EVAL_TOML = """
 [hw_eval]
 enabled = true
 shots = 64
@@ -69,12 +55,12 @@ def _stored(path: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def evaluated_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+def evaluated_run(tmp_path_factory: pytest.TempPathFactory, tiny_search_toml: str) -> tuple[Path, str]:
     """One search with ``hw_eval.enabled``: search, then the front measured on fake_kolkata, then the report."""
     tmp = tmp_path_factory.mktemp("hw")
     cfg = tmp / "tiny.toml"
-    cfg.write_text(TINY)
-    res = _invoke("search", "--config", str(cfg), "--out", str(tmp / "run"), "--no-progress")
+    cfg.write_text(tiny_search_toml + HW_EVAL_TOML)
+    res = _invoke("search", "--config", str(cfg), "--backend", BACKEND, "--out", str(tmp / "run"), "--no-progress")
     assert res.exit_code == 0, res.output
     return tmp / "run", res.output
 
@@ -159,11 +145,11 @@ def test_hw_eval_command_dry_run_then_new_batch_updates_the_report(evaluated_run
         assert float(rows[arch][f"hw_acc@{BACKEND}"]) == pytest.approx(per_backend[BACKEND]["accuracy"])
 
 
-def test_budget_refusal_after_search_exits_1_and_keeps_the_search(tmp_path: Path) -> None:
+def test_budget_refusal_after_search_exits_1_and_keeps_the_search(tmp_path: Path, tiny_search_toml: str) -> None:
     cfg = tmp_path / "tiny.toml"
-    cfg.write_text(TINY.replace("chunk_rows = 6\n", "chunk_rows = 6\nmax_shots = 10\n"))
+    cfg.write_text(tiny_search_toml + HW_EVAL_TOML + "max_shots = 10\n")  # the [hw_eval] table comes last
     run = tmp_path / "run"
-    res = _invoke("search", "--config", str(cfg), "--out", str(run), "--no-progress")
+    res = _invoke("search", "--config", str(cfg), "--backend", BACKEND, "--out", str(run), "--no-progress")
     assert res.exit_code == 1
     assert "max-shots" in res.output and "search itself is complete" in res.output and "Traceback" not in res.output
     assert "Pareto front" in res.output  # the front was printed and the report written before the refusal

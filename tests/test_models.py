@@ -12,8 +12,6 @@ from qnas_hw.models import HQNN, ModelError, build_frontend, to_angles
 from qnas_hw.simulator import QuantumLayer
 from qnas_hw.space import Architecture
 
-torch.set_num_threads(1)
-
 ARCH4 = Architecture.parse("angle-y|q4|l2|ry-rz|ring|z")
 
 

@@ -12,8 +12,6 @@ from qnas_hw.circuits import bind, build_circuit
 from qnas_hw.simulator import QuantumLayer, SimulatorPlan
 from qnas_hw.space import EMBEDDINGS, ENTANGLERS, ROTATIONS, Architecture, SpaceError
 
-torch.set_num_threads(1)
-
 COMBOS = list(itertools.product(EMBEDDINGS, ROTATIONS, ENTANGLERS))
 
 

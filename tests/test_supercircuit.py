@@ -25,14 +25,6 @@ ARCHS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def iris() -> DatasetSplits:
     return load_dataset("iris", seed=0)

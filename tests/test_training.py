@@ -13,8 +13,6 @@ from qnas_hw.models import HQNN
 from qnas_hw.space import Architecture
 from qnas_hw.training import TrainConfig, TrainingError, evaluate_accuracy, train_model
 
-torch.set_num_threads(1)
-
 ARCH = Architecture.parse("angle-y|q4|l2|ry|linear|z")
 FAST = TrainConfig(epochs=30, batch_size=16, lr=0.05, patience=10)
 

@@ -1,0 +1,40 @@
+"""Shared test set-up: one torch thread for the whole session, and the tiny CLI search config."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+#: A search small enough for CLI tests: Iris, 2-3 qubits, 4 candidates x 2 generations, qubit budget 2.
+TINY_SEARCH_TOML = """
+seed = 5
+[space]
+qubits = [2, 3]
+layers = [1, 1]
+embeddings = ["angle-y", "iqp"]
+[supercircuit]
+epochs = 1
+[search]
+pop_size = 4
+generations = 2
+objectives = ["val_error", "subcircuits"]
+[hardware]
+qubit_budget = 2
+"""
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread() -> Iterator[None]:
+    """The tests share a 2-core box with other jobs: one thread avoids oversubscription (and keeps the last
+    digits of every result independent of the machine's core count)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def tiny_search_toml() -> str:
+    return TINY_SEARCH_TOML
