@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from scipy import stats
 
+from qnas_hw.config import DEFAULT_LR
 from qnas_hw.space import Architecture, SearchSpace
 
 # Per-dataset defaults: the front-end family and a space small enough to simulate quickly.
@@ -41,7 +42,7 @@ DEFAULTS: dict[str, dict] = {
         "limit_val": None,
     },
     "mnist": {
-        "lr": 3e-3,
+        "lr": None,  # the config default for the front-end (qnas_hw.config.DEFAULT_LR)
         "frontend": "cnn",
         "qubits": (2, 8),
         "layers": (1, 2),
@@ -51,7 +52,7 @@ DEFAULTS: dict[str, dict] = {
         "limit_val": 1000,
     },
     "fashion-mnist": {
-        "lr": 3e-3,
+        "lr": None,  # the config default for the front-end (qnas_hw.config.DEFAULT_LR)
         "frontend": "cnn",
         "qubits": (2, 5),
         "layers": (1, 2),
@@ -152,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     sc_epochs = args.sc_epochs if args.sc_epochs is not None else d["sc_epochs"]
     limit_train = args.limit_train if args.limit_train is not None else d["limit_train"]
     limit_val = args.limit_val if args.limit_val is not None else d["limit_val"]
-    args.lr = args.lr or d["lr"]
+    args.lr = args.lr or d["lr"] or DEFAULT_LR[frontend]
     ks = [int(k) for k in args.finetune.split(",")]
     samplings = [m.strip() for m in args.sampling.split(",")]
     space = SearchSpace(qubits=tuple(args.qubits or d["qubits"]), layers=tuple(args.layers or d["layers"]))
