@@ -43,7 +43,16 @@ logger = logging.getLogger("qnas_hw.cli")
 
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging (and tracebacks) on stderr.")]
 #: Libraries whose INFO logging would drown ours even with --verbose.
-_NOISY = ("qiskit", "stevedore", "qiskit_addon_cutting", "qiskit_aer", "qiskit_ibm_runtime", "braket", "matplotlib")
+_NOISY = (
+    "qiskit",
+    "stevedore",
+    "qiskit_addon_cutting",
+    "qiskit_aer",
+    "qiskit_ibm_runtime",
+    "braket",
+    "matplotlib",
+    "mthree",
+)
 
 
 def _setup_logging(verbose: bool) -> None:

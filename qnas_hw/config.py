@@ -28,6 +28,20 @@ FRONTENDS: tuple[str, ...] = ("identity", "linear", "mlp", "cnn")
 DEFAULT_LR: dict[str, float] = {"identity": 5e-2, "linear": 5e-2, "mlp": 5e-2, "cnn": 3e-3}
 #: Objectives the search knows how to build, in the order they are reported.
 KNOWN_OBJECTIVES: tuple[str, ...] = ("val_error", "runtime_s", "subcircuits")
+#: How ``val_error`` is measured: exact simulator, the target's noise model offline, or the target itself.
+ACCURACY_MODES: tuple[str, ...] = ("ideal", "noisy", "device")
+#: Local simulators without a device's error data: ``noisy`` cannot be their default.
+_NOISELESS_BACKENDS = frozenset({"aer_ideal", "braket_local_sv", "braket_local_dm"})
+
+
+def default_accuracy(backend: str) -> str:
+    """``noisy`` for any backend that describes a device's errors (snapshots, devices, aer_noisy), else ``ideal``.
+
+    Decided from the name so that resolving a config never contacts a cloud:
+    IBM devices and Braket QPUs publish their errors (``braket_local_dm``
+    simulates a snapshot's noise but has no device ``Target`` to place on).
+    """
+    return "ideal" if backend in _NOISELESS_BACKENDS else "noisy"
 
 
 class ConfigError(ValueError):
@@ -170,14 +184,92 @@ class ConstraintsConfig(_Section):
         return v
 
 
+class DeviceJobsConfig(_Section):
+    """``accuracy = "device"``: how each generation's jobs are submitted, and the spending guard.
+
+    The guard prices each generation's jobs with the calibrated cost model
+    and refuses, before anything is submitted, when they exceed what is
+    left of the budget; ``max_cost_usd = 0`` (the default) refuses any
+    billed run.  Fake backends and local simulators bill nothing.
+    """
+
+    max_cost_usd: float | None = 0.0
+    max_qpu_seconds: float | None = None
+    max_shots: int | None = None
+    concurrency: int = 4
+    chunk_rows: int | None = None  # validation samples per job (None: one job per candidate)
+    max_attempts: int = 5
+    timeout_s: float | None = None  # per job; None: 600 s on local backends, a day on cloud QPUs
+
+    @field_validator("max_cost_usd", "max_qpu_seconds", "timeout_s")
+    @classmethod
+    def _non_negative(cls, v: float | None, info: Any) -> float | None:
+        if v is not None and v < 0:
+            raise ValueError(f"search.device {info.field_name}={v} must be >= 0 (or omitted for no limit)")
+        return v
+
+    @field_validator("max_shots", "chunk_rows")
+    @classmethod
+    def _optional_positive(cls, v: int | None, info: Any) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError(f"search.device {info.field_name}={v} must be >= 1, or omitted")
+        return v
+
+    @field_validator("concurrency", "max_attempts")
+    @classmethod
+    def _positive(cls, v: int, info: Any) -> int:
+        if v < 1:
+            raise ValueError(f"search.device {info.field_name}={v} must be >= 1")
+        return v
+
+
 class SearchConfig(_Section):
-    """NSGA-II settings.  ``generations`` counts the initial population as generation 0."""
+    """NSGA-II settings.  ``generations`` counts the initial population as generation 0.
+
+    ``accuracy`` decides what ``val_error`` measures: ``ideal`` (exact
+    statevector, infinite shots), ``noisy`` (the fine-tuned model's quantum
+    layer transpiled and placed for the target, run under its noise model
+    with ``shots`` shots on ``val_samples`` validation samples) or ``device``
+    (the same circuits submitted to the backend itself, see
+    :class:`DeviceJobsConfig`).  Left out, it resolves to ``noisy`` for a
+    backend with a noise model and ``ideal`` otherwise, and the resolved mode
+    is what the study stores.
+    """
 
     pop_size: int = 12
     generations: int = 5
     finetune_epochs: int = 1
     objectives: list[str] = Field(default_factory=lambda: list(KNOWN_OBJECTIVES))
     constraints: ConstraintsConfig = Field(default_factory=ConstraintsConfig)
+    accuracy: Literal["ideal", "noisy", "device"] | None = None
+    shots: int = 1024
+    val_samples: int | None = 512
+    readout_mitigation: bool = True
+    cut_shots: Literal["scaled", "fixed"] = "scaled"
+    #: a cut candidate with more subexperiment circuits than this is not scored under noise (left infeasible)
+    cut_max_experiments: int = 128
+    device: DeviceJobsConfig = Field(default_factory=DeviceJobsConfig)
+
+    @field_validator("shots")
+    @classmethod
+    def _shots(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError(f"search.shots={v} must be >= 1 (shots per validation sample, e.g. 1024)")
+        return v
+
+    @field_validator("cut_max_experiments")
+    @classmethod
+    def _cut_max(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError(f"search.cut_max_experiments={v} must be >= 1 (subexperiment circuits per sample)")
+        return v
+
+    @field_validator("val_samples")
+    @classmethod
+    def _val_samples(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError(f"search.val_samples={v} must be >= 1, or omitted to score every validation sample")
+        return v
 
     @field_validator("pop_size")
     @classmethod
@@ -220,6 +312,7 @@ class HardwareConfig(_Section):
     optimization_level: int = 1
     shots: int = 1024
     n_circuits: int = 32
+    layout: Literal["calibrated", "default"] = "calibrated"
 
     @field_validator("backend")
     @classmethod
@@ -345,6 +438,18 @@ class RunConfig(_Section):
             self.supercircuit.__pydantic_fields_set__.discard("lr")
         return self
 
+    @model_validator(mode="after")
+    def _default_accuracy(self) -> RunConfig:
+        """Resolve a left-out ``search.accuracy`` from the backend; it stays marked as unset (see with_overrides)."""
+        if self.search.accuracy is None:
+            self.search.accuracy = default_accuracy(self.hardware.backend)  # type: ignore[assignment]
+            self.search.__pydantic_fields_set__.discard("accuracy")
+        return self
+
+    def accuracy_is_default(self) -> bool:
+        """True when ``search.accuracy`` came from the backend rather than from the user."""
+        return "accuracy" not in self.search.model_fields_set
+
     def lr_is_default(self) -> bool:
         """True when ``supercircuit.lr`` came from :data:`DEFAULT_LR` rather than from the user."""
         return "lr" not in self.supercircuit.model_fields_set
@@ -360,6 +465,15 @@ class RunConfig(_Section):
             )
         if self.model.frontend == "cnn" and self.data.dataset == "iris":
             raise ValueError("model.frontend='cnn' needs image data; use 'linear' or 'mlp' for dataset 'iris'")
+        if self.search.accuracy == "noisy" and self.hardware.backend in _NOISELESS_BACKENDS:
+            from qnas_hw.backends.braket import snapshot_names  # lazy: the providers are heavy to import
+
+            braket = ", ".join(f"braket_{s}" for s in snapshot_names())
+            raise ValueError(
+                f"search.accuracy='noisy' needs the target's noise model, and backend {self.hardware.backend!r} has "
+                "none (no device error rates); use accuracy 'ideal', or a backend with one: any fake_* IBM snapshot "
+                f"(e.g. fake_kolkata, fake_quito), aer_noisy, {braket}, or a real ibm:<device> / braket:<ARN>"
+            )
         if self.space.layers[1] > MAX_LAYERS:  # pragma: no cover - SearchSpace already rejects it
             raise ValueError(f"space.layers upper bound must be <= {MAX_LAYERS}")
         return self
@@ -436,6 +550,8 @@ def with_overrides(config: RunConfig, **overrides: Any) -> RunConfig:
     data = config.model_dump(mode="json")
     if config.lr_is_default() and overrides.get("supercircuit.lr") is None:
         data["supercircuit"]["lr"] = None  # re-derive it: an overridden front-end changes the default
+    if config.accuracy_is_default() and overrides.get("search.accuracy") is None:
+        data["search"]["accuracy"] = None  # re-derive it: an overridden backend changes the default
     for dotted, value in overrides.items():
         if value is None:
             continue

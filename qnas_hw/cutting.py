@@ -135,10 +135,44 @@ class CutPlan:
     plan_seconds: float = 0.0
     reason: str = ""
     infeasible_proven: bool = False
+    #: distinct QPD term probabilities p_j = |c_j| / gamma with their multiplicities (feasible plans only)
+    term_probabilities: tuple[tuple[float, int], ...] = ()
+    #: circuits per QPD term: commuting observable groups summed over the subcircuits
+    experiments_per_term: int = 1
 
     @property
     def gamma(self) -> float:
         return math.sqrt(self.sampling_overhead)
+
+    @property
+    def is_cut(self) -> bool:
+        """True when the candidate runs as subexperiments rather than as itself."""
+        return self.n_subcircuits > 1 or self.n_cuts > 0
+
+    def shots_per_row(self, shots: int, policy: str = "scaled") -> float:
+        """Shots one input sample costs on the device when every subexperiment gets its allotment.
+
+        ``scaled`` (default) keeps the uncut circuit's precision: term ``j``
+        gets ``ceil(shots * gamma**2 * p_j)`` shots in each of its circuits
+        (``sum_j`` of that is about ``shots * gamma**2``); ``fixed`` spreads
+        ``shots`` over the terms (``round(shots * p_j)``).  An infeasible plan
+        is not enumerated: its figure is ``shots * overhead`` per circuit
+        group (may be inf).
+        """
+        if not self.is_cut:
+            return float(shots)
+        if not self.term_probabilities:
+            return float(shots) * float(self.sampling_overhead) * self.experiments_per_term
+        return float(
+            self.experiments_per_term
+            * sum(count * allot_shots(p, self.sampling_overhead, shots, policy) for p, count in self.term_probabilities)
+        )
+
+    def min_fixed_shots(self) -> int:
+        """Fewest ``fixed``-policy shots per sample that give every QPD term at least one shot."""
+        if not self.is_cut or not self.term_probabilities:
+            return 1
+        return math.ceil(1.0 / min(p for p, _ in self.term_probabilities) - 1e-9)
 
     def to_dict(self) -> dict[str, Any]:
         """Every field, exactly (for the on-disk cache; :meth:`details` is the study's view)."""
@@ -152,6 +186,7 @@ class CutPlan:
         values = dict(data)
         for name in ("subcircuit_widths", "subcircuit_depths"):
             values[name] = tuple(values[name])
+        values["term_probabilities"] = tuple((float(p), int(c)) for p, c in values["term_probabilities"])
         return cls(**values)
 
     def figures(self) -> tuple[Any, ...]:
@@ -190,6 +225,8 @@ class CutPlan:
             "plan_seconds": self.plan_seconds,
             "reason": self.reason,
             "infeasible_proven": self.infeasible_proven,
+            "experiments_per_term": self.experiments_per_term,
+            "qpd_terms": sum(c for _, c in self.term_probabilities) or None,
         }
 
 
@@ -273,7 +310,28 @@ def pack_components(circuit: QuantumCircuit, budget: int) -> list[int]:
 
 
 #: Bumped whenever this module changes what a plan contains or how it is computed (invalidates disk caches).
-PLAN_FORMAT = 1
+PLAN_FORMAT = 2
+#: How a cut candidate's shots are allotted to its QPD terms (see :meth:`CutPlan.shots_per_row`).
+SHOT_POLICIES: tuple[str, ...] = ("scaled", "fixed")
+
+
+def allot_shots(probability: float, overhead: float, shots: int, policy: str) -> int:
+    """Shots for each circuit of a QPD term of probability ``p`` (``|c_j| / gamma``)."""
+    if policy == "scaled":
+        return max(1, math.ceil(shots * overhead * probability - 1e-9))
+    if policy == "fixed":
+        return max(1, round(shots * probability))
+    raise CuttingError(f"cut shot policy {policy!r} is unknown; use one of {', '.join(SHOT_POLICIES)}")
+
+
+def _term_histogram(bases: list[QPDBasis]) -> tuple[tuple[float, int], ...]:
+    """Distinct term probabilities of the exact decomposition (12 significant digits) and their counts."""
+    hist: dict[float, int] = {}
+    for weight, _ in generate_qpd_weights(bases, num_samples=np.inf).values():
+        p = float(f"{float(weight):.12g}")
+        hist[p] = hist.get(p, 0) + 1
+    return tuple(sorted(hist.items(), reverse=True))
+
 
 #: Gamma of one LO wire cut in the addon's cut finder (``gamma_UB *= 4``; cutting both wires of a gate is 16).
 WIRE_CUT_GAMMA = 4.0
@@ -636,8 +694,11 @@ class CutPlanner:
         gamma = math.sqrt(overhead)
         feasible = gamma <= self.max_gamma * (1 + 1e-9)
         subobs = problem.subobservables or {}
+        groups = _groups(subobs)
+        histogram: tuple[tuple[float, int], ...] = ()
         if feasible:
             n_sub = count_subexperiments(problem.subcircuits, problem.bases, subobs, self.materialize)
+            histogram = _term_histogram(problem.bases)
             reason = ""
         else:
             n_sub = decomposition_size(problem.bases, subobs)
@@ -665,10 +726,235 @@ class CutPlanner:
             qubit_budget=self.qubit_budget,
             reason=reason,
             infeasible_proven=proven,
+            term_probabilities=histogram,
+            experiments_per_term=groups,
         )
 
     def cache_info(self) -> dict[str, int]:
         return {"hits": self.hits, "misses": self.misses, "disk_hits": self.disk_hits, "size": len(self._cache)}
+
+    def execution(self, arch: Architecture) -> CutExecution:
+        """The subexperiments that run a cut candidate, parameterised by its inputs and weights.
+
+        The cuts are the plan's own: ``find_cuts`` is called again on the same
+        representative circuit with the same seed (deterministic), and the
+        cut circuit is re-parameterised instruction by instruction, so the
+        subexperiments carry the candidate's ``x``/``w`` parameters and one
+        parameterised circuit serves every input sample.
+        """
+        plan = self.plan(arch)
+        if not plan.is_cut:
+            raise CuttingError(f"{arch.canonical()} fits the {self.qubit_budget}-qubit budget; it runs uncut")
+        if not plan.feasible:
+            raise CuttingError(f"{arch.canonical()} has no executable cut plan: {plan.reason}")
+        bound = representative_circuit(arch, self.seed)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "overflow encountered", RuntimeWarning)
+            cut_circuit, _ = find_cuts(
+                bound,
+                OptimizationParameters(seed=self.seed, max_gamma=self.max_gamma, max_backjumps=self.max_backjumps),
+                DeviceConstraints(qubits_per_subcircuit=self.qubit_budget),
+            )
+        template, sources = _reparameterise(cut_circuit, build_circuit(arch))
+        wired = cut_wires(template)
+        cut_ops = [
+            sources.get(str(inst.operation.label)) if isinstance(inst.operation, TwoQubitQPDGate) else None
+            for inst in wired.data
+            if isinstance(inst.operation, TwoQubitQPDGate)
+        ]
+        problem = partition_problem(
+            circuit=wired,
+            partition_labels=pack_components(wired, self.qubit_budget),
+            observables=expand_observables(observable_list(arch), template, wired),
+        )
+        execution = CutExecution.build(arch, plan, problem, cut_ops)
+        if execution.n_experiments != plan.n_subexperiments:
+            raise CuttingError(
+                f"{arch.canonical()}: the executed decomposition has {execution.n_experiments} subexperiments but "
+                f"the plan counted {plan.n_subexperiments}; the plan cache may be stale (clear cache_dir)"
+            )
+        return execution
+
+
+_CUT_LABEL = "qnas_cut_"
+
+
+def _reparameterise(cut: QuantumCircuit, original: QuantumCircuit) -> tuple[QuantumCircuit, dict[str, Any]]:
+    """``cut`` (find_cuts' output on a *bound* circuit) with every uncut instruction taken from ``original``.
+
+    ``find_cuts`` keeps the instruction order of its input, replacing cut
+    gates by ``TwoQubitQPDGate`` and inserting ``CutWire`` markers, so the
+    two lists align one to one.  Gate cuts keep the worst-case basis of the
+    bound circuit (every QPD term present) and are labelled, with the
+    parameterised gate they replace returned by label: a gate whose angle
+    depends on the input (IQP's ``RZZ(x_i x_j)``) has the same QPD circuits at
+    every angle, only its coefficients change (:meth:`CutExecution.coefficients`).
+    """
+    out = original.copy_empty_like()
+    sources: dict[str, Any] = {}
+    remaining = iter(original.data)
+    for inst in cut.data:
+        if inst.operation.name == "cut_wire":
+            out.append(inst)
+            continue
+        orig = next(remaining, None)
+        if orig is None or (
+            orig.operation.name != inst.operation.name and not isinstance(inst.operation, TwoQubitQPDGate)
+        ):
+            raise CuttingError(
+                f"cut circuit and {original.name} do not align at {inst.operation.name}; cannot re-parameterise"
+            )
+        if isinstance(inst.operation, TwoQubitQPDGate):
+            label = f"{_CUT_LABEL}{len(sources)}"
+            sources[label] = orig.operation
+            gate = TwoQubitQPDGate(inst.operation.basis, label=label)
+            out.append(gate, orig.qubits, orig.clbits)
+        else:
+            out.append(orig)
+    return out, sources
+
+
+@dataclass
+class CutExecution:
+    """A cut candidate as circuits to run and the rule that rebuilds ``<Z_q>`` from their counts.
+
+    ``experiments[label]`` are the addon's subexperiments of subcircuit
+    ``label`` (``generate_cutting_experiments`` with ``num_samples=inf``),
+    ordered term-major: experiment ``k`` belongs to QPD term ``k // groups``.
+    ``coefficients`` gives each term's coefficient per input sample (constant
+    for CNOT and wire cuts; per sample for a cut input-dependent gate), and
+    :meth:`reconstruct` calls ``reconstruct_expectation_values`` sample by sample.
+    """
+
+    arch: Architecture
+    plan: CutPlan
+    experiments: dict[Hashable, list[QuantumCircuit]]
+    subobservables: dict[Hashable, PauliList]
+    groups: dict[Hashable, int]
+    bases: list[QPDBasis]
+    term_map_ids: list[tuple[int, ...]]
+    cut_ops: list[Any]  # per basis: the parameterised gate a gate cut replaces, or None (wire cut / constant gate)
+    addon_coefficients: list[tuple[float, Any]]
+
+    @classmethod
+    def build(
+        cls, arch: Architecture, plan: CutPlan, problem: PartitionedCuttingProblem, cut_ops: list[Any]
+    ) -> CutExecution:
+        subobs = problem.subobservables or {}
+        experiments, coefficients = generate_cutting_experiments(
+            circuits=problem.subcircuits, observables=subobs, num_samples=np.inf
+        )
+        # the same term order generate_cutting_experiments uses (descending weight, stable)
+        weights = generate_qpd_weights(problem.bases, num_samples=np.inf)
+        ordered = sorted(weights.items(), key=lambda item: item[1][0], reverse=True)
+        groups = {label: len(ObservableCollection(obs).groups) for label, obs in subobs.items()}
+        ops = [
+            op if op is not None and any(isinstance(p, ParameterExpression) for p in op.params) else None
+            for op in cut_ops
+        ]
+        return cls(
+            arch=arch,
+            plan=plan,
+            experiments={k: list(v) for k, v in experiments.items()},
+            subobservables=dict(subobs),
+            groups=groups,
+            bases=list(problem.bases),
+            term_map_ids=[tuple(m) for m, _ in ordered],
+            cut_ops=ops,
+            addon_coefficients=list(coefficients),
+        )
+
+    @property
+    def labels(self) -> list[Hashable]:
+        return sorted(self.experiments, key=str)
+
+    @property
+    def n_terms(self) -> int:
+        return len(self.term_map_ids)
+
+    @property
+    def n_experiments(self) -> int:
+        return sum(len(v) for v in self.experiments.values())
+
+    def term_of(self, label: Hashable, k: int) -> int:
+        return k // self.groups[label]
+
+    def shots(self, label: Hashable, k: int, shots: int, policy: str = "scaled") -> int:
+        """Shots for experiment ``k`` of subcircuit ``label``: its term's allotment (see :func:`allot_shots`)."""
+        p = abs(float(self.addon_coefficients[self.term_of(label, k)][0])) / math.sqrt(self.plan.sampling_overhead)
+        return allot_shots(p, self.plan.sampling_overhead, shots, policy)
+
+    def coefficients(self, inputs: np.ndarray) -> np.ndarray:
+        """``(rows, n_terms)`` QPD coefficients: the product over cuts of each cut's coefficient for the term.
+
+        ``inputs`` are the circuit's ``x`` values per sample (angles, as
+        :func:`qnas_hw.circuits.circuit_inputs` gives them).  A gate cut of
+        an input-dependent gate (``RZZ(x_i x_j)``) gets the coefficients of its
+        own angle on each sample; every other cut uses its fixed basis.
+        """
+        rows = np.asarray(inputs, dtype=float).reshape(len(inputs), -1)
+        per_basis = []
+        for basis, op in zip(self.bases, self.cut_ops, strict=True):
+            if op is None:
+                per_basis.append(np.broadcast_to(np.asarray(basis.coeffs, dtype=float), (len(rows), len(basis.coeffs))))
+                continue
+            coeffs = np.empty((len(rows), len(basis.coeffs)))
+            for r, x in enumerate(rows):
+                bound = op.to_mutable()
+                bound.params = [_bind_inputs(p, x) for p in op.params]
+                sample_basis = QPDBasis.from_instruction(bound)
+                if [tuple(m) for m in sample_basis.maps] != [tuple(m) for m in basis.maps]:
+                    raise CuttingError(f"the QPD circuits of {op.name} depend on its angle; cannot share them")
+                coeffs[r] = sample_basis.coeffs
+            per_basis.append(coeffs)
+        out = np.ones((len(rows), self.n_terms))
+        for t, map_ids in enumerate(self.term_map_ids):
+            for b, m in enumerate(map_ids):
+                out[:, t] *= per_basis[b][:, m]
+        return out
+
+    def reconstruct(self, dists: dict[Hashable, list[list[dict[int, float]]]], coefficients: np.ndarray) -> np.ndarray:
+        """``<Z_q>`` per sample from each experiment's outcome distribution, via the addon's reconstruction.
+
+        ``dists[label][k][row]`` maps an outcome (the integer of the
+        experiment's classical bits, qiskit order: ``observable_measurements``
+        in the low bits, ``qpd_measurements`` above) to its probability;
+        quasi-probabilities from readout mitigation are accepted.  They are
+        handed to ``reconstruct_expectation_values`` as ``SamplerResult``
+        quasi-distributions, the addon's per-outcome path (its bit-array path
+        loops over every shot: 2.6 us a shot, minutes per candidate here).
+        """
+        from qiskit.primitives import SamplerResult
+        from qiskit.result import QuasiDistribution
+        from qiskit_addon_cutting import reconstruct_expectation_values
+        from qiskit_addon_cutting.qpd import WeightType
+
+        n_rows = coefficients.shape[0]
+        out = np.empty((n_rows, len(observable_list(self.arch))))
+        for r in range(n_rows):
+            results = {
+                label: SamplerResult(
+                    quasi_dists=[QuasiDistribution(rows[r]) for rows in dists[label]],
+                    metadata=[{} for _ in dists[label]],
+                )
+                for label in self.experiments
+            }
+            coeffs = [(float(c), WeightType.EXACT) for c in coefficients[r]]
+            out[r] = reconstruct_expectation_values(results, coeffs, self.subobservables)
+        return out
+
+
+def _bind_inputs(param: Any, x: np.ndarray) -> Any:
+    if not isinstance(param, ParameterExpression):
+        return param
+    values = {}
+    for p in param.parameters:
+        if p.vector.name != INPUT_NAME:
+            raise CuttingError(
+                f"cut gate angle {param} depends on a weight; only input-dependent cut gates are handled"
+            )
+        values[p] = float(x[p.index])
+    return float(param.bind(values).numeric())
 
 
 def _with_time(plan: CutPlan, seconds: float) -> CutPlan:

@@ -276,6 +276,16 @@ def _stratified_subset(idx: np.ndarray, labels: np.ndarray, size: int | None, se
     return np.sort(kept)
 
 
+def stratified_subset(labels: np.ndarray, size: int | None, seed: int) -> np.ndarray:
+    """Indices of a seeded, class-stratified subset of ``size`` samples (all, in order, when size >= len).
+
+    Validation splits can be ordered by class (Iris): the first N samples
+    would score a model on one or two classes only.
+    """
+    labels = np.asarray(labels).reshape(-1)
+    return _stratified_subset(np.arange(len(labels)), labels, size, seed)
+
+
 def _carve(
     labels: np.ndarray,
     val_fraction: float,

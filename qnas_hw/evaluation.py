@@ -15,6 +15,14 @@ fine-tune's shuffling is driven by a ``torch.Generator`` seeded from
 
 The fine-tuned weights are kept (``weights_dir/<arch.key()>.pt``) because
 retraining and hardware evaluation start from them (:func:`load_candidate`).
+
+Accuracy modes.  Without a ``scorer`` the objective is the exact
+(statevector, infinite-shot) validation error: ``accuracy = "ideal"``.  With
+a :class:`~qnas_hw.scoring.NoisyScorer` or :class:`~qnas_hw.scoring.DeviceScorer`
+the fine-tuned model is scored on a stratified subset of ``val_samples``
+validation samples with its quantum layer run as the target runs it
+(``noisy`` / ``device``); the exact accuracy on the whole validation split
+and on that subset are kept in the details, so the noise gap is visible.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import torch
 from torch import nn
 
 from qnas_hw.atomic_write import atomic_write
+from qnas_hw.data import stratified_subset
 from qnas_hw.models import HQNN
 from qnas_hw.objectives import Objective, ObjectiveResult
 from qnas_hw.space import Architecture
@@ -85,6 +94,8 @@ class ValidationErrorObjective(Objective):
         batch_size: int = 64,
         seed: int = 0,
         weights_dir: Path | None = None,
+        scorer: Any | None = None,
+        val_samples: int | None = None,
     ) -> None:
         if finetune_epochs < 0:
             raise ValueError(f"finetune_epochs must be >= 0, got {finetune_epochs}")
@@ -101,17 +112,37 @@ class ValidationErrorObjective(Objective):
         self.batch_size = int(batch_size)
         self.seed = int(seed)
         self.weights_dir = None if weights_dir is None else Path(weights_dir)
+        self.scorer = scorer
+        self.val_samples = val_samples
         self._fingerprint = supercircuit.fingerprint()
         # Only train and val enter the key: the test split is never read by this objective.
         self._data_key = _tensor_hash(*splits.train.tensors, *splits.val.tensors)
+        _X_val, y_val = splits.val.tensors
+        self._subset = stratified_subset(y_val.numpy(), val_samples, seed) if scorer is not None else None
+
+    @property
+    def mode(self) -> str:
+        return "ideal" if self.scorer is None else str(self.scorer.mode)
 
     def settings_key(self) -> str:
-        return (
+        key = (
             f"sc={self._fingerprint}|data={self.splits.name}:{self._data_key}|ft={self.finetune_epochs}"
             f"|lr={self.lr:g}|bs={self.batch_size}|seed={self.seed}"
         )
+        if self.scorer is not None:  # ideal keeps the key it always had: its studies stay resumable
+            key += f"|acc={self.scorer.settings_key()}|val_samples={self.val_samples}"
+        return key
 
-    def evaluate(self, arch: Architecture) -> ObjectiveResult:
+    def scored_split(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The validation samples the noisy/device score uses (a stratified subset; never the test split)."""
+        X_val, y_val = self.splits.val.tensors
+        if self._subset is None:
+            return X_val, y_val
+        idx = torch.as_tensor(self._subset)
+        return X_val[idx], y_val[idx]
+
+    def _trained(self, arch: Architecture) -> tuple[HQNN, dict[str, Any], dict[str, Any]]:
+        """The fine-tuned model, its exact-simulation figures and its timings (weights saved)."""
         if self.supercircuit.fingerprint() != self._fingerprint:
             raise RuntimeError(
                 "the SuperCircuit's weights changed after this objective was created, so cached values would be "
@@ -129,15 +160,76 @@ class ValidationErrorObjective(Objective):
         if self.weights_dir is not None:
             _save_weights(model, self.weights_dir / f"{arch.key()}.pt")
         n_params = sum(p.numel() for p in model.parameters())
-        return ObjectiveResult(
-            value=1.0 - val_acc,
-            details={
-                "val_acc": val_acc,
-                "finetune_seconds": finetune_seconds,
-                "finetune_loss": loss,
-                "n_params": int(n_params),
-            },
-        )
+        details: dict[str, Any] = {"val_acc": val_acc, "finetune_loss": loss, "n_params": int(n_params)}
+        timings: dict[str, Any] = {"finetune_seconds": finetune_seconds}
+        if self.scorer is not None:
+            details["ideal_val_acc"] = val_acc
+            X, y = self.scored_split()
+            with torch.no_grad():
+                details["ideal_subset_acc"] = float((model(X).argmax(dim=-1) == y).float().mean())
+        return model, details, timings
+
+    def _result(
+        self, acc: float, details: dict[str, Any], timings: dict[str, Any], hw: dict[str, Any]
+    ) -> ObjectiveResult:
+        hw = dict(hw)
+        timings = {**timings, **hw.pop("_timings", {})}
+        details = {**details, "val_acc": acc, "accuracy": hw}
+        return ObjectiveResult(value=1.0 - acc, details=details, timings=timings)
+
+    def _skipped(self, arch: Architecture, details: dict[str, Any], timings: dict[str, Any]) -> ObjectiveResult | None:
+        """A candidate whose cut plan cannot run is stored without an accuracy: NaN, never on a front."""
+        reason = self.scorer.builder.unrunnable(arch)
+        if reason is None:
+            return None
+        logger.info("%s not scored under %s: %s", arch.canonical(), self.mode, reason)
+        details = {**details, "val_acc": math.nan, "accuracy": {"accuracy_mode": self.mode, "skipped": reason}}
+        return ObjectiveResult(value=math.nan, details=details, timings=timings)
+
+    def evaluate(self, arch: Architecture) -> ObjectiveResult:
+        if self.mode == "device":
+            result = self.evaluate_batch([arch])[0]
+            if isinstance(result, Exception):
+                raise result
+            return result
+        model, details, timings = self._trained(arch)
+        if self.scorer is None:
+            return ObjectiveResult(value=1.0 - details["val_acc"], details=details, timings=timings)
+        skipped = self._skipped(arch, details, timings)
+        if skipped is not None:
+            return skipped
+        X, y = self.scored_split()
+        acc, hw = self.scorer.score(arch, model, X, y)
+        return self._result(acc, details, timings, hw)
+
+    def evaluate_batch(self, archs: Any) -> list[ObjectiveResult | Exception]:
+        """``device`` mode: fine-tune every candidate, then run all their jobs at once (see the scorer)."""
+        if self.mode != "device":
+            return super().evaluate_batch(archs)
+        X, y = self.scored_split()
+        out: dict[str, ObjectiveResult | Exception] = {}
+        prepared, trained = [], {}
+        for arch in archs:
+            try:
+                model, details, timings = self._trained(arch)
+                skipped = self._skipped(arch, details, timings)
+                if skipped is not None:
+                    out[arch.key()] = skipped
+                    continue
+                prepared.append(self.scorer.prepare(arch, model, X, y))
+                trained[arch.key()] = (details, timings)
+            except Exception as exc:  # this candidate's own failure (e.g. a circuit that cannot be built)
+                out[arch.key()] = exc
+        outcomes = self.scorer.run(prepared) if prepared else {}  # raises: budget, provider (not the candidate's)
+        mitigators: dict[Any, Any] = {}
+        for p in prepared:
+            details, timings = trained[p.arch.key()]
+            try:
+                acc, hw = self.scorer.finish(p, outcomes, mitigators)
+                out[p.arch.key()] = self._result(acc, details, timings, hw)
+            except Exception as exc:
+                out[p.arch.key()] = exc
+        return [out[a.key()] for a in archs]
 
 
 def _save_weights(model: nn.Module, path: Path) -> None:

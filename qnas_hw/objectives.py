@@ -11,6 +11,7 @@ can store them and constraints can read them.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,8 +20,11 @@ from qnas_hw.space import Architecture
 
 @dataclass(frozen=True)
 class ObjectiveResult:
+    """A value, the figures behind it, and run-dependent timings (stored apart: they differ between runs)."""
+
     value: float
     details: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, Any] = field(default_factory=dict)
 
 
 class Objective(ABC):
@@ -39,3 +43,20 @@ class Objective(ABC):
 
     @abstractmethod
     def evaluate(self, arch: Architecture) -> ObjectiveResult: ...
+
+    def evaluate_batch(self, archs: Sequence[Architecture]) -> list[ObjectiveResult | Exception]:
+        """Every architecture of a generation at once; per-candidate failures come back as exceptions.
+
+        An exception *raised* here is not a candidate's failure (a spending
+        limit, a provider that stopped answering): it stops the search, and
+        a resume continues from what the study and the job ledger hold.
+        Objectives that gain from batching (device jobs in flight together)
+        override this; the default evaluates one by one.
+        """
+        out: list[ObjectiveResult | Exception] = []
+        for arch in archs:
+            try:
+                out.append(self.evaluate(arch))
+            except Exception as exc:  # the candidate's own failure, recorded with it
+                out.append(exc)
+        return out

@@ -54,7 +54,7 @@ from pymoo.operators.sampling.rnd import IntegerRandomSampling
 from pymoo.problems.static import StaticProblem
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
-from qnas_hw.config import RunConfig, config_from_dict
+from qnas_hw.config import RunConfig, config_from_dict, with_overrides
 from qnas_hw.objectives import Objective
 from qnas_hw.space import GENES, Architecture, SearchSpace
 from qnas_hw.study import CandidateRecord, GenerationRecord, Study, StudyError, now_iso
@@ -107,6 +107,7 @@ def build_objectives(
     *,
     backend: Any | None = None,
     planner: Any | None = None,
+    transpiler: Any | None = None,
 ) -> list[Objective]:
     """The configured objectives, in ``config.search.objectives`` order.
 
@@ -121,7 +122,6 @@ def build_objectives(
     from qnas_hw.backends import get_backend
     from qnas_hw.cost import CostModel, RuntimeCostObjective
     from qnas_hw.cutting import SubcircuitObjective
-    from qnas_hw.transpilation import Transpiler
 
     hw = config.hardware
     names = list(config.search.objectives)
@@ -137,15 +137,15 @@ def build_objectives(
                 raise SearchError("objective 'val_error' needs the accuracy evaluator (ValidationErrorObjective)")
             out.append(evaluator)
         elif name == "runtime_s":
-            transpiler = Transpiler(backend, optimization_level=hw.optimization_level, seed=config.seed)
             out.append(
                 RuntimeCostObjective(
                     backend,
-                    transpiler,
+                    transpiler if transpiler is not None else make_transpiler(config, backend),
                     CostModel.for_backend(backend),
                     cut_planner=planner,
                     shots=hw.shots,
                     n_circuits=hw.n_circuits,
+                    cut_shots=config.search.cut_shots,
                 )
             )
         elif name == "subcircuits":
@@ -153,6 +153,51 @@ def build_objectives(
         else:  # pragma: no cover - the config validator rejects unknown names
             raise SearchError(f"unknown objective {name!r}")
     return out
+
+
+def make_transpiler(config: RunConfig, backend: Any) -> Any:
+    """The one transpiler of a search: the runtime objective and the noisy/device runs share its placements."""
+    from qnas_hw.transpilation import Transpiler
+
+    hw = config.hardware
+    return Transpiler(backend, optimization_level=hw.optimization_level, seed=config.seed, layout=hw.layout)
+
+
+def make_scorer(config: RunConfig, backend: Any, transpiler: Any, planner: Any, ledger: Any | None = None) -> Any:
+    """The accuracy scorer of ``search.accuracy`` (None for ``ideal``): see :mod:`qnas_hw.scoring`."""
+    from qnas_hw.execution import ProgramBuilder
+    from qnas_hw.scoring import DeviceScorer, DeviceSettings, NoisyScorer
+
+    s = config.search
+    if s.accuracy == "ideal":
+        return None
+    builder = ProgramBuilder(
+        backend, transpiler, planner, s.shots, s.cut_shots, max_cut_experiments=s.cut_max_experiments
+    )
+    if s.accuracy == "noisy":
+        from qnas_hw.noise import NoisySimulator
+
+        return NoisyScorer(builder, NoisySimulator(backend), mitigation=s.readout_mitigation, seed=config.seed)
+    from qnas_hw.jobs import Budget, RetryPolicy
+
+    d = s.device
+    if ledger is None:
+        raise SearchError("accuracy='device' records every job in the study's ledger; pass the study's JobLedger")
+    settings = DeviceSettings(
+        seed=config.seed,
+        concurrency=d.concurrency,
+        chunk_rows=d.chunk_rows,
+        mitigation=s.readout_mitigation,
+        policy=RetryPolicy.for_backend(backend, max_attempts=d.max_attempts, timeout_s=d.timeout_s),
+        budget=Budget(d.max_cost_usd, d.max_qpu_seconds, d.max_shots),
+        batch=device_batch(config, backend),
+    )
+    return DeviceScorer(builder, backend, ledger, settings)
+
+
+def device_batch(config: RunConfig, backend: Any) -> str:
+    """Ledger batch of a search's device jobs: its spending is summed per batch."""
+    return f"search|{backend.name}|seed={config.seed}"
 
 
 def make_planner(config: RunConfig, backend: Any) -> Any:
@@ -242,33 +287,95 @@ class CandidateEvaluator:
         self._names = [o.name for o in self.objectives]
 
     def evaluate(self, arch: Architecture, generation: int) -> tuple[CandidateRecord, list[float]]:
-        """The stored record (evaluating and committing it first when missing) and its constraint values."""
-        stored = self.study.get_candidate(arch, self.settings_key)
-        retry = stored is not None and "error" in stored.details and arch.key() not in self._tried
-        self._tried.add(arch.key())
-        if stored is not None and not retry:
-            self.reused += 1
-            return stored, self._g(arch, stored.details)
-        if retry:
-            logger.info("retrying %s, which failed in an earlier run: %s", arch.canonical(), stored.details["error"])
-            self.retried += 1
-        objectives: dict[str, float] = {}
-        details: dict[str, Any] = {}
-        timings: dict[str, float] = {}
-        error: str | None = None
+        """The stored record of one architecture (evaluating and committing it first when missing)."""
+        return self.evaluate_many([arch], generation)[0]
+
+    def evaluate_many(
+        self, archs: Sequence[Architecture], generation: int
+    ) -> list[tuple[CandidateRecord, list[float]]]:
+        """Stored records of ``archs`` (in order), evaluating every missing one as one batch per objective.
+
+        A batch lets ``accuracy = "device"`` keep a whole generation's jobs in
+        flight together.  Each finished candidate is committed on its own, so
+        a crash loses at most the batch in progress (whose paid jobs stay in
+        the ledger and are reused on resume).  An exception raised by an
+        objective's batch (not a candidate's own failure) stops the search.
+        """
+        todo: list[Architecture] = []
+        retries: dict[str, CandidateRecord] = {}
+        for arch in archs:
+            if arch.key() in {a.key() for a in todo}:
+                continue
+            stored = self.study.get_candidate(arch, self.settings_key)
+            retry = stored is not None and "error" in stored.details and arch.key() not in self._tried
+            if stored is not None and not retry:
+                continue
+            if retry:
+                assert stored is not None
+                logger.info(
+                    "retrying %s, which failed in an earlier run: %s", arch.canonical(), stored.details["error"]
+                )
+                self.retried += 1
+                retries[arch.key()] = stored
+            self._tried.add(arch.key())
+            todo.append(arch)
+        if todo:
+            self._evaluate_batch(todo, generation, retries)
+        out = []
+        fresh = {a.key() for a in todo}
+        for arch in archs:
+            record = self.study.get_candidate(arch, self.settings_key)
+            assert record is not None  # stored before, or just committed
+            if arch.key() not in fresh:
+                self.reused += 1
+            else:
+                fresh.discard(arch.key())  # a duplicate later in the list counts as reused
+            out.append((record, self._g(arch, record.details)))
+        return out
+
+    def _evaluate_batch(self, archs: list[Architecture], generation: int, retries: dict[str, CandidateRecord]) -> None:
+        objectives: dict[str, dict[str, float]] = {a.key(): {} for a in archs}
+        details: dict[str, dict[str, Any]] = {a.key(): {} for a in archs}
+        timings: dict[str, dict[str, Any]] = {a.key(): {} for a in archs}
+        errors: dict[str, str] = {}
         for obj in self.objectives:
             t0 = time.perf_counter()
-            try:
-                result = obj.evaluate(arch)
-            except Exception as exc:  # recorded as a failed, infeasible candidate; the search goes on
-                logger.exception("objective %s failed on %s", obj.name, arch.canonical())
-                error = f"{obj.name}: {type(exc).__name__}: {exc}"
-                objectives[obj.name] = math.nan
-                details[obj.name] = {"error": error}
-            else:
-                objectives[obj.name] = float(result.value)
-                details[obj.name] = dict(result.details)
-            timings[obj.name] = time.perf_counter() - t0
+            results = obj.evaluate_batch(archs)  # raises only for what is not the candidates' fault
+            elapsed = (time.perf_counter() - t0) / max(1, len(archs))
+            for arch, result in zip(archs, results, strict=True):
+                k = arch.key()
+                timings[k][obj.name] = elapsed
+                if isinstance(result, Exception):
+                    logger.error("objective %s failed on %s: %s", obj.name, arch.canonical(), result, exc_info=result)
+                    errors.setdefault(k, f"{obj.name}: {type(result).__name__}: {result}")
+                    objectives[k][obj.name] = math.nan
+                    details[k][obj.name] = {"error": f"{type(result).__name__}: {result}"}
+                    continue
+                objectives[k][obj.name] = float(result.value)
+                details[k][obj.name] = dict(result.details)
+                if result.timings:
+                    timings[k][f"{obj.name}_parts"] = dict(result.timings)
+        for arch in archs:
+            self._commit(
+                arch,
+                generation,
+                objectives[arch.key()],
+                details[arch.key()],
+                timings[arch.key()],
+                errors.get(arch.key()),
+                retries.get(arch.key()),
+            )
+
+    def _commit(
+        self,
+        arch: Architecture,
+        generation: int,
+        objectives: dict[str, float],
+        details: dict[str, Any],
+        timings: dict[str, Any],
+        error: str | None,
+        previous: CandidateRecord | None,
+    ) -> None:
         if error is None and self.planner is not None and "subcircuits" not in details:
             # constraints read the cut plan even when subcircuits is not an objective
             details["cut_plan"] = self.planner.plan(arch).details()
@@ -278,16 +385,13 @@ class CandidateEvaluator:
         if error is not None:
             details["error"] = error
             self.failed += 1
-        if retry:
-            details["previous_error"] = stored.details["error"]
-            generation = stored.generation  # the candidate still belongs to the generation that first asked for it
+        if previous is not None:
+            details["previous_error"] = previous.details["error"]
+            generation = previous.generation  # the candidate still belongs to the generation that first asked for it
         self.study.add_candidate(
-            arch, self.settings_key, objectives, details, timings, generation, feasible, replace=retry
+            arch, self.settings_key, objectives, details, timings, generation, feasible, replace=previous is not None
         )
         self.evaluated += 1
-        record = self.study.get_candidate(arch, self.settings_key)
-        assert record is not None  # just committed
-        return record, g
 
     def _g(self, arch: Architecture, details: dict[str, Any]) -> list[float]:
         return self.constraints.values(arch, _facts(details, details.get("error")))
@@ -337,22 +441,21 @@ class SearchRun:
     problem: ArchitectureProblem
     next_generation: int
     progress: bool = False
+    ledger: Any | None = None  # the study's job ledger (accuracy = "device")
 
     @property
     def names(self) -> list[str]:
         return [o.name for o in self.evaluator.objectives]
 
 
-def _build_accuracy_objective(config: RunConfig, out_dir: Path, progress: bool) -> Objective:
+def _build_accuracy_objective(
+    config: RunConfig, out_dir: Path, progress: bool, scorer: Any | None = None, splits: Any | None = None
+) -> Objective:
     """Load data, train (or resume / load) the SuperCircuit once, and wrap it as ``val_error``."""
-    from qnas_hw.data import load_dataset
     from qnas_hw.evaluation import ValidationErrorObjective
     from qnas_hw.supercircuit import SuperCircuit, SuperTrainConfig, train_supercircuit
 
-    d = config.data
-    splits = load_dataset(
-        d.dataset, d.data_dir, val_fraction=d.val_fraction, seed=config.seed, limit_train=d.limit_train
-    )
+    splits = splits if splits is not None else load_splits(config)
     sc = SuperCircuit(
         config.search_space(),
         tuple(splits.input_shape),
@@ -385,13 +488,240 @@ def _build_accuracy_objective(config: RunConfig, out_dir: Path, progress: bool) 
         batch_size=s.batch_size,
         seed=config.seed,
         weights_dir=out_dir / WEIGHTS_DIR,
+        scorer=scorer,
+        val_samples=config.search.val_samples,
     )
 
 
+def load_splits(config: RunConfig) -> Any:
+    from qnas_hw.data import load_dataset
+
+    d = config.data
+    return load_dataset(d.dataset, d.data_dir, val_fraction=d.val_fraction, seed=config.seed, limit_train=d.limit_train)
+
+
+# ------------------------------------------------------------ hardware set-up
+@dataclass
+class Hardware:
+    """The target and everything derived from it that the objectives share (one transpiler, one planner)."""
+
+    backend: Any
+    transpiler: Any
+    planner: Any
+
+
+def needs_backend(config: RunConfig) -> bool:
+    names = config.search.objectives
+    return any(n in names for n in ("runtime_s", "subcircuits")) or (
+        "val_error" in names and config.search.accuracy != "ideal"
+    )
+
+
+def make_hardware(config: RunConfig, backend: Any | None = None) -> Hardware | None:
+    """Backend, transpiler and cut planner of the config (None when no objective needs a device)."""
+    if backend is None and not needs_backend(config):
+        return None
+    if backend is None:
+        from qnas_hw.backends import get_backend
+
+        backend = get_backend(config.hardware.backend)
+    return Hardware(backend, make_transpiler(config, backend), make_planner(config, backend))
+
+
+def check_before_training(config: RunConfig, hw: Hardware | None) -> None:
+    """Every refusal that needs no trained model, raised before the SuperCircuit trains (minutes saved).
+
+    The space must fit the device; ``noisy`` needs the target's noise model;
+    ``fixed`` cut shots must reach every QPD term of a plan the constraints
+    admit; a paid ``device`` search must have a budget for its first
+    generation (the message gives the predicted cost).
+    """
+    space = config.search_space()
+    if hw is None:
+        return
+    backend = hw.backend
+    if space.qubits[1] > backend.num_qubits:
+        raise SearchError(
+            f"space.qubits upper bound {space.qubits[1]} exceeds {backend.name}'s {backend.num_qubits} qubits; "
+            f"lower space.qubits to at most {backend.num_qubits}"
+        )
+    s = config.search
+    if "val_error" not in s.objectives or s.accuracy == "ideal":
+        return
+    if s.accuracy == "noisy":
+        from qnas_hw.noise import require_noise_model
+
+        require_noise_model(backend)
+    if s.cut_shots == "fixed":
+        _check_fixed_cut_shots(config, hw)
+    if s.accuracy == "device" and not backend.is_simulator:
+        from qnas_hw.jobs import BudgetExceeded
+
+        estimate = estimate_search_cost(config, hw)
+        d = s.device
+        if d.max_cost_usd is not None and d.max_cost_usd <= 0 and estimate.first_generation_usd > 0:
+            raise BudgetExceeded(
+                f"refusing a device search on paid backend {backend.name} with no budget: its first generation is "
+                f"predicted at ${estimate.first_generation_usd:.2f} ({estimate.first_generation_seconds:.1f} QPU s) "
+                f"and the whole search at about ${estimate.total_usd:.2f}; set --max-cost (search.device.max_cost_usd) "
+                "to what you accept to pay, and see `qnas-hw search --dry-run` for the plan"
+            )
+
+
+def _check_fixed_cut_shots(config: RunConfig, hw: Hardware) -> None:
+    """``cut_shots = "fixed"`` spreads a sample's shots over the QPD terms: every admitted plan needs enough."""
+    gamma_cap = hw.planner.max_gamma
+    c = config.search.constraints.max_sampling_overhead
+    if c is not None:
+        gamma_cap = min(gamma_cap, math.sqrt(c))
+    cuts = math.floor(math.log(max(gamma_cap, 1.0), 3.0) + 1e-9)  # CNOT gate cuts: gamma 3, 6 terms each
+    minimum = 6**cuts
+    if cuts > 0 and config.search.shots < minimum:
+        raise SearchError(
+            f"search.shots={config.search.shots} is too few for cut_shots='fixed': plans with up to {cuts} CNOT "
+            f"cuts (gamma <= {gamma_cap:g}) have {minimum} QPD terms and each needs a shot; use shots >= {minimum}, "
+            "a smaller search.constraints.max_sampling_overhead, or cut_shots='scaled'"
+        )
+
+
+@dataclass(frozen=True)
+class SearchCostEstimate:
+    """Predicted device spend of a search's accuracy jobs (SuperCircuit training and fine-tunes excluded)."""
+
+    backend: str
+    paid: bool
+    timing_source: str
+    first_generation: list[Any]  # PlanLines of generation 0's candidates (exact: that population is known now)
+    evaluations: int
+    per_candidate_seconds: float
+    per_candidate_usd: float
+    max_candidate_seconds: float
+    first_generation_seconds: float
+    first_generation_usd: float
+    total_seconds: float
+    total_usd: float
+    total_shots: int
+    skipped: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        unit = "QPU s" if self.timing_source == "device" else "local s"
+        out = [
+            f"device search on {self.backend} ({'PAID' if self.paid else 'free'}); SuperCircuit training excluded",
+            f"generation 0 ({len(self.first_generation)} candidates, exact):",
+        ]
+        for ln in self.first_generation:
+            usd = "n/a" if ln.device_usd is None else f"${ln.device_usd:.2f}"
+            out.append(f"  {ln.label:<44} jobs {ln.jobs:>3} shots {ln.shots:>10} {ln.seconds:>10.2f} {unit} {usd}")
+        out += [f"  not run (cut plan infeasible or too large): {a}" for a in self.skipped]
+        out.append(
+            f"whole search: at most {self.evaluations} evaluations; predicted {self.total_seconds:.1f} {unit}, "
+            f"{self.total_shots} shots, billed ${self.total_usd:.2f} (later generations at generation 0's mean per "
+            f"candidate, {self.per_candidate_seconds:.2f} {unit}; the costliest candidate seen: "
+            f"{self.max_candidate_seconds:.2f} {unit}). The guard re-checks every generation against what is left."
+        )
+        return out
+
+
+def estimate_search_cost(config: RunConfig, hw: Hardware) -> SearchCostEstimate:
+    """Price generation 0 exactly and extrapolate: what ``search --dry-run`` prints, before any training.
+
+    Generation 0 is pymoo's seeded initial sampling, known without training;
+    each runnable candidate is priced from its real program (placement, cut
+    subexperiments and shots) on ``val_samples`` rows, plus one readout
+    calibration per distinct qubit set when mitigation is on.
+    """
+    import copy
+
+    from qnas_hw.backends.base import SamplerPub
+    from qnas_hw.cost import CostModel
+    from qnas_hw.execution import CAL_SHOTS, ProgramBuilder, calibration_circuits
+    from qnas_hw.jobs import JobSpec, plan_spend
+
+    s = config.search
+    problem = ArchitectureProblem(config.search_space(), len(s.objectives), 1)
+    algorithm = make_algorithm(s.pop_size)
+    algorithm.setup(problem, termination=("n_gen", s.generations), seed=config.seed, verbose=False)
+    pop = copy.deepcopy(algorithm).ask()
+    archs = [config.search_space().decode([int(v) for v in row]) for row in np.asarray(pop.get("X"))]
+    builder = ProgramBuilder(
+        hw.backend, hw.transpiler, hw.planner, s.shots, s.cut_shots, max_cut_experiments=s.cut_max_experiments
+    )
+    rows = _scored_rows(config)
+    groups: dict[str, list[Any]] = {}
+    skipped, qubit_sets = [], set()
+    for arch in archs:
+        if builder.unrunnable(arch):
+            skipped.append(arch.canonical())
+            continue
+        program = builder.build(arch)
+        pubs = tuple(
+            SamplerPub(
+                r.circuit,
+                np.zeros((rows, r.circuit.num_parameters)) if r.circuit.num_parameters else None,
+                shots=r.shots,
+            )
+            for r in program.runs
+        )
+        groups[arch.canonical()] = [JobSpec(pubs, s.shots, label=arch.canonical())]
+        qubit_sets.add(tuple(sorted({q for r in program.runs for q in r.measured_qubits if q is not None})))
+    if s.readout_mitigation and hw.backend.target is not None:
+        for qubits in sorted(qubit_sets):
+            cal = tuple(SamplerPub(c) for c in calibration_circuits(hw.backend, qubits))
+            groups[f"readout-cal{list(qubits)}"] = [JobSpec(cal, CAL_SHOTS, label="cal")]
+    model = CostModel.for_backend(hw.backend)
+    plan = plan_spend(hw.backend, groups, cost_model=model)
+    cand = [ln for ln in plan.lines if not ln.label.startswith("readout-cal")]
+    n = max(1, len(cand))
+    per_s = sum(ln.seconds for ln in cand) / n
+    per_usd = sum((ln.device_usd or 0.0) for ln in cand) / n
+    evaluations = s.pop_size * s.generations
+    later = max(0, evaluations - len(archs))
+    billed = (lambda usd: usd) if plan.paid else (lambda usd: 0.0)
+    cal_s = sum(ln.seconds for ln in plan.lines if ln.label.startswith("readout-cal"))
+    cal_usd = sum((ln.device_usd or 0.0) for ln in plan.lines if ln.label.startswith("readout-cal"))
+    return SearchCostEstimate(
+        backend=hw.backend.name,
+        paid=plan.paid,
+        timing_source=plan.timing_source,
+        first_generation=plan.lines,
+        evaluations=evaluations,
+        per_candidate_seconds=per_s,
+        per_candidate_usd=per_usd,
+        max_candidate_seconds=max((ln.seconds for ln in cand), default=0.0),
+        first_generation_seconds=plan.seconds,
+        first_generation_usd=billed(plan.device_usd or 0.0),
+        total_seconds=plan.seconds + later * per_s + cal_s * later / n,
+        total_usd=billed((plan.device_usd or 0.0) + later * per_usd + cal_usd * later / n),
+        total_shots=int(plan.shots + later * sum(ln.shots for ln in cand) / n),
+        skipped=skipped,
+    )
+
+
+def _scored_rows(config: RunConfig) -> int:
+    """How many validation samples each candidate is scored on (without loading data for Iris-sized sets)."""
+    splits = load_splits(config)
+    n_val = len(splits.val)
+    v = config.search.val_samples
+    return n_val if v is None else min(v, n_val)
+
+
 def prepare_search(
-    config: RunConfig | None, out_dir: Path | None = None, resume: Path | None = None, progress: bool = False
+    config: RunConfig | None,
+    out_dir: Path | None = None,
+    resume: Path | None = None,
+    progress: bool = False,
+    *,
+    backend: Any | None = None,
+    budget_overrides: dict[str, Any] | None = None,
 ) -> SearchRun:
-    """Create (or reopen for ``resume``) the study, train the SuperCircuit, build objectives and the algorithm."""
+    """Create (or reopen for ``resume``) the study, train the SuperCircuit, build objectives and the algorithm.
+
+    Everything that can be refused without a trained model is checked first
+    (:func:`check_before_training`), so a bad setting never costs a
+    SuperCircuit training.  ``backend`` replaces the configured one (same
+    name; tests and benchmarks wrap it with fault injection);
+    ``budget_overrides`` (``search.device.*`` limits) may change on resume.
+    """
     if resume is not None:
         study = Study.open(resume)
         stored = config_from_dict(study.config, source=f"configuration stored in {resume}")
@@ -401,29 +731,42 @@ def prepare_search(
                 f"(see {study.config_json_path}); drop --config/--seed/--backend/--qubit-budget when resuming"
             )
         config = stored
+        if budget_overrides:
+            config = with_overrides(config, **budget_overrides)
+            study.update_config(config.resolved())
         out_dir = study.path.parent
+        hw = make_hardware(config, backend)
+        check_before_training(config, hw)
     else:
         if config is None:
             raise SearchError("run_search needs a config (default_config()) unless it resumes a study")
         if out_dir is None:
             raise SearchError("run_search needs an output directory for a new study")
         out_dir = Path(out_dir)
+        if budget_overrides:
+            config = with_overrides(config, **budget_overrides)
+        hw = make_hardware(config, backend)
+        check_before_training(config, hw)
         study = Study.create(out_dir / STUDY_FILE, config.resolved(), objective_names=config.search.objectives)
     space = config.search_space()
-    backend = None
     names = config.search.objectives
-    if any(n in names for n in ("runtime_s", "subcircuits")):
-        from qnas_hw.backends import get_backend
+    ledger = None
+    scorer = None
+    if "val_error" in names and hw is not None:
+        if config.search.accuracy == "device":
+            from qnas_hw.jobs import JobLedger
 
-        backend = get_backend(config.hardware.backend)
-        if space.qubits[1] > backend.num_qubits:
-            raise SearchError(
-                f"space.qubits upper bound {space.qubits[1]} exceeds {backend.name}'s {backend.num_qubits} qubits; "
-                f"lower space.qubits to at most {backend.num_qubits}"
-            )
-    planner = make_planner(config, backend) if backend is not None else None
-    accuracy = _build_accuracy_objective(config, out_dir, progress) if "val_error" in names else None
-    objectives = build_objectives(config, accuracy, backend=backend, planner=planner)
+            ledger = JobLedger(study)
+        scorer = make_scorer(config, hw.backend, hw.transpiler, hw.planner, ledger)
+    accuracy = _build_accuracy_objective(config, out_dir, progress, scorer) if "val_error" in names else None
+    planner = hw.planner if hw is not None else None
+    objectives = build_objectives(
+        config,
+        accuracy,
+        backend=hw.backend if hw is not None else None,
+        planner=planner,
+        transpiler=hw.transpiler if hw is not None else None,
+    )
     c = config.search.constraints
     constraints = Constraints(c.max_qubits, c.max_sampling_overhead, cut_plan=planner is not None)
     evaluator = CandidateEvaluator(study, objectives, constraints, planner=planner)
@@ -438,7 +781,9 @@ def prepare_search(
         algorithm = pickle.loads(state.state)
         next_generation = state.generation + 1
         logger.info("resuming %s after generation %d", study.path, state.generation)
-    return SearchRun(config, study, space, evaluator, algorithm, problem, next_generation, progress=progress)
+    run = SearchRun(config, study, space, evaluator, algorithm, problem, next_generation, progress=progress)
+    run.ledger = ledger
+    return run
 
 
 def run_generation(run: SearchRun, generation: int) -> GenerationRecord:
@@ -448,13 +793,7 @@ def run_generation(run: SearchRun, generation: int) -> GenerationRecord:
     X = np.asarray(pop.get("X"))
     archs = [run.space.decode([int(v) for v in row]) for row in X]
     F, G = [], []
-    iterator: Any = archs
-    if run.progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(archs, desc=f"generation {generation}", leave=False, unit="cand")
-    for arch in iterator:
-        record, g = run.evaluator.evaluate(arch, generation)
+    for record, g in run.evaluator.evaluate_many(archs, generation):
         F.append(run.evaluator.objective_vector(record))
         G.append(g)
     static = StaticProblem(run.problem, F=np.array(F, dtype=float), G=np.array(G, dtype=float))
@@ -484,21 +823,33 @@ def run_search(
     out_dir: Path | None = None,
     resume: Path | None = None,
     progress: bool = True,
+    *,
+    backend: Any | None = None,
+    budget_overrides: dict[str, Any] | None = None,
 ) -> Study:
     """Run (or resume) a whole search; returns the study with every candidate and generation committed.
 
     ``config`` may be None when resuming (the study's stored config is used);
     a config that differs from the stored one is refused rather than mixed in.
+    ``backend`` and ``budget_overrides``: see :func:`prepare_search`.
     """
     started = now_iso()
-    run = prepare_search(config, out_dir, resume, progress)
+    run = prepare_search(config, out_dir, resume, progress, backend=backend, budget_overrides=budget_overrides)
+    try:
+        return _run_generations(run, started, resume)
+    finally:
+        if run.ledger is not None:
+            run.ledger.close()
+
+
+def _run_generations(run: SearchRun, started: str, resume: Path | None) -> Study:
     total = run.config.search.generations
     if run.next_generation >= total:
         logger.info("%s already holds all %d generations; nothing to do", run.study.path, total)
         run.study.append_run({"started_at": started, "evaluated": 0, "reused": 0, "failed": 0, "note": "complete"})
         return run.study
     bar: Any = None
-    if progress:
+    if run.progress:
         from tqdm import tqdm
 
         bar = tqdm(total=total, initial=run.next_generation, desc="NSGA-II generations", unit="gen")

@@ -275,6 +275,14 @@ class Study:
     def config_json_path(self) -> Path:
         return self.path.with_suffix(".config.json")
 
+    def update_config(self, config: dict[str, Any]) -> None:
+        """Replace the stored config (only settings that do not change any stored result may differ, e.g. a
+        device budget raised for a resume; the caller checks that)."""
+        with self.transaction() as c:
+            c.execute("UPDATE meta SET value = ? WHERE key = 'config'", (_dumps(config),))
+        self._config = None
+        self._write_config_json(config)
+
     def _write_config_json(self, config: dict[str, Any]) -> None:
         atomic_write_text(self.config_json_path, json.dumps(config, indent=2, sort_keys=True, default=str) + "\n")
 

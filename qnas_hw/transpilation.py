@@ -11,6 +11,14 @@ nodes present *before* translation (the maximum seen), which is exactly what
 routing added; comparing 2q counts with the logical circuit instead would be
 confounded by the basis change (e.g. CX -> ECR) and later gate cancellation.
 For unconstrained targets (ideal simulators) there is no routing and swaps is 0.
+
+Placement: with ``layout="calibrated"`` (the default) the routed circuit is
+moved onto the physical qubits with the highest estimated success
+probability among every placement that needs no further routing
+(:mod:`qnas_hw.layout`, mapomatic's method); ``"default"`` keeps the
+transpiler's own placement.  Either way the record carries the placement and
+its ESP, and every consumer (runtime objective, noisy scoring, device jobs)
+runs the same transpiled circuit.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from qiskit.transpiler import generate_preset_pass_manager
 
 from qnas_hw.backends.base import Backend, BackendError
 from qnas_hw.circuits import build_circuit
+from qnas_hw.layout import LAYOUT_METHODS, LayoutChoice, choose_layout, circuit_esp, deflate, place
 from qnas_hw.space import Architecture
 
 log = logging.getLogger(__name__)
@@ -47,6 +56,10 @@ class TranspileRecord:
     physical_qubits: tuple[int, ...] = ()
     transpile_seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the noise-aware placement (None: no calibration data, e.g. an ideal simulator)
+    layout: LayoutChoice | None = None
+    #: estimated success probability of the circuit as placed (product of 1 - error; None without error data)
+    esp: float | None = None
 
     @property
     def n_gates(self) -> int:
@@ -67,6 +80,8 @@ class TranspileRecord:
             "logical_2q": self.logical_2q,
             "physical_qubits": list(self.physical_qubits),
             "transpile_seconds": self.transpile_seconds,
+            "esp": self.esp,
+            **(self.layout.to_dict() if self.layout is not None else {}),
         }
 
 
@@ -107,18 +122,24 @@ class _SwapWatcher:
 class Transpiler:
     """Transpiles architectures to one backend, caching by (architecture, device, level, seed)."""
 
-    def __init__(self, backend: Backend, optimization_level: int = 1, seed: int = 0) -> None:
+    def __init__(
+        self, backend: Backend, optimization_level: int = 1, seed: int = 0, layout: str = "calibrated"
+    ) -> None:
         if optimization_level not in (0, 1, 2, 3):
             raise BackendError(f"optimization_level must be 0..3, got {optimization_level!r}")
+        if layout not in LAYOUT_METHODS:
+            raise BackendError(f"layout={layout!r} is not supported; use one of {', '.join(LAYOUT_METHODS)}")
         self.backend = backend
+        self.layout = layout
         self.optimization_level = optimization_level
         self.seed = seed
         self.hits = 0
         self.misses = 0
         self._cache: dict[tuple[str, str, int, int], TranspileRecord] = {}
+        self._pm: Any = None  # the preset pass manager, built once (a cut candidate transpiles hundreds of circuits)
 
     def settings_key(self) -> str:
-        return f"{self.backend.name}|O{self.optimization_level}|seed{self.seed}"
+        return f"{self.backend.name}|O{self.optimization_level}|seed{self.seed}|layout-{self.layout}"
 
     def transpile(self, arch: Architecture) -> TranspileRecord:
         key = (arch.key(), self.backend.name, self.optimization_level, self.seed)
@@ -144,12 +165,16 @@ class Transpiler:
         if target is not None and self.backend.coupling_edges is not None:
             # same preset pipeline as backend.transpile (transpile(circ, backend) builds exactly this
             # pass manager from the backend's target), run here so the callback can count SWAPs
-            pm = generate_preset_pass_manager(
-                optimization_level=self.optimization_level, target=target, seed_transpiler=self.seed
-            )
-            tqc = pm.run(circuit, callback=watcher)
+            if self._pm is None:
+                self._pm = generate_preset_pass_manager(
+                    optimization_level=self.optimization_level, target=target, seed_transpiler=self.seed
+                )
+            tqc = self._pm.run(circuit, callback=watcher)
         else:
             tqc = self.backend.transpile(circuit, self.optimization_level, self.seed)
+        choice, esp = None, None
+        if _has_error_data(target) and self.backend.coupling_edges is not None:
+            tqc, choice, esp = self._place(tqc, target)
         elapsed = time.perf_counter() - started
         n1, n2 = gate_counts(tqc)
         _, logical_2q = gate_counts(circuit)
@@ -163,4 +188,27 @@ class Transpiler:
             logical_2q=logical_2q,
             physical_qubits=active_qubits(tqc),
             transpile_seconds=elapsed,
+            layout=choice,
+            esp=esp,
         )
+
+    def _place(self, tqc: QuantumCircuit, target: Any) -> tuple[QuantumCircuit, LayoutChoice | None, float]:
+        """Move the routed circuit to its highest-ESP placement (``calibrated``) or keep it (``default``)."""
+        if self.layout == "default":
+            return tqc, None, circuit_esp(tqc, target)
+        small, active = deflate(tqc)
+        choice = choose_layout(small, active, target, self.backend.coupling_edges or [])
+        if tuple(choice.physical_qubits) != tuple(active):
+            tqc = place(small, choice.physical_qubits, tqc.num_qubits)
+        return tqc, choice, choice.esp
+
+
+def _has_error_data(target: Any) -> bool:
+    """True when the target reports an error for at least one instruction (snapshots and devices do)."""
+    if target is None:
+        return False
+    for name in target.operation_names:
+        for props in (target[name] or {}).values():
+            if props is not None and getattr(props, "error", None):
+                return True
+    return False

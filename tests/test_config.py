@@ -54,7 +54,10 @@ def test_example_file_loads() -> None:
         ({"hardware": {"optimization_level": 5}}, ["optimization_level=5", "0, 1, 2 or 3"]),
         ({"hw_eval": {"which": "best"}}, ["hw_eval.which", "'best'"]),
         ({"hw_eval": {"max_cost_usd": -1}}, ["max_cost_usd=-1", ">= 0"]),
-        ({"search": {"pop_sise": 12}}, ["search.pop_sise", "unknown key 'pop_sise'", "allowed here: constraints,"]),
+        (
+            {"search": {"pop_sise": 12}},
+            ["search.pop_sise", "unknown key 'pop_sise'", "allowed here: accuracy, constraints,"],
+        ),
         ({"hardwere": {}}, ["hardwere", "unknown key", "allowed here: data, hardware, hw_eval,"]),
         ({"search": {"constraints": {"max_qbits": 3}}}, ["allowed here: max_qubits, max_sampling_overhead"]),
         ({"seed": -3}, ["seed", "seed=-3"]),

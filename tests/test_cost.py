@@ -177,5 +177,17 @@ def test_cut_plan_scales_circuits_and_shots():
     cut = RuntimeCostObjective(backend, Transpiler(backend), model, planner, shots=100, n_circuits=2).evaluate(arch)
     plan = planner.plan(arch)
     assert cut.details["circuits"] == 2 * plan.n_subexperiments
-    assert cut.details["shots"] == math.ceil(2 * 100 * plan.sampling_overhead)
+    # every subexperiment the addon generates is run with its QPD term's allotment, ceil(shots * gamma * |c|)
+    problem, _, _ = planner.cut_problem(cutting.representative_circuit(arch, 0), cutting.observable_list(arch))
+    experiments, coefficients = cutting.generate_cutting_experiments(
+        circuits=problem.subcircuits, observables=problem.subobservables, num_samples=np.inf
+    )
+    gamma = math.sqrt(plan.sampling_overhead)
+    per_row = sum(
+        math.ceil(100 * gamma * abs(coefficients[k * len(coefficients) // len(exps)][0]) - 1e-9)
+        for exps in experiments.values()
+        for k in range(len(exps))
+    )
+    assert cut.details["shots"] == 2 * per_row
+    assert per_row >= 100 * plan.sampling_overhead  # never fewer shots than the overhead asks for
     assert cut.value > plain.value

@@ -199,8 +199,8 @@ def test_reconstruction_from_cut_subexperiments_matches_statevector() -> None:
     assert np.max(np.abs(exact)) > 3 * tol  # the check is not trivially met by all-zero expectations
 
 
-def test_runtime_cost_reads_the_plan_and_skips_infeasible_ones() -> None:
-    """RuntimeCostObjective multiplies work by a feasible plan and never prices an infeasible (possibly inf) one."""
+def test_runtime_cost_counts_every_subexperiment_and_prices_infeasible_plans() -> None:
+    """RuntimeCostObjective counts a plan's circuits and allotted shots; an infeasible plan is priced as itself."""
     from qnas_hw.backends import get_backend
     from qnas_hw.cost import CostModel, RuntimeCostObjective
     from qnas_hw.transpilation import Transpiler
@@ -217,11 +217,42 @@ def test_runtime_cost_reads_the_plan_and_skips_infeasible_ones() -> None:
 
     uncut, cut, infeasible = runtime(None), runtime(CutPlanner(3)), runtime(CutPlanner(3, max_gamma=3))
     plan = CutPlanner(3).plan(arch)
-    assert cut.details["shots"] == math.ceil(4 * 100 * plan.sampling_overhead)
+    ((p, count),) = plan.term_probabilities  # CNOT cuts: every QPD term has the same weight
+    assert count * plan.experiments_per_term == plan.n_subexperiments
+    assert cut.details["shots"] == 4 * plan.n_subexperiments * math.ceil(100 * plan.sampling_overhead * p - 1e-9)
     assert cut.details["circuits"] == 4 * plan.n_subexperiments
     assert cut.value > uncut.value
+    bad = CutPlanner(3, max_gamma=3).plan(arch)
     assert infeasible.details["cut_feasible"] is False
-    assert infeasible.value == pytest.approx(uncut.value) and math.isfinite(infeasible.value)
+    # priced as the plan it would take (never as the uncut circuit): shots x overhead per circuit group
+    assert infeasible.details["shots"] == pytest.approx(4 * 100 * bad.sampling_overhead * bad.experiments_per_term)
+    assert infeasible.value > uncut.value
+
+
+def test_runtime_never_decreases_as_the_cutting_overhead_grows() -> None:
+    """More layers of a ring on a 3-qubit budget: more cuts, more overhead, never a cheaper runtime."""
+    from qnas_hw.backends import get_backend
+    from qnas_hw.cost import CostModel, RuntimeCostObjective
+    from qnas_hw.transpilation import Transpiler
+
+    backend = get_backend("fake_kolkata")
+    planner = CutPlanner(3, seed=0)
+    objective = RuntimeCostObjective(
+        backend,
+        Transpiler(backend, seed=0),
+        CostModel.for_backend(backend),
+        cut_planner=planner,
+        shots=64,
+        n_circuits=2,
+    )
+    rows = []
+    for arch in (Architecture.parse(f"angle-y|q4|l{layers}|ry|linear") for layers in (1, 2, 3)):
+        plan = planner.plan(arch)
+        rows.append((plan.sampling_overhead, objective.evaluate(arch).value))
+    rows.sort()
+    overheads = [o for o, _ in rows]
+    assert len(set(overheads)) == 3, rows  # the check can fail: three different overheads are compared
+    assert [v for _, v in rows] == sorted(v for _, v in rows), rows
 
 
 # ---------------------------------------------------------------- lower bound and precheck (issue #4 item 6)

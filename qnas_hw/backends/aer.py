@@ -42,9 +42,9 @@ def job_state_from_status(status: Any) -> JobState:
 
 
 def pub_tuple(pub: SamplerPub) -> tuple[Any, ...]:
-    """A qiskit primitive PUB from ours (values omitted for unparameterised circuits)."""
+    """A qiskit primitive PUB from ours (values omitted for unparameterised circuits; shots when set)."""
     if pub.circuit.num_parameters == 0:
-        return (pub.circuit,)
+        return (pub.circuit,) if pub.shots is None else (pub.circuit, None, int(pub.shots))
     if pub.parameter_values is None:
         raise BackendError(
             f"circuit {pub.circuit.name!r} has {pub.circuit.num_parameters} parameters but no parameter_values"
@@ -55,7 +55,7 @@ def pub_tuple(pub: SamplerPub) -> tuple[Any, ...]:
             f"parameter_values last axis is {values.shape[-1]}, circuit {pub.circuit.name!r} "
             f"has {pub.circuit.num_parameters} parameters (order: circuit.parameters)"
         )
-    return (pub.circuit, values)
+    return (pub.circuit, values) if pub.shots is None else (pub.circuit, values, int(pub.shots))
 
 
 class PrimitiveJobHandle(JobHandle):

@@ -45,10 +45,16 @@ class SamplerPub:
 
     A whole batch of validation samples is one PUB, never one job per sample.
     ``parameter_values`` may be ``None`` for circuits without parameters.
+    ``shots`` overrides the job's shots for this PUB (a cut candidate's
+    subexperiments each get their QPD term's allotment in one job).
     """
 
     circuit: QuantumCircuit
     parameter_values: np.ndarray | None = None
+    shots: int | None = None
+
+    def shots_or(self, default: int) -> int:
+        return int(self.shots) if self.shots is not None else int(default)
 
 
 @dataclass(frozen=True)

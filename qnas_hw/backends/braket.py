@@ -302,7 +302,7 @@ def _add_gate_noise(bc: Any, qubits: list[int], noise: NoiseSpec) -> None:
 
 
 def _program_set(pubs: Sequence[SamplerPub], shots: int, noise: NoiseSpec | None) -> list[tuple[Any, int, Any]]:
-    """One (ProgramSet, n_rows, BraketProgram) per PUB."""
+    """One (ProgramSet, total shots of the set, BraketProgram) per PUB."""
     from braket.program_sets import CircuitBinding, ProgramSet
 
     out = []
@@ -310,12 +310,13 @@ def _program_set(pubs: Sequence[SamplerPub], shots: int, noise: NoiseSpec | None
         prog = to_braket(pub.circuit, noise)
         inputs = prog.input_sets(pub.circuit, pub.parameter_values)
         n_rows = len(next(iter(inputs.values()))) if inputs else _rows(pub)
+        pub_shots = pub.shots_or(shots)
         if inputs:
             binding = CircuitBinding(prog.circuit, input_sets=inputs)
-            ps = ProgramSet(binding, shots_per_executable=shots)
+            ps = ProgramSet(binding, shots_per_executable=pub_shots)
         else:
-            ps = ProgramSet([prog.circuit] * n_rows, shots_per_executable=shots)
-        out.append((ps, n_rows, prog))
+            ps = ProgramSet([prog.circuit] * n_rows, shots_per_executable=pub_shots)
+        out.append((ps, n_rows * pub_shots, prog))
     return out
 
 
@@ -348,8 +349,8 @@ class BraketLocalJob(JobHandle):
 
     def _run(self, device: Any, pubs: list[SamplerPub], shots: int, noise: NoiseSpec | None) -> list[Any]:
         out = []
-        for ps, n_rows, prog in _program_set(pubs, shots, noise):
-            result = device.run(ps, shots=shots * n_rows).result()
+        for ps, total_shots, prog in _program_set(pubs, shots, noise):
+            result = device.run(ps, shots=total_shots).result()
             out.append(_counts_from_result(result, prog))
         self._wall = time.perf_counter() - self._started
         return out
@@ -563,8 +564,8 @@ class BraketDeviceBackend(Backend):
             return BraketLocalJob(LocalSimulator("braket_dm"), pubs, shots, self._noise)
         device = self._device()
         tasks, programs = [], []
-        for ps, n_rows, prog in _program_set(pubs, shots, None):
-            tasks.append(device.run(ps, shots=shots * n_rows))
+        for ps, total_shots, prog in _program_set(pubs, shots, None):
+            tasks.append(device.run(ps, shots=total_shots))
             programs.append(prog)
         log.info("submitted %d Braket task(s) to %s", len(tasks), self.arn)
         return BraketCloudJob(tasks, programs)

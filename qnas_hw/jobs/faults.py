@@ -70,6 +70,8 @@ def pubs_fingerprint(pubs: Sequence[SamplerPub], shots: int, seed: int | None) -
     h = hashlib.sha256(f"{shots}|{seed}|{len(pubs)}".encode())
     for pub in pubs:
         h.update(f"|{pub.circuit.num_qubits}|{pub.circuit.size()}|{pub.circuit.num_parameters}".encode())
+        if pub.shots is not None:
+            h.update(f"|shots{pub.shots}".encode())
         if pub.parameter_values is not None:
             h.update(np.ascontiguousarray(np.asarray(pub.parameter_values, dtype=np.float64)).tobytes())
     return h.hexdigest()

@@ -158,6 +158,15 @@ def _device_usd(backend: Backend, tasks: int, shots: int, seconds: float, timing
     return None
 
 
+def price_job(backend: Backend, spec: JobSpec, cost_model: CostModel | None = None) -> dict[str, float]:
+    """One job's predicted seconds, billed dollars and shots (stored in its ledger meta: what it spends)."""
+    model = cost_model or CostModel.for_backend(backend)
+    est = estimate_job_cost(backend, list(spec.pubs), spec.shots, n_jobs=1, cost_model=model)
+    device_usd = _device_usd(backend, len(spec.pubs), est.shots, est.seconds, model.timing_source)
+    billed = (device_usd or 0.0) if not backend.is_simulator else 0.0
+    return {"pred_seconds": float(est.seconds), "pred_usd": float(billed), "pred_shots": float(est.shots)}
+
+
 def plan_spend(
     backend: Backend,
     groups: Mapping[str, Sequence[JobSpec]],

@@ -159,6 +159,8 @@ def idempotency_key(backend_name: str, pubs: Sequence[SamplerPub], shots: int, s
     h.update(f"qnas-hw-job/v{LEDGER_SCHEMA}|{backend_name}|shots={int(shots)}|seed={seed}|pubs={len(pubs)}".encode())
     for pub in pubs:
         h.update(b"\x00circuit\x00" + circuit_text(pub.circuit).encode())
+        if pub.shots is not None:  # only then: keys of jobs without per-PUB shots stay what they were
+            h.update(f"\x00pubshots={int(pub.shots)}".encode())
         if pub.parameter_values is None:
             h.update(b"\x00values:none")
         else:
@@ -386,6 +388,36 @@ class JobLedger:
                     (key,),
                 ).fetchall()
         return [LedgerEvent(*r) for r in rows]
+
+    def paid_keys(self, backend: str) -> set[str]:
+        """Keys of jobs the provider already has (done, submitted, or possibly accepted): never priced again."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT key FROM hw_jobs WHERE backend = ? AND (state IN (?, ?, ?) OR submissions > 0)",
+                (backend, LedgerState.DONE.value, LedgerState.SUBMITTED.value, LedgerState.SUBMITTING.value),
+            ).fetchall()
+        return {r[0] for r in rows}
+
+    def spent(self, batch: str) -> dict[str, float]:
+        """What the batch's submitted jobs cost: reported QPU seconds where known, else the prediction in their meta.
+
+        Every submission counts (a job resubmitted after a provider failure is
+        paid again), so a budget is never exceeded by retries.
+        """
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT meta, result, submissions FROM hw_jobs WHERE batch = ? AND submissions > 0", (batch,)
+            ).fetchall()
+        out = {"seconds": 0.0, "usd": 0.0, "shots": 0.0}
+        for meta_text, result_text, submissions in rows:
+            meta = json.loads(meta_text) if meta_text else {}
+            result = json.loads(result_text) if result_text else {}
+            reported = ((result or {}).get("timing") or {}).get("quantum_seconds")
+            n = max(1, int(submissions))
+            out["seconds"] += float(reported) if reported else n * float(meta.get("pred_seconds", 0.0))
+            out["usd"] += n * float(meta.get("pred_usd") or 0.0)
+            out["shots"] += n * float(meta.get("pred_shots", 0.0))
+        return out
 
     def submission_counts(self) -> dict[str, int]:
         """Key -> number of backend.submit calls ever made for it (from the ``submissions`` column)."""

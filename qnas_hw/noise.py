@@ -1,0 +1,306 @@
+"""The target's noise, simulated on only the qubits a candidate uses: the offline stand-in for running on the device.
+
+``accuracy = "noisy"`` scores every candidate as the device would produce
+it, so the simulator must be the device's noise, not a generic one:
+
+* **IBM snapshots and devices** (``fake_*``, ``aer_noisy``, ``ibm:<device>``):
+  the same errors Aer's ``NoiseModel.from_backend`` derives from the
+  backend's ``Target`` (``basic_device_gate_errors``: depolarising +
+  thermal relaxation per gate from its error, duration, T1 and T2;
+  ``basic_device_readout_errors``: per-qubit assignment errors) - the model
+  Qiskit Runtime's local testing mode runs a fake backend with.
+* **Braket snapshots** (``braket_<device>``, ``braket:<ARN>``): their reported
+  fidelities as a ``Target`` (``calibration/devices/*.json``), which the same
+  functions turn into depolarising + readout errors (the snapshots carry no
+  T1/T2, so no relaxation), run on Aer's density-matrix simulator.
+
+Only the physical qubits the transpiled circuit touches are simulated: the
+circuit is deflated to them and the errors of exactly those qubits and
+couplers are copied, renumbered, into a small ``NoiseModel`` (cached per
+qubit set).  Simulating a 4-qubit candidate placed on a 127-qubit device is
+then a 4-qubit density matrix, and the result is the same distribution as the
+full-device model gives (the tests compare the two).
+
+Runs use ``AerSimulator.run`` with ``parameter_binds``: all rows of a
+candidate are one parameterised circuit, simulated as parallel experiments
+with counts tallied in C++ (the Sampler primitive would materialise every
+shot as a bit array first, which costs more than the simulation here).
+Density matrix up to :data:`DM_MAX_QUBITS` qubits, statevector trajectories
+beyond.
+
+Mid-circuit measurements (a cut candidate's QPD terms measure a qubit and
+keep using it) would make Aer simulate every shot separately, thousands of
+times slower.  Their outcomes are never used for control, so they are
+*deferred* exactly: the qubit's value is copied onto a fresh ancilla by a
+noiseless CNOT (which dephases the qubit just as the measurement does) and the
+ancilla is measured at the end into the same classical bit, with the
+readout error of the qubit it stands for.  The outcome distribution is the
+same as Aer's own mid-circuit simulation under this noise model (Aer adds no
+error to a measurement besides its readout error); the tests compare both.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from qiskit import QuantumCircuit
+
+from qnas_hw.backends.base import Backend, BackendError
+from qnas_hw.layout import deflate
+
+log = logging.getLogger(__name__)
+
+#: Widest circuit simulated as a density matrix (4**10 complex entries = 16 MB); wider ones use trajectories.
+DM_MAX_QUBITS = 10
+
+
+class NoiseModelError(BackendError):
+    """A backend without noise data was asked for noisy execution."""
+
+
+def has_noise_model(backend: Backend) -> bool:
+    """True when the backend describes its errors (a ``Target`` with at least one non-zero error)."""
+    try:
+        target = backend.target
+    except BackendError:
+        return False
+    if target is None:
+        return False
+    for name in target.operation_names:
+        for props in (target[name] or {}).values():
+            if props is not None and getattr(props, "error", None):
+                return True
+    return False
+
+
+def require_noise_model(backend: Backend) -> None:
+    """Raise :class:`NoiseModelError` naming the backends that have a noise model when ``backend`` has none."""
+    if not has_noise_model(backend):
+        raise NoiseModelError(
+            f"backend {backend.name!r} has no noise model (no error rates in its target); use accuracy='ideal', or "
+            f"a backend with one: any fake_* IBM snapshot (e.g. fake_kolkata), {', '.join(noisy_backend_names())}"
+        )
+
+
+def noisy_backend_names() -> list[str]:
+    """The registry names whose ``Target`` carries errors (for error messages naming the alternatives)."""
+    from qnas_hw.backends import get_backend, known_backend_names
+
+    out = []
+    for name in known_backend_names():
+        if name.startswith("fake_"):
+            continue  # every IBM snapshot has one; messages say so instead of listing 60 names
+        try:
+            if has_noise_model(get_backend(name)):
+                out.append(name)
+        except BackendError:
+            continue
+    return out
+
+
+def _fingerprint(errors: Sequence[tuple[Any, ...]]) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for item in errors:
+        h.update(repr(item).encode())
+    return h.hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class _DeviceErrors:
+    """The device's error channels, once per backend: (name, physical qubits, QuantumError) and readout."""
+
+    gate: list[tuple[str, tuple[int, ...], Any]]
+    readout: list[tuple[tuple[int, ...], Any]]
+    basis: list[str]
+    key: str
+
+
+def device_errors(backend: Backend) -> _DeviceErrors:
+    """Aer's per-instruction errors derived from the backend's ``Target`` (what ``NoiseModel.from_backend`` adds)."""
+    import warnings
+
+    from qiskit_aer.noise.device.models import basic_device_gate_errors, basic_device_readout_errors
+
+    require_noise_model(backend)
+    target = backend.target
+    relaxation = bool(target.qubit_properties) and all(qp is not None for qp in target.qubit_properties)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Aer warns about missing T1/T2 (Braket snapshots): no relaxation then
+        errors = basic_device_gate_errors(target=target, thermal_relaxation=relaxation)
+        gate = [(name, tuple(int(q) for q in qs), err) for name, qs, err in errors]
+        readout = [(tuple(int(q) for q in qs), err) for qs, err in basic_device_readout_errors(target=target)]
+    basis = sorted(set(target.operation_names))
+    return _DeviceErrors(gate, readout, basis, _fingerprint(_target_figures(target)))
+
+
+def _target_figures(target: Any) -> list[tuple[Any, ...]]:
+    """Every number the noise model is built from (errors, durations, T1/T2), in a fixed order.
+
+    The fingerprint must not hash the Aer error objects: they carry random ids.
+    """
+    rows: list[tuple[Any, ...]] = []
+    for name in sorted(target.operation_names):
+        for qargs, props in sorted((target[name] or {}).items(), key=lambda kv: (kv[0] is None, kv[0] or ())):
+            if props is not None:
+                rows.append((name, qargs, getattr(props, "error", None), getattr(props, "duration", None)))
+    for q, qp in enumerate(target.qubit_properties or []):
+        if qp is not None:
+            rows.append(("qubit", q, getattr(qp, "t1", None), getattr(qp, "t2", None), getattr(qp, "frequency", None)))
+    return rows
+
+
+class NoisySimulator:
+    """Runs transpiled circuits under the backend's noise, simulating only their active physical qubits.
+
+    ``run`` takes ``(circuit, values)`` pairs (values: ``(rows, n_params)``
+    or None) with shots per pair, and returns counts per pair per row with
+    qiskit's key convention (highest clbit first, no spaces), the same
+    convention the job layer stores.  Seeded: the same call gives the same
+    counts.
+    """
+
+    def __init__(self, backend: Backend, threads: int = 0) -> None:
+        self.backend = backend
+        self.threads = threads
+        self._errors: _DeviceErrors | None = None
+        self._models: dict[tuple[int, ...], Any] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def errors(self) -> _DeviceErrors:
+        if self._errors is None:
+            self._errors = device_errors(self.backend)
+        return self._errors
+
+    def settings_key(self) -> str:
+        """Changes whenever the noise the candidates see changes (a refreshed snapshot, another device)."""
+        return f"noise={self.backend.name}:{self.errors.key}|dm<={DM_MAX_QUBITS}"
+
+    def noise_model(self, physical: Sequence[int], stand_ins: Sequence[int] = ()) -> Any:
+        """The device's errors on ``physical`` qubits (renumbered 0..k-1 in that order), cached per qubit tuple.
+
+        ``stand_ins[j]`` is the deflated qubit that ancilla ``k + j`` (a
+        deferred mid-circuit measurement) stands for: it gets that qubit's
+        readout error and nothing else.
+        """
+        from qiskit_aer.noise import NoiseModel
+
+        key = (tuple(int(q) for q in physical), tuple(int(s) for s in stand_ins))
+        with self._lock:
+            cached = self._models.get(key)
+        if cached is not None:
+            return cached
+        index = {q: k for k, q in enumerate(key[0])}
+        errs = self.errors
+        model = NoiseModel(basis_gates=sorted({*errs.basis, "cx"}))
+        for qubits, error in errs.readout:
+            if all(q in index for q in qubits):
+                model.add_readout_error(error, [index[q] for q in qubits])
+                for j, stands_for in enumerate(key[1]):
+                    if qubits == (key[0][stands_for],):
+                        model.add_readout_error(error, [len(key[0]) + j])
+        for name, qubits, error in errs.gate:
+            if all(q in index for q in qubits):
+                model.add_quantum_error(error, name, [index[q] for q in qubits])
+        with self._lock:
+            self._models[key] = model
+        return model
+
+    def run(
+        self,
+        pubs: Sequence[tuple[QuantumCircuit, np.ndarray | None]],
+        shots: int | Sequence[int],
+        seed: int,
+    ) -> list[list[dict[str, int]]]:
+        """Counts per PUB, per parameter row; each PUB is simulated on its own active qubits only."""
+        from qiskit_aer import AerSimulator
+
+        shot_list = [int(shots)] * len(pubs) if isinstance(shots, int | np.integer) else [int(s) for s in shots]
+        if len(shot_list) != len(pubs):
+            raise ValueError(f"{len(shot_list)} shot counts for {len(pubs)} circuits")
+        out: list[list[dict[str, int]]] = []
+        for k, ((circuit, values), n_shots) in enumerate(zip(pubs, shot_list, strict=True)):
+            small, physical = deflate(circuit)
+            small, stand_ins = defer_measurements(small)
+            model = self.noise_model(physical, stand_ins)
+            method = "density_matrix" if small.num_qubits <= DM_MAX_QUBITS else "statevector"
+            sim = AerSimulator(
+                method=method,
+                noise_model=model,
+                seed_simulator=int(seed) + 7919 * k,
+                max_parallel_experiments=0,
+                max_parallel_threads=self.threads,
+            )
+            binds = _binds(circuit, small, values)
+            result = sim.run(small, parameter_binds=binds, shots=n_shots).result()
+            if not result.success:
+                raise BackendError(f"noisy simulation of {circuit.name!r} failed: {result.status}")
+            n_rows = 1 if binds is None else len(next(iter(binds[0].values())))
+            counts = result.get_counts() if n_rows > 1 else [result.get_counts()]
+            out.append([{key.replace(" ", ""): int(v) for key, v in c.items()} for c in counts])
+        return out
+
+
+def defer_measurements(circuit: QuantumCircuit) -> tuple[QuantumCircuit, list[int]]:
+    """Move every mid-circuit measurement to the end through an ancilla (see the module docstring).
+
+    Returns the circuit with ``len(stand_ins)`` ancillas appended and, per
+    ancilla, the qubit whose measurement it records.  A circuit whose
+    measurements all come last is returned unchanged.
+    """
+    from qiskit import QuantumRegister
+
+    later_use: set[int] = set()
+    mid: set[int] = set()  # instruction indices of measurements followed by more work on their qubit
+    for i in range(len(circuit.data) - 1, -1, -1):
+        inst = circuit.data[i]
+        qs = [circuit.find_bit(q).index for q in inst.qubits]
+        if inst.operation.name == "measure":
+            if qs[0] in later_use:
+                mid.add(i)
+            later_use.add(qs[0])
+        elif inst.operation.name != "barrier":
+            later_use.update(qs)
+    if not mid:
+        return circuit, []
+    anc = QuantumRegister(len(mid), "deferred")
+    out = QuantumCircuit(*circuit.qregs, anc, *circuit.cregs, name=circuit.name)
+    stand_ins: list[int] = []
+    finals = []
+    for i, inst in enumerate(circuit.data):
+        if i in mid:
+            q = circuit.find_bit(inst.qubits[0]).index
+            a = anc[len(stand_ins)]
+            stand_ins.append(q)
+            out.cx(out.qubits[q], a)
+            finals.append((a, out.clbits[circuit.find_bit(inst.clbits[0]).index]))
+            continue
+        out.append(
+            inst.operation,
+            [out.qubits[circuit.find_bit(q).index] for q in inst.qubits],
+            [out.clbits[circuit.find_bit(c).index] for c in inst.clbits],
+        )
+    for a, c in finals:
+        out.measure(a, c)
+    out.global_phase = circuit.global_phase
+    return out, stand_ins
+
+
+def _binds(
+    circuit: QuantumCircuit, small: QuantumCircuit, values: np.ndarray | None
+) -> list[dict[Any, list[float]]] | None:
+    """Aer's parameter binds for ``small`` from values given in ``circuit.parameters`` order."""
+    if small.num_parameters == 0:
+        return None
+    if values is None:
+        raise ValueError(f"circuit {circuit.name!r} has {circuit.num_parameters} parameters but no values")
+    rows = np.asarray(values, dtype=float).reshape(-1, circuit.num_parameters)
+    column = {p: i for i, p in enumerate(circuit.parameters)}
+    return [{p: rows[:, column[p]].tolist() for p in small.parameters}]
