@@ -130,11 +130,40 @@ def search(
     seed: Annotated[int | None, typer.Option("--seed", help="Seed for everything (overrides the config).")] = None,
     backend: Annotated[str | None, typer.Option("--backend", help="Target backend (see `qnas-hw devices`).")] = None,
     qubit_budget: Annotated[int | None, typer.Option("--qubit-budget", help="Qubits per subcircuit.")] = None,
+    accuracy: Annotated[
+        str | None,
+        typer.Option(
+            "--accuracy",
+            help="How val_error is measured: ideal (exact simulation), noisy (the target's noise model, finite "
+            "shots; default when the backend has one) or device (jobs on the backend itself).",
+        ),
+    ] = None,
+    shots: Annotated[int | None, typer.Option("--shots", help="Shots per validation sample (noisy/device).")] = None,
+    max_cost: Annotated[
+        float | None, typer.Option("--max-cost", help="device: refuse a generation beyond this many billed USD.")
+    ] = None,
+    max_qpu_seconds: Annotated[
+        float | None, typer.Option("--max-qpu-seconds", help="device: refuse beyond this many QPU seconds.")
+    ] = None,
+    max_shots: Annotated[
+        int | None, typer.Option("--max-shots", help="device: refuse beyond this many shots in total.")
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Print the predicted cost of the whole search; train and submit nothing."),
+    ] = False,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Run directory (default runs/search-<time>).")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars on stderr.")] = True,
     verbose: Verbose = False,
 ) -> None:
     """Run (or resume) the NSGA-II search; print the Pareto front and write the report.
+
+    --accuracy device submits every generation's candidates to the backend
+    (a real IBM/Braket QPU with credentials, or a fake backend offline)
+    through the job ledger: --max-cost (USD, default 0: paid runs refused),
+    --max-qpu-seconds and --max-shots bound what the search may spend, each
+    generation is priced against what is left before anything is submitted,
+    and --resume re-attaches to submitted jobs (limits may be raised then).
 
     With hw_eval.enabled = true in the config, the final front (or every
     candidate: hw_eval.which = "all") is then evaluated on the study's backend
@@ -147,7 +176,28 @@ def search(
     with _cli_errors(verbose):
         from qnas_hw.search import run_search
 
-        overrides = {"seed": seed, "hardware.backend": backend, "hardware.qubit_budget": qubit_budget}
+        overrides = {
+            "seed": seed,
+            "hardware.backend": backend,
+            "hardware.qubit_budget": qubit_budget,
+            "search.accuracy": accuracy,
+            "search.shots": shots,
+        }
+        budget = {
+            k: v
+            for k, v in {
+                "search.device.max_cost_usd": _non_negative("--max-cost", max_cost),
+                "search.device.max_qpu_seconds": _non_negative("--max-qpu-seconds", max_qpu_seconds),
+                "search.device.max_shots": _non_negative("--max-shots", max_shots),
+            }.items()
+            if v is not None
+        }
+        if dry_run:
+            cfg = (
+                _resolve_config(None, study=resume) if resume is not None else _resolve_config(config, None, overrides)
+            )
+            _print_search_estimate(with_overrides(cfg, **budget) if budget else cfg)
+            return
         if resume is not None:
             flags = {
                 "--config": config,
@@ -155,19 +205,24 @@ def search(
                 "--seed": seed,
                 "--backend": backend,
                 "--qubit-budget": qubit_budget,
+                "--accuracy": accuracy,
+                "--shots": shots,
             }
             given = [flag for flag, value in flags.items() if value is not None]
             if given:
                 _fail(
                     f"--resume continues {resume} with its stored configuration; drop {', '.join(given)} "
-                    "(start a new study to change settings)"
+                    "(start a new study to change settings; only --max-cost/--max-qpu-seconds/--max-shots may change)"
                 )
-            study = run_search(None, resume=resume, progress=progress)
+            study = run_search(None, resume=resume, progress=progress, budget_overrides=budget)
         else:
             cfg = _resolve_config(config, overrides=overrides)
             run_dir = out if out is not None else Path("runs") / f"search-{_timestamp()}"
-            err_console.print(f"study: {run_dir / 'study.sqlite'}", highlight=False)
-            study = run_search(cfg, run_dir, progress=progress)
+            err_console.print(
+                f"study: {run_dir / 'study.sqlite'} (accuracy: {cfg.search.accuracy} on {cfg.hardware.backend})",
+                highlight=False,
+            )
+            study = run_search(cfg, run_dir, progress=progress, budget_overrides=budget)
         failure = _search_hw_eval(study, verbose)
         _print_summary(study)
         if failure is not None:
@@ -175,6 +230,41 @@ def search(
                 f"hardware evaluation after the search: {failure}\nThe search itself is complete and saved in "
                 f"{study.path}; run `qnas-hw hw-eval {study.path} --resume` with other limits to measure it."
             )
+
+
+def _non_negative(flag: str, value: float | None) -> float | None:
+    if value is not None and value < 0:
+        _fail(f"{flag} {value:g} must be >= 0 (0 refuses any billed run; leave it out for the config's limit)")
+    return value
+
+
+def _print_search_estimate(cfg: RunConfig) -> None:
+    """``search --dry-run``: the predicted spend of the search's accuracy jobs; nothing is trained or submitted."""
+    from qnas_hw.search import check_before_training, check_setup, estimate_search_cost, make_hardware
+
+    out_console.print(
+        f"accuracy: {cfg.search.accuracy}; backend {cfg.hardware.backend}; shots {cfg.search.shots} per sample",
+        highlight=False,
+    )
+    hw = make_hardware(cfg)
+    check_setup(cfg, hw)
+    if cfg.search.accuracy != "device" or hw is None:
+        out_console.print(
+            f"accuracy '{cfg.search.accuracy}' runs locally and submits no job: nothing to pay", highlight=False
+        )
+        return
+    estimate = estimate_search_cost(cfg, hw)
+    for line in estimate.lines():
+        out_console.print(line, highlight=False, markup=False, soft_wrap=True)
+    d = cfg.search.device
+    out_console.print(
+        f"limits: max cost ${d.max_cost_usd}, max QPU s {d.max_qpu_seconds}, max shots {d.max_shots}", highlight=False
+    )
+    try:
+        check_before_training(cfg, hw)
+    except Exception as exc:  # the refusal a real run would give, shown rather than raised
+        err_console.print(f"[yellow]would refuse:[/yellow] {exc}", highlight=False)
+    out_console.print("dry run: nothing was trained or submitted", highlight=False)
 
 
 def _search_hw_eval(study: Any, verbose: bool) -> str | None:

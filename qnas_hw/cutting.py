@@ -318,7 +318,8 @@ SHOT_POLICIES: tuple[str, ...] = ("scaled", "fixed")
 def allot_shots(probability: float, overhead: float, shots: int, policy: str) -> int:
     """Shots for each circuit of a QPD term of probability ``p`` (``|c_j| / gamma``)."""
     if policy == "scaled":
-        return max(1, math.ceil(shots * overhead * probability - 1e-9))
+        value = shots * overhead * probability  # a stored probability carries 12 digits: ignore that last bit
+        return max(1, math.ceil(value - 1e-9 * max(1.0, value)))
     if policy == "fixed":
         return max(1, round(shots * probability))
     raise CuttingError(f"cut shot policy {policy!r} is unknown; use one of {', '.join(SHOT_POLICIES)}")

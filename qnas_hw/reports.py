@@ -246,6 +246,37 @@ class ReportData:
             len(self.candidates), len(self.objective_names)
         )
 
+    def accuracy_header(self) -> str:
+        """How ``val_error`` was measured, in one line (every report header carries it)."""
+        return accuracy_description(self.config)
+
+
+def accuracy_description(config: dict[str, Any]) -> str:
+    """``ideal``/``noisy``/``device``, with the backend, shots, samples and mitigation the study used."""
+    search = config.get("search", {}) or {}
+    hw = config.get("hardware", {}) or {}
+    mode = search.get("accuracy") or "ideal"
+    backend = hw.get("backend", "?")
+    if mode == "ideal":
+        return "accuracy: ideal (exact statevector simulation, infinite shots; no device noise)"
+    where = f"the noise model of {backend}, simulated offline" if mode == "noisy" else f"jobs on {backend} itself"
+    samples = search.get("val_samples")
+    mitigation = "readout mitigation: mthree" if search.get("readout_mitigation", True) else "no readout mitigation"
+    return (
+        f"accuracy: {mode} ({where}; {search.get('shots', '?')} shots per sample on "
+        f"{'every' if samples is None else f'up to {samples}'} validation samples; {mitigation}; "
+        f"layout: {hw.get('layout', 'calibrated')})"
+    )
+
+
+def placement(c: Candidate) -> tuple[list[int] | None, float | None]:
+    """A candidate's physical qubits and estimated success probability (noisy/device details, else transpilation)."""
+    acc = (c.details.get("val_error") or {}).get("accuracy") or {}
+    rt = c.details.get("runtime_s") or {}
+    layout = acc.get("layout", rt.get("layout", rt.get("physical_qubits")))
+    esp = acc.get("esp", rt.get("esp"))
+    return (None if layout is None else list(layout)), (None if esp is None else float(esp))
+
 
 def _latest_per_arch(records: Sequence[Any]) -> list[Candidate]:
     """Keep one record per architecture (the last stored one), in first-seen order.
@@ -490,7 +521,9 @@ def _fmt(value: float) -> str:
 def front_table(data: ReportData) -> Table:
     """The Pareto front as a rich table, best accuracy first; the CLI prints it."""
     names = data.objective_names
-    table = Table(title=f"Pareto front ({len(data.front)} of {len(data.candidates)} candidates)")
+    table = Table(
+        title=f"Pareto front ({len(data.front)} of {len(data.candidates)} candidates); {data.accuracy_header()}"
+    )
     table.add_column("pick")
     table.add_column("architecture")
     table.add_column("qubits", justify="right")
@@ -502,6 +535,7 @@ def front_table(data: ReportData) -> Table:
     backends = data.hw_backends
     for b in backends:
         table.add_column(f"hw_acc@{b}", justify="right")
+    table.add_column("ESP", justify="right")
     table.add_column("gen", justify="right")
     order = sorted(data.front, key=lambda i: data.candidates[i].values(names))
     for i in order:
@@ -514,6 +548,8 @@ def front_table(data: ReportData) -> Table:
         for b in backends:
             hw = data.hw_result(i, b)
             row.append("-" if hw is None else f"{100 * float(hw['accuracy']):.2f}%")
+        _, esp = placement(c)
+        row.append("-" if esp is None else f"{esp:.3f}")
         row.append(str(c.generation))
         table.add_row(*row)
     return table
@@ -545,6 +581,8 @@ def candidate_row(data: ReportData, i: int) -> dict[str, Any]:
     )
     for b in data.hw_backends:
         row.update(_hw_columns(data.hw_result(i, b), b))
+    layout, esp = placement(c)
+    row.update(layout=json.dumps(layout), esp=esp)
     extra: dict[str, Any] = {}
     _flat("details", c.details, extra)
     _flat("timings", c.timings, extra)
@@ -589,6 +627,7 @@ def report_json(data: ReportData) -> dict[str, Any]:
 
     return {
         "objective_names": data.objective_names,
+        "accuracy": data.accuracy_header(),
         "config": data.config,
         "n_candidates": len(data.candidates),
         "n_generations": len(data.generations),
@@ -758,6 +797,31 @@ def _hardware_section(data: ReportData) -> list[str]:
     return lines
 
 
+def _front_section(data: ReportData) -> list[str]:
+    """The front as a Markdown table: objectives, where each candidate runs and its success probability."""
+    if not data.front:
+        return []
+    names = data.objective_names
+    lines = [
+        "## Pareto front",
+        "",
+        "ESP: estimated success probability of the circuit as placed (product of 1 - error over its gates and "
+        "measurements, from the device's calibration data); layout: the physical qubits it runs on.",
+        "",
+        "| architecture | " + " | ".join(names) + " | layout | ESP |",
+        "|---|" + "---:|" * len(names) + "---|---:|",
+    ]
+    for i in sorted(data.front, key=lambda i: data.candidates[i].values(names)):
+        c = data.candidates[i]
+        layout, esp = placement(c)
+        lines.append(
+            f"| `{_md_cell(c.arch.canonical())}` | "
+            + " | ".join(_fmt(v) for v in c.values(names))
+            + f" | {layout if layout is not None else '-'} | {'-' if esp is None else f'{esp:.3f}'} |"
+        )
+    return [*lines, ""]
+
+
 def _md_cell(text: str) -> str:
     """Canonical architectures contain '|', which ends a Markdown table cell even inside backticks."""
     return text.replace("|", "\\|")
@@ -769,6 +833,7 @@ def summary_markdown(data: ReportData, files: Sequence[Path] = ()) -> str:
     lines = [
         "# qnas-hw study report",
         "",
+        f"- {data.accuracy_header()}",
         f"- objectives (all minimised): {', '.join(data.objective_names)}",
         f"- candidates evaluated: {len(data.candidates)} "
         f"({sum(not c.usable for c in data.candidates)} infeasible or failed)",
@@ -782,6 +847,7 @@ def summary_markdown(data: ReportData, files: Sequence[Path] = ()) -> str:
         f"{_describe(data, data.knee)}",
         f"- **most accurate** (lowest {acc_name}, ties by the other objectives): {_describe(data, data.most_accurate)}",
         "",
+        *_front_section(data),
         "## Hypervolume",
         "",
         f"Normalised with ideal={[_fmt(v) for v in data.ideal]}, nadir={[_fmt(v) for v in data.nadir]} "

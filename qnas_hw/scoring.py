@@ -214,7 +214,7 @@ class DeviceScorer:
         return JobSpec(
             pubs,
             CAL_SHOTS,
-            seed=derive_run_seed(self.settings.seed, None, "cal", qubits),
+            seed=derive_run_seed(self.settings.seed, None, "cal", self.settings.batch, qubits),
             label=f"readout-cal[{','.join(map(str, qubits))}]",
             meta={"kind": "readout-calibration", "qubits": list(qubits)},
         )

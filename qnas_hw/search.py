@@ -531,11 +531,30 @@ def make_hardware(config: RunConfig, backend: Any | None = None) -> Hardware | N
 def check_before_training(config: RunConfig, hw: Hardware | None) -> None:
     """Every refusal that needs no trained model, raised before the SuperCircuit trains (minutes saved).
 
-    The space must fit the device; ``noisy`` needs the target's noise model;
-    ``fixed`` cut shots must reach every QPD term of a plan the constraints
-    admit; a paid ``device`` search must have a budget for its first
-    generation (the message gives the predicted cost).
+    :func:`check_setup`, then: a paid ``device`` search must have a budget for
+    its first generation (the message gives the predicted cost).
     """
+    check_setup(config, hw)
+    if hw is None:
+        return
+    s = config.search
+    if "val_error" in s.objectives and s.accuracy == "device" and not hw.backend.is_simulator:
+        from qnas_hw.jobs import BudgetExceeded
+
+        estimate = estimate_search_cost(config, hw)
+        d = s.device
+        if d.max_cost_usd is not None and d.max_cost_usd <= 0 and estimate.first_generation_usd > 0:
+            raise BudgetExceeded(
+                f"refusing a device search on paid backend {hw.backend.name} with no budget: its first generation "
+                f"is predicted at ${estimate.first_generation_usd:.2f} ({estimate.first_generation_seconds:.1f} QPU "
+                f"s) and the whole search at about ${estimate.total_usd:.2f}; set --max-cost "
+                "(search.device.max_cost_usd) to what you accept to pay, and see `qnas-hw search --dry-run`"
+            )
+
+
+def check_setup(config: RunConfig, hw: Hardware | None) -> None:
+    """Refusals that need neither data nor a price: the space must fit the device, ``noisy`` needs the target's
+    noise model, and ``fixed`` cut shots must reach every QPD term of a plan the constraints admit."""
     space = config.search_space()
     if hw is None:
         return
@@ -554,18 +573,6 @@ def check_before_training(config: RunConfig, hw: Hardware | None) -> None:
         require_noise_model(backend)
     if s.cut_shots == "fixed":
         _check_fixed_cut_shots(config, hw)
-    if s.accuracy == "device" and not backend.is_simulator:
-        from qnas_hw.jobs import BudgetExceeded
-
-        estimate = estimate_search_cost(config, hw)
-        d = s.device
-        if d.max_cost_usd is not None and d.max_cost_usd <= 0 and estimate.first_generation_usd > 0:
-            raise BudgetExceeded(
-                f"refusing a device search on paid backend {backend.name} with no budget: its first generation is "
-                f"predicted at ${estimate.first_generation_usd:.2f} ({estimate.first_generation_seconds:.1f} QPU s) "
-                f"and the whole search at about ${estimate.total_usd:.2f}; set --max-cost (search.device.max_cost_usd) "
-                "to what you accept to pay, and see `qnas-hw search --dry-run` for the plan"
-            )
 
 
 def _check_fixed_cut_shots(config: RunConfig, hw: Hardware) -> None:

@@ -48,7 +48,8 @@ def problem(n: int = 24) -> tuple[list[tuple[Architecture, HQNN]], torch.Tensor,
 
 
 def settings(**kw) -> HardwareEvalSettings:
-    base = {"shots": 128, "chunk_rows": 6, "seed": 3, "concurrency": 2, "policy": FAST}
+    # mitigation off: these tests count the data jobs the executor runs (the calibration job has its own test)
+    base = {"shots": 128, "chunk_rows": 6, "seed": 3, "concurrency": 2, "policy": FAST, "mitigation": False}
     return HardwareEvalSettings(**{**base, **kw})
 
 

@@ -2,12 +2,17 @@
 
 For each candidate the classical front-end runs locally (``model.encode``),
 the quantum layer runs on the backend, and the head decodes the measured
-``<Z_q>`` (``model.decode``).  The circuit is built and transpiled ONCE per
-candidate; the validation samples become rows of a parameter array
-(:func:`qnas_hw.circuits.parameter_values`), chunked into jobs of at most
-``chunk_rows`` rows (one PUB each), never one job per sample.  Every job goes
-through the spending guard, the ledger and the retrying executor, so a crash
-at any point loses nothing and ``resume`` pays only for what is missing.
+``<Z_q>`` (``model.decode``).  What runs is the candidate's
+:class:`~qnas_hw.execution.CandidateProgram`, the same one the search's
+``device`` and ``noisy`` modes run: transpiled and placed on the device's best
+qubits once per candidate, and, for a candidate wider than the study's qubit
+budget, its cut plan's subexperiments (reconstructed with the addon).  The
+validation samples become rows of one parameter array per circuit, chunked
+into jobs of at most ``chunk_rows`` rows, never one job per sample; readout
+mitigation (mthree, on by default) adds one calibration job per qubit set.
+Every job goes through the spending guard, the ledger and the retrying
+executor, so a crash at any point loses nothing and ``resume`` pays only for
+what is missing.
 
 Seeds: job ``i`` of a candidate uses a seed derived from (seed, architecture,
 i), so a resumed or repeated evaluation sends byte-identical jobs (same
@@ -17,7 +22,6 @@ ledger keys) and, on seeded simulators, gets identical counts.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -27,10 +31,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from qnas_hw.backends.base import Backend, SamplerPub
-from qnas_hw.circuits import parameter_values
+from qnas_hw.backends.base import Backend
 from qnas_hw.cost import CostModel
-from qnas_hw.jobs.executor import AsyncExecutor, JobOutcome, JobSpec, RetryPolicy
+from qnas_hw.execution import ProgramBuilder, z_from_distributions
+from qnas_hw.jobs.executor import AsyncExecutor, JobSpec, RetryPolicy
 from qnas_hw.jobs.guard import Budget, BudgetExceeded, SpendPlan, check_budget, plan_spend
 from qnas_hw.jobs.ledger import JobLedger, LedgerState
 from qnas_hw.space import Architecture
@@ -74,6 +78,7 @@ class HardwareEvalSettings:
     budget: Budget = field(default_factory=Budget)
     dry_run: bool = False
     resume: bool = False
+    mitigation: bool = True  # mthree readout mitigation from measured calibrations (one job per qubit set)
 
     def __post_init__(self) -> None:
         for name in ("shots", "chunk_rows", "concurrency"):
@@ -104,6 +109,10 @@ class CandidateHardwareResult:
     timing_source: str
     depth: int
     n_2q: int
+    layout: list[int] = field(default_factory=list)
+    esp: float | None = None
+    mitigation: str = "none"
+    circuits_per_sample: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -130,27 +139,37 @@ class HardwareEvalReport:
 
 
 # ------------------------------------------------------------------ pure helpers
-def derive_job_seed(seed: int, arch: Architecture, chunk: int) -> int:
-    """A 31-bit simulator seed from (seed, architecture, chunk) only: reruns send identical jobs."""
-    digest = hashlib.sha256(f"{int(seed)}|{arch.key()}|{int(chunk)}".encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
-
-
 def expectations_from_counts(rows: Sequence[dict[str, int]], n_qubits: int) -> np.ndarray:
     """``<Z_q>`` per row from measured counts (qiskit keys: clbit n-1 first; measure_all maps clbit q to qubit q)."""
-    out = np.zeros((len(rows), n_qubits))
+    from qnas_hw.execution import probabilities
+
     for r, counts in enumerate(rows):
-        total = sum(counts.values())
-        if total == 0:
-            raise ValueError(f"row {r} has no shots in its counts")
-        for bits, count in counts.items():
-            key = bits.replace(" ", "")
-            if len(key) < n_qubits:
-                raise ValueError(f"count key {bits!r} has fewer than {n_qubits} bits")
-            signs = np.array([1.0 - 2.0 * (key[-1 - q] == "1") for q in range(n_qubits)])
-            out[r] += count * signs
-        out[r] /= total
-    return out
+        if any(len(k.replace(" ", "")) < n_qubits for k in counts):
+            raise ValueError(f"row {r}: a count key has fewer than {n_qubits} bits")
+    return z_from_distributions(probabilities(rows), n_qubits)
+
+
+def _scorer(
+    backend: Backend, ledger: JobLedger, settings: HardwareEvalSettings, planner: Any | None, batch: str
+) -> Any:
+    from qnas_hw.scoring import DeviceScorer, DeviceSettings
+
+    transpiler = Transpiler(backend, optimization_level=settings.optimization_level, seed=settings.seed)
+    builder = ProgramBuilder(backend, transpiler, planner, settings.shots)
+    return DeviceScorer(
+        builder,
+        backend,
+        ledger,
+        DeviceSettings(
+            seed=settings.seed,
+            concurrency=settings.concurrency,
+            chunk_rows=settings.chunk_rows,
+            mitigation=settings.mitigation,
+            policy=settings.policy,
+            budget=settings.budget,
+            batch=batch,
+        ),
+    )
 
 
 def candidate_jobs(
@@ -159,32 +178,27 @@ def candidate_jobs(
     X: Any,
     transpiler: Transpiler,
     settings: HardwareEvalSettings,
+    planner: Any | None = None,
 ) -> list[JobSpec]:
-    """One transpiled parameterised circuit; the samples as parameter rows, chunked into jobs."""
-    import torch
+    """The data jobs of one candidate: its program's circuits, the samples as parameter rows, chunked."""
+    from qnas_hw.scoring import DeviceScorer, DeviceSettings
 
-    circuit = transpiler.transpile(arch).circuit
-    with torch.no_grad():
-        feats = model.encode(torch.as_tensor(X)).detach().cpu().double().numpy()
-        weights = model.quantum_weights().detach().cpu().double().numpy()
-    values = parameter_values(circuit, arch, feats, weights)
-    specs = []
-    for i, start in enumerate(range(0, values.shape[0], settings.chunk_rows)):
-        chunk = values[start : start + settings.chunk_rows]
-        specs.append(
-            JobSpec(
-                (SamplerPub(circuit, chunk),),
-                settings.shots,
-                seed=derive_job_seed(settings.seed, arch, i),
-                label=f"{arch.canonical()}#{i}",
-                meta={"arch": arch.canonical(), "chunk": i, "rows": [start, start + chunk.shape[0]]},
-            )
-        )
-    return specs
+    builder = ProgramBuilder(transpiler.backend, transpiler, planner, settings.shots)
+    scorer = DeviceScorer(
+        builder, transpiler.backend, None, DeviceSettings(seed=settings.seed, chunk_rows=settings.chunk_rows)
+    )
+    return scorer.prepare(arch, model, X, np.zeros(len(X))).jobs
 
 
 def batch_name(backend: Backend, settings: HardwareEvalSettings) -> str:
     return f"hw-eval|{backend.name}|shots={settings.shots}|seed={settings.seed}"
+
+
+def sample_subset(y: np.ndarray, max_samples: int | None, seed: int) -> np.ndarray:
+    """Indices of the validation samples evaluated: a stratified subset of ``max_samples`` (never the first N)."""
+    from qnas_hw.data import stratified_subset
+
+    return stratified_subset(y, max_samples, seed)
 
 
 # ------------------------------------------------------------------ evaluation
@@ -197,12 +211,15 @@ def evaluate_on_backend(
     settings: HardwareEvalSettings | None = None,
     *,
     cost_model: CostModel | None = None,
+    planner: Any | None = None,
 ) -> HardwareEvalReport:
     """Plan, guard, run and score every candidate; results are stored in the ledger's database.
 
-    ``X``/``y`` are the validation samples (tensors or arrays).  Raises
-    :class:`~qnas_hw.jobs.guard.BudgetExceeded` before submitting anything
-    when the plan breaks a limit; ``settings.dry_run`` returns the plan only.
+    ``X``/``y`` are the validation samples (tensors or arrays); ``planner``
+    (the study's cut planner) makes candidates wider than its budget run as
+    their cut plans.  Raises :class:`~qnas_hw.jobs.guard.BudgetExceeded`
+    before submitting anything when the plan breaks a limit;
+    ``settings.dry_run`` returns the plan only.
     """
     import torch
 
@@ -211,17 +228,19 @@ def evaluate_on_backend(
         raise ValueError("no candidates to evaluate; pick --which all or check that the study has a front")
     X_t = torch.as_tensor(X)
     y_np = np.asarray(torch.as_tensor(y).cpu().numpy()).reshape(-1)
-    if settings.max_samples is not None:
-        X_t, y_np = X_t[: settings.max_samples], y_np[: settings.max_samples]
     if X_t.shape[0] != y_np.shape[0] or y_np.size == 0:
         raise ValueError(f"X has {X_t.shape[0]} samples and y {y_np.shape[0]}; give matching, non-empty arrays")
-    transpiler = Transpiler(backend, optimization_level=settings.optimization_level, seed=settings.seed)
-    groups = {arch.canonical(): candidate_jobs(arch, model, X_t, transpiler, settings) for arch, model in candidates}
-    if len(groups) != len(candidates):
+    if settings.max_samples is not None:
+        keep = sample_subset(y_np, settings.max_samples, settings.seed)
+        X_t, y_np = X_t[torch.as_tensor(keep)], y_np[keep]
+    if len({a.canonical() for a, _ in candidates}) != len(candidates):
         raise ValueError("the same architecture appears twice among the candidates")
+    batch = batch_name(backend, settings)
+    scorer = _scorer(backend, ledger, settings, planner, batch)
+    prepared = [scorer.prepare(arch, model, X_t, y_np) for arch, model in candidates]
+    groups = scorer.all_jobs(prepared)
     done = {r.key for r in ledger.jobs() if r.state is LedgerState.DONE and r.backend == backend.name}
     plan = plan_spend(backend, groups, done_keys=done, budget=settings.budget, cost_model=cost_model)
-    batch = batch_name(backend, settings)
     if settings.dry_run:
         try:
             check_budget(plan)
@@ -239,73 +258,59 @@ def evaluate_on_backend(
         resume=settings.resume,
     )
     all_specs = [s for specs in groups.values() for s in specs]
-    outcomes = dict(zip([id(s) for s in all_specs], executor.run_sync(all_specs), strict=True))
+    outcomes = {o.key: o for o in executor.run_sync(all_specs)}
     # per-candidate predictions cover all its jobs (the plan above only prices what is left to run)
     full = plan_spend(backend, groups, cost_model=cost_model) if done else plan
     plan_by_label = {line.label: line for line in full.lines}
+    mitigators: dict[Any, Any] = {}
     results = []
-    for arch, model in candidates:
-        specs = groups[arch.canonical()]
-        results.append(
-            _score(
-                arch,
-                model,
-                X_t,
-                y_np,
-                [outcomes[id(s)] for s in specs],
-                plan_by_label[arch.canonical()],
-                plan,
-                transpiler,
-                backend,
-                settings,
-            )
-        )
+    for p in prepared:
+        acc, details = scorer.finish(p, outcomes, mitigators)
+        results.append(_result(p, acc, details, X_t, y_np, plan_by_label[p.arch.canonical()], plan, backend))
     store_results(ledger, batch, results)
     return HardwareEvalReport(backend.name, batch, plan, results, dry_run=False)
 
 
-def _score(
-    arch: Architecture,
-    model: QuantumModel,
+def _result(
+    p: Any,
+    acc: float,
+    details: dict[str, Any],
     X: Any,
     y: np.ndarray,
-    outcomes: list[JobOutcome],
     line: Any,
     plan: SpendPlan,
-    transpiler: Transpiler,
     backend: Backend,
-    settings: HardwareEvalSettings,
 ) -> CandidateHardwareResult:
     import torch
 
-    rows = [row for o in outcomes for pub in o.counts for row in pub]
-    z = expectations_from_counts(rows, arch.n_qubits)
-    with torch.no_grad():
-        logits = model.decode(torch.as_tensor(z, dtype=torch.float32))
-        pred = logits.argmax(dim=-1).cpu().numpy()
-        sim_acc = None
-        if callable(model):  # the simulated forward pass, for the noise gap
+    model = p.model
+    sim_acc = None
+    if callable(model):  # the simulated forward pass, for the noise gap
+        with torch.no_grad():
             sim_acc = float((model(X).argmax(dim=-1).cpu().numpy() == y).mean())
-    rec = transpiler.transpile(arch)
-    qsec = [o.quantum_seconds for o in outcomes]
-    wsec = [o.wall_seconds for o in outcomes]
+    t = details.get("_timings", {})
+    rec = p.program.runs[0].record
     return CandidateHardwareResult(
-        arch=arch.canonical(),
+        arch=p.arch.canonical(),
         backend=backend.name,
         n_samples=int(y.size),
-        accuracy=float((pred == y).mean()),
+        accuracy=float(acc),
         simulator_accuracy=sim_acc,
-        shots=int(len(rows) * settings.shots),
-        jobs=len(outcomes),
-        job_ids=[o.provider_job_id or "" for o in outcomes],
-        reused_jobs=sum(o.reused for o in outcomes),
-        quantum_seconds=None if any(q is None for q in qsec) else float(sum(q for q in qsec if q is not None)),
-        wall_seconds=None if any(w is None for w in wsec) else float(sum(w for w in wsec if w is not None)),
+        shots=int(y.size * p.program.shots_per_row),
+        jobs=len(p.jobs),
+        job_ids=[j or "" for j in t.get("job_ids", [])],
+        reused_jobs=int(t.get("reused_jobs", 0)),
+        quantum_seconds=t.get("quantum_seconds"),
+        wall_seconds=t.get("wall_seconds"),
         predicted_seconds=float(line.seconds),
         predicted_usd=line.device_usd,
         timing_source=plan.timing_source,
         depth=rec.depth,
         n_2q=rec.n_2q,
+        layout=list(details.get("layout") or []),
+        esp=details.get("esp"),
+        mitigation=str(details.get("mitigation", "none")),
+        circuits_per_sample=p.program.circuits_per_row,
     )
 
 
@@ -389,9 +394,13 @@ def evaluate_study(
             d.dataset, d.data_dir, val_fraction=d.val_fraction, seed=config.seed, limit_train=d.limit_train
         )
         X, y = splits.val.tensors
+        from qnas_hw.cutting import CutPlanner
+
+        budget = min(config.hardware.qubit_budget, backend.num_qubits)
+        planner = CutPlanner(budget, seed=config.seed, max_qubits=backend.num_qubits)
         ledger = JobLedger(study)
         try:
-            return evaluate_on_backend(candidates, X, y, backend, ledger, settings)
+            return evaluate_on_backend(candidates, X, y, backend, ledger, settings, planner=planner)
         finally:
             ledger.close()
     finally:
