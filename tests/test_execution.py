@@ -5,8 +5,8 @@ elsewhere) on the uncut circuit; the subexperiments run on Aer without
 noise (a QPD term's mid-circuit measurement deferred to an ancilla, whose
 equality with Aer's own per-shot simulation is tested in ``test_noise.py``;
 Aer would otherwise simulate every shot separately).  Tolerance, derived
-once: the reconstruction is ``sum_j c_j prod_l e_jl`` over QPD terms ``j`` and subcircuits ``l``; each ``e_jl`` averages +-1
-outcomes over ``s_j >= shots * gamma * |c_j|`` shots, so
+once: the reconstruction is ``sum_j c_j prod_l e_jl`` over QPD terms ``j``
+and subcircuits ``l``; each ``e_jl`` averages +-1 outcomes over ``s_j >= shots * gamma * |c_j|`` shots, so
 ``Var <= L * sum_j c_j**2 / s_j <= L / shots`` (``sum_j |c_j| = gamma``), and
 5 standard errors are ``5 * sqrt(L / shots)``.
 """
