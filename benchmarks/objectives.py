@@ -35,16 +35,30 @@ NSGA-II's offspring stay near their parents).  Prints cache hit rates and the
 wall time with caches against the time the same stream costs cold (every
 visit priced at its first-visit time).
 
+Part 3 (``--accuracy``; targets on 2 cores: <= 1 s and <= 3 s median): the
+accuracy objective's scoring per candidate, ``ideal`` (the exact torch
+simulator on the same samples) side by side with ``noisy`` (the candidate's
+program transpiled and placed for the device, its samples as parameter rows
+under the device's Aer noise on only the used qubits, ``shots`` each, mthree
+readout mitigation), split into where the time goes: building the program
+(transpile + noise-aware placement, or cut planning + subexperiments), the
+Aer simulation, and mitigation + decoding (the readout calibration is timed
+apart: it is measured once per qubit set and shared by candidates).  Cases:
+a 4-qubit candidate on the 5-qubit ``fake_quito``, 8-qubit 2-layer
+candidates on the 27-qubit ``fake_kolkata``, and cut candidates.
+
 Timings are wall-clock on whatever machine runs this (a shared, loaded CPU
 in development): compare the columns of one run, not runs across machines.
 
     python benchmarks/objectives.py
     python benchmarks/objectives.py --n 32 --budgets 4,6 --extra-backjumps 1000 --pop 12 --generations 8
+    python benchmarks/objectives.py --accuracy --samples 512 --shots 1024 --repeats 3
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import tempfile
 import time
 from collections import Counter
@@ -298,6 +312,126 @@ def print_part2(
     print("  (plan hits include the second read of each plan by the other objective, as in the search)")
 
 
+#: Part 3 cases: (label, backend, architecture, qubit budget)
+ACCURACY_CASES: tuple[tuple[str, str, str, int], ...] = (
+    ("4q on 5q device", "fake_quito", "angle-y|q4|l2|ry-rz|ring|z", 5),
+    ("8q/2l ring (W8) on 27q", "fake_kolkata", "angle-y|q8|l2|ry-rz|ring|z", 8),
+    ("8q/2l sparse on 27q", "fake_kolkata", "angle-y|q8|l2|ry|sparse|z", 8),
+    ("cut: 5q, 1 CNOT cut", "fake_kolkata", "angle-y|q5|l1|rx-ry|linear|z", 4),
+    ("cut: 6q, 2 pieces", "fake_kolkata", "angle-x|q6|l1|ry|sparse|z", 4),
+)
+
+
+def accuracy_timings(samples: int, shots: int, repeats: int, seed: int) -> list[dict[str, Any]]:
+    """Per case: ideal scoring time, and noisy scoring split into build / simulate / mitigate+decode."""
+    import torch
+
+    from qnas_hw.execution import ProgramBuilder
+    from qnas_hw.models import HQNN
+    from qnas_hw.noise import NoisySimulator
+    from qnas_hw.scoring import NoisyScorer
+
+    rows = []
+    for label, backend_name, text, budget in ACCURACY_CASES:
+        backend = get_backend(backend_name)
+        arch = Architecture.parse(text)
+        rng = np.random.default_rng(seed)
+        X = torch.as_tensor(rng.normal(size=(samples, arch.n_qubits)), dtype=torch.float32)
+        y = torch.as_tensor(rng.integers(0, 3, size=samples))
+        model = HQNN(arch, (arch.n_qubits,), 3, frontend="linear", seed=seed).eval()
+        ideal = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                model(X).argmax(-1)
+            ideal.append(time.perf_counter() - t0)
+        simulator = NoisySimulator(backend)
+        planner = CutPlanner(budget, seed=seed, max_qubits=backend.num_qubits)
+        parts: dict[str, list[float]] = {"build": [], "simulate": [], "mitigate_decode": [], "total": []}
+        cal = math.nan
+        accs = []
+        for r in range(repeats):
+            builder = ProgramBuilder(backend, Transpiler(backend, seed=seed), planner, shots)  # a new candidate
+            scorer = NoisyScorer(builder, simulator, mitigation=True, seed=seed + r)
+            if r == 0:  # the readout calibration of the candidate's qubits, once (shared by candidates after)
+                t0 = time.perf_counter()
+                program = builder.build(arch)
+                qubits = sorted({q for run in program.runs for q in run.measured_qubits if q is not None})
+                scorer.mitigator(qubits)
+                cal = time.perf_counter() - t0 - 0.0
+                builder = ProgramBuilder(backend, Transpiler(backend, seed=seed), planner, shots)
+                fresh = NoisyScorer(builder, simulator, mitigation=True, seed=seed + r)
+                fresh._mitigators = scorer._mitigators
+                scorer = fresh
+            t0 = time.perf_counter()
+            acc, details = scorer.score(arch, model, X, y)
+            parts["total"].append(time.perf_counter() - t0)
+            for k in ("build", "simulate", "mitigate_decode"):
+                parts[k].append(details["_timings"][k])
+            accs.append(acc)
+        program = builder.build(arch)
+        rows.append(
+            {
+                "case": label,
+                "backend": backend_name,
+                "architecture": text,
+                "circuits_per_sample": program.circuits_per_row,
+                "shots_per_sample": program.shots_per_row,
+                "active_qubits": max(len(run.record.physical_qubits) for run in program.runs),
+                "ideal_s": float(np.median(ideal)),
+                "calibration_s": cal,
+                **{f"{k}_s": float(np.median(v)) for k, v in parts.items()},
+            }
+        )
+    return rows
+
+
+def write_results(path: Path, rows: list[dict[str, Any]], seconds: float, argv: Sequence[str] | None) -> None:
+    import json
+    import os
+    import platform
+    import subprocess
+    import sys
+
+    import qiskit
+    import qiskit_aer
+    import torch
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    payload = {
+        "command": "python benchmarks/objectives.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "commit": commit.strip(),
+        "machine": {
+            "cores": os.cpu_count(),
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "qiskit": qiskit.__version__,
+            "qiskit_aer": qiskit_aer.__version__,
+        },
+        "seconds": seconds,
+        "rows": rows,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=1) + "\n")
+
+
+def print_accuracy(rows: list[dict[str, Any]], samples: int, shots: int) -> None:
+    print(f"\npart 3: accuracy scoring per candidate, {samples} validation samples x {shots} shots (median s)")
+    print(
+        f"{'case':<24} {'circ/sample':>11} {'qubits':>6} {'ideal':>8} {'noisy':>8} {'= build':>8} "
+        f"{'+ Aer':>8} {'+ mit/dec':>9} {'(cal once)':>10}"
+    )
+    for r in rows:
+        print(
+            f"{r['case']:<24} {r['circuits_per_sample']:>11} {r['active_qubits']:>6} {r['ideal_s']:>8.3f} "
+            f"{r['total_s']:>8.3f} {r['build_s']:>8.3f} {r['simulate_s']:>8.3f} {r['mitigate_decode_s']:>9.3f} "
+            f"{r['calibration_s']:>10.3f}"
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--backend", default="fake_kolkata")
@@ -315,7 +449,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--stream-qubits", default="2,6", help="qubit range of the part-2 space (the default config's)")
     ap.add_argument("--stream-layers", default="1,3")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--accuracy", action="store_true", help="part 3 only: ideal vs noisy accuracy scoring")
+    ap.add_argument("--samples", type=int, default=512)
+    ap.add_argument("--shots", type=int, default=1024)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=None, help="part 3: also write the figures as JSON here")
     args = ap.parse_args(argv)
+    if args.accuracy:
+        t0 = time.perf_counter()
+        rows = accuracy_timings(args.samples, args.shots, args.repeats, args.seed)
+        print_accuracy(rows, args.samples, args.shots)
+        seconds = time.perf_counter() - t0
+        print(f"\nbenchmark wall time {seconds:.1f} s")
+        if args.out is not None:
+            write_results(args.out, rows, seconds, argv)
+        return
 
     rng = np.random.default_rng(args.seed)
     space8 = SearchSpace(qubits=(8, 8), layers=(2, 2))

@@ -71,10 +71,22 @@ def _setup_logging(verbose: bool) -> None:
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean "bad input or state the user can fix", reported without a traceback."""
     from qnas_hw.backends.base import BackendError
+    from qnas_hw.jobs import BudgetExceeded, JobExecutionError, LedgerError
     from qnas_hw.search import SearchError
     from qnas_hw.study import StudyError
 
-    return (ValueError, ConfigError, StudyError, SearchError, BackendError, FileNotFoundError, PermissionError)
+    return (
+        ValueError,
+        ConfigError,
+        StudyError,
+        SearchError,
+        BackendError,
+        FileNotFoundError,
+        PermissionError,
+        BudgetExceeded,
+        JobExecutionError,
+        LedgerError,
+    )
 
 
 @contextmanager

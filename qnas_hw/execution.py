@@ -230,6 +230,11 @@ class ProgramBuilder:
             return None
         if not plan.feasible:
             return f"cut plan infeasible: {plan.reason}"
+        if plan.n_cuts > 0 and not self.backend.supports_mid_circuit_measurement:
+            return (
+                f"its cut plan's QPD terms measure qubits mid-circuit, which {self.backend.name} cannot run "
+                "(final measurements only)"
+            )
         if self.max_cut_experiments is not None and plan.n_subexperiments > self.max_cut_experiments:
             return (
                 f"cut plan needs {plan.n_subexperiments} subexperiment circuits per sample, more than "

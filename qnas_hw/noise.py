@@ -26,7 +26,12 @@ candidate are one parameterised circuit, simulated as parallel experiments
 with counts tallied in C++ (the Sampler primitive would materialise every
 shot as a bit array first, which costs more than the simulation here).
 Density matrix up to :data:`DM_MAX_QUBITS` qubits, statevector trajectories
-beyond.
+beyond.  With the density matrix, Aer returns each row's exact outcome
+distribution (``save_probabilities``, gate noise included); the readout
+errors of the same model (independent per qubit) are applied to it exactly
+and the shots are drawn from it by a seeded multinomial: the same law as
+Aer's per-shot sampling with readout flips, which otherwise costs more than
+the simulation itself (0.6 ms per row and 1024 shots).
 
 Mid-circuit measurements (a cut candidate's QPD terms measure a qubit and
 keep using it) would make Aer simulate every shot separately, thousands of
@@ -183,7 +188,14 @@ class NoisySimulator:
         """Changes whenever the noise the candidates see changes (a refreshed snapshot, another device)."""
         return f"noise={self.backend.name}:{self.errors.key}|dm<={DM_MAX_QUBITS}"
 
-    def noise_model(self, physical: Sequence[int], stand_ins: Sequence[int] = ()) -> Any:
+    def readout_matrix(self, physical_qubit: int) -> np.ndarray:
+        """``[[P(0|0), P(1|0)], [P(0|1), P(1|1)]]`` (row: prepared, column: read) of one physical qubit."""
+        for qubits, error in self.errors.readout:
+            if qubits == (int(physical_qubit),):
+                return np.asarray(error.probabilities, dtype=float)
+        return np.eye(2)
+
+    def noise_model(self, physical: Sequence[int], stand_ins: Sequence[int] = (), readout: bool = True) -> Any:
         """The device's errors on ``physical`` qubits (renumbered 0..k-1 in that order), cached per qubit tuple.
 
         ``stand_ins[j]`` is the deflated qubit that ancilla ``k + j`` (a
@@ -192,7 +204,7 @@ class NoisySimulator:
         """
         from qiskit_aer.noise import NoiseModel
 
-        key = (tuple(int(q) for q in physical), tuple(int(s) for s in stand_ins))
+        key = (tuple(int(q) for q in physical), tuple(int(s) for s in stand_ins), bool(readout))
         with self._lock:
             cached = self._models.get(key)
         if cached is not None:
@@ -200,7 +212,7 @@ class NoisySimulator:
         index = {q: k for k, q in enumerate(key[0])}
         errs = self.errors
         model = NoiseModel(basis_gates=sorted({*errs.basis, "cx"}))
-        for qubits, error in errs.readout:
+        for qubits, error in errs.readout if readout else ():
             if all(q in index for q in qubits):
                 model.add_readout_error(error, [index[q] for q in qubits])
                 for j, stands_for in enumerate(key[1]):
@@ -229,8 +241,12 @@ class NoisySimulator:
         for k, ((circuit, values), n_shots) in enumerate(zip(pubs, shot_list, strict=True)):
             small, physical = deflate(circuit)
             small, stand_ins = defer_measurements(small)
+            if small.num_qubits <= DM_MAX_QUBITS:
+                rng = np.random.default_rng(int(seed) + 7919 * k)
+                out.append(self._sample_exact(circuit, small, physical, stand_ins, values, n_shots, rng))
+                continue
             model = self.noise_model(physical, stand_ins)
-            method = "density_matrix" if small.num_qubits <= DM_MAX_QUBITS else "statevector"
+            method = "statevector"
             sim = AerSimulator(
                 method=method,
                 noise_model=model,
@@ -246,6 +262,75 @@ class NoisySimulator:
             counts = result.get_counts() if n_rows > 1 else [result.get_counts()]
             out.append([{key.replace(" ", ""): int(v) for key, v in c.items()} for c in counts])
         return out
+
+    def _sample_exact(
+        self,
+        circuit: QuantumCircuit,
+        small: QuantumCircuit,
+        physical: Sequence[int],
+        stand_ins: Sequence[int],
+        values: np.ndarray | None,
+        shots: int,
+        rng: np.random.Generator,
+    ) -> list[dict[str, int]]:
+        """Exact noisy outcome distribution per row (Aer, density matrix), readout applied, shots drawn."""
+        from qiskit_aer import AerSimulator
+
+        body, measured = _split_final_measurements(small)
+        body.save_probabilities(qubits=[q for q, _ in measured], label="p")
+        sim = AerSimulator(
+            method="density_matrix",
+            noise_model=self.noise_model(physical, stand_ins, readout=False),
+            max_parallel_experiments=0,
+            max_parallel_threads=self.threads,
+        )
+        binds = _binds(circuit, small, values)
+        result = sim.run(body, parameter_binds=binds, shots=1).result()
+        if not result.success:
+            raise BackendError(f"noisy simulation of {circuit.name!r} failed: {result.status}")
+        n_rows = 1 if binds is None else len(next(iter(binds[0].values())))
+        n_phys = len(physical)
+        matrices = [
+            self.readout_matrix(physical[q] if q < n_phys else physical[stand_ins[q - n_phys]]) for q, _ in measured
+        ]
+        clbits = [c for _, c in measured]
+        total = small.num_clbits
+        out = []
+        for r in range(n_rows):
+            probs = np.asarray(result.data(r)["p"], dtype=float)
+            probs = _apply_readout(probs, matrices)
+            draws = rng.multinomial(shots, probs / probs.sum())
+            counts: dict[str, int] = {}
+            for v in np.flatnonzero(draws):
+                bits = ["0"] * total
+                for j, c in enumerate(clbits):
+                    if (v >> j) & 1:
+                        bits[total - 1 - c] = "1"
+                counts["".join(bits)] = int(draws[v])
+            out.append(counts)
+        return out
+
+
+def _split_final_measurements(circuit: QuantumCircuit) -> tuple[QuantumCircuit, list[tuple[int, int]]]:
+    """The circuit without its (final) measurements, and (qubit, clbit) of each, in clbit order."""
+    body = circuit.copy_empty_like()
+    measured: dict[int, int] = {}
+    for inst in circuit.data:
+        if inst.operation.name == "measure":
+            measured[circuit.find_bit(inst.clbits[0]).index] = circuit.find_bit(inst.qubits[0]).index
+            continue
+        body.append(inst)
+    return body, [(measured[c], c) for c in sorted(measured)]
+
+
+def _apply_readout(probs: np.ndarray, matrices: Sequence[np.ndarray]) -> np.ndarray:
+    """Push a distribution over measured bits (bit j = position j) through independent per-bit readout errors."""
+    m = len(matrices)
+    tensor = probs.reshape((2,) * m)  # axis 0 is the most significant bit, i.e. position m - 1
+    for j, matrix in enumerate(matrices):
+        axis = m - 1 - j
+        tensor = np.moveaxis(np.tensordot(tensor, matrix, axes=([axis], [0])), -1, axis)
+    return np.clip(tensor.reshape(-1), 0.0, None)
 
 
 def defer_measurements(circuit: QuantumCircuit) -> tuple[QuantumCircuit, list[int]]:

@@ -538,6 +538,8 @@ def check_before_training(config: RunConfig, hw: Hardware | None) -> None:
     if hw is None:
         return
     s = config.search
+    if "val_error" in s.objectives and s.accuracy == "device":
+        hw.backend.preflight()  # an unreachable provider fails here, not after the SuperCircuit trained
     if "val_error" in s.objectives and s.accuracy == "device" and not hw.backend.is_simulator:
         from qnas_hw.jobs import BudgetExceeded
 

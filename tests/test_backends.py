@@ -156,3 +156,28 @@ def test_braket_snapshot_runs_noisy_on_density_matrix():
         assert sum(row.values()) == 2000
         assert _tv(row, probs) < 0.15  # depolarising + 2.5% readout noise from the snapshot
     assert backend.pricing is not None and backend.pricing.per_task_usd > 0
+
+
+def test_unreachable_providers_are_reported_as_network_problems_not_bad_credentials(monkeypatch) -> None:
+    """Real SDK calls through a proxy that refuses connections: the user is told the provider is unreachable."""
+    import json
+
+    from qnas_hw.backends import calibration_dir
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # nothing listens on the discard port
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.setenv("QISKIT_IBM_TOKEN", "not-a-real-token-1234")
+    with pytest.raises(BackendError, match="IBM Quantum is unreachable") as info:
+        get_backend("ibm:ibm_brisbane").preflight()
+    assert "credentials were not checked" in str(info.value) and "not-a-real-token-1234" not in str(info.value)
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLEEXAMPLE00")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-a-real-secret")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-north-1")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    arn = json.loads((calibration_dir() / "devices" / "iqm_garnet.json").read_text())["device_arn"]
+    with pytest.raises(BackendError, match="Amazon Braket is unreachable") as info:
+        get_backend(f"braket:{arn}").preflight()
+    assert "not-a-real-secret" not in str(info.value)

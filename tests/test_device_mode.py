@@ -216,3 +216,30 @@ def _child(out: str, spool: str) -> None:
 
 if __name__ == "__main__":
     _child(sys.argv[1], sys.argv[2])
+
+
+def test_search_dry_run_prices_the_whole_search_and_creates_nothing(tmp_path: Path, tiny_search_toml: str) -> None:
+    from typer.testing import CliRunner
+
+    from qnas_hw.cli import app
+
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(tiny_search_toml)
+    out = tmp_path / "never"
+    res = CliRunner().invoke(
+        app, ["search", "--config", str(cfg), "--accuracy", "device", "--dry-run", "--out", str(out)]
+    )
+    assert res.exit_code == 0, res.output
+    assert "generation 0 (" in res.output and "whole search: at most 8 evaluations" in res.output
+    assert "dry run: nothing was trained or submitted" in res.output and not out.exists()
+
+
+def test_bad_accuracy_settings_are_refused_before_training(tmp_path: Path) -> None:
+    from qnas_hw.search import SearchError
+
+    # fixed cut shots spread over QPD terms: a plan the constraints admit may have more terms than shots
+    cfg = _config(accuracy="noisy", cut_shots="fixed", shots=64)
+    cfg = config_from_dict({**cfg.resolved(), "space": {**cfg.resolved()["space"], "qubits": [2, 3]}})
+    with pytest.raises(SearchError, match=r"shots=64 is too few for cut_shots='fixed'.*use shots >= 46656"):
+        run_search(cfg, tmp_path / "fixed", progress=False)
+    assert not (tmp_path / "fixed").exists()

@@ -31,6 +31,35 @@ class BackendError(RuntimeError):
     """A backend problem the user must fix (unknown name, missing credentials...)."""
 
 
+def unreachable_reason(exc: BaseException) -> str | None:
+    """The network failure behind a provider error, if any (walks ``__cause__``/``__context__``).
+
+    Providers report a failed connection as an account problem (IBM: "Unable
+    to retrieve instances. Please check that you are using a valid API
+    token."); telling the user to fix a token that was never checked sends
+    them the wrong way.
+    """
+    import socket
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        name = type(current).__name__
+        if isinstance(current, ConnectionError | socket.gaierror | TimeoutError) or name in (
+            "ConnectionError",
+            "NameResolutionError",
+            "MaxRetryError",
+            "NewConnectionError",
+            "EndpointConnectionError",
+            "ConnectTimeoutError",
+            "ConnectTimeout",
+        ):
+            return f"{name}: {str(current)[:200]}"
+        current = current.__cause__ or current.__context__
+    return None
+
+
 class JobState(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
@@ -140,6 +169,14 @@ class Backend(ABC):
     def rep_delay_s(self) -> float:
         """Idle time between shots on the device (reset/repetition delay); 0 for simulators."""
         return 0.0
+
+    @property
+    def supports_mid_circuit_measurement(self) -> bool:
+        """Whether a measured qubit may be used again (cut candidates' QPD terms need it)."""
+        return True
+
+    def preflight(self) -> None:
+        """Contact the provider once (cloud backends), so an unreachable service fails before any training."""
 
     @property
     def pricing(self) -> Pricing | None:

@@ -55,6 +55,7 @@ from qnas_hw.backends.base import (
     Pricing,
     SamplerPub,
     calibration_dir,
+    unreachable_reason,
 )
 
 log = logging.getLogger(__name__)
@@ -458,6 +459,10 @@ class BraketLocalBackend(Backend):
     def credentials_present(self) -> bool:
         return True
 
+    @property
+    def supports_mid_circuit_measurement(self) -> bool:
+        return False  # translated programs take final measurements only
+
     def transpile(self, circuit: QuantumCircuit, optimization_level: int = 1, seed: int = 0) -> QuantumCircuit:
         return transpile(
             circuit, basis_gates=self.basis_gates, optimization_level=optimization_level, seed_transpiler=seed
@@ -539,6 +544,14 @@ class BraketDeviceBackend(Backend):
     def credentials_present(self) -> bool:
         return aws_credentials_present() if self._cloud else True
 
+    @property
+    def supports_mid_circuit_measurement(self) -> bool:
+        return False  # Braket circuits take final measurements only
+
+    def preflight(self) -> None:
+        if self._cloud:
+            self._device()
+
     def transpile(self, circuit: QuantumCircuit, optimization_level: int = 1, seed: int = 0) -> QuantumCircuit:
         return transpile(circuit, target=self._target, optimization_level=optimization_level, seed_transpiler=seed)
 
@@ -554,7 +567,17 @@ class BraketDeviceBackend(Backend):
                 )
             from braket.aws import AwsDevice
 
-            self._aws_device = AwsDevice(self.arn)
+            try:
+                self._aws_device = AwsDevice(self.arn)
+            except Exception as exc:
+                reason = unreachable_reason(exc)
+                if reason is None:
+                    raise
+                raise BackendError(
+                    f"{self.name}: Amazon Braket is unreachable (no network connection, or the service is down: "
+                    f"{reason}); your credentials were not checked. Retry when the network is back, or search "
+                    f"offline with the snapshot (--backend braket_{self.snapshot})"
+                ) from None
         return self._aws_device
 
     def submit(self, pubs: Sequence[SamplerPub], shots: int, seed: int | None = None) -> JobHandle:

@@ -23,7 +23,7 @@ from qiskit import QuantumCircuit, transpile
 from qiskit.transpiler import Target
 
 from qnas_hw.backends.aer import PrimitiveJobHandle, pub_tuple, target_duration
-from qnas_hw.backends.base import Backend, BackendError, JobHandle, SamplerPub
+from qnas_hw.backends.base import Backend, BackendError, JobHandle, SamplerPub, unreachable_reason
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +192,9 @@ class IBMRuntimeBackend(_QiskitDeviceBackend):
     def credentials_present(self) -> bool:
         return ibm_credentials_present()
 
+    def preflight(self) -> None:
+        self._device  # noqa: B018 - resolving the device contacts the service (clear error when unreachable)
+
     def _service(self) -> Any:
         if self._service_obj is None:
             if not self.credentials_present():
@@ -201,9 +204,19 @@ class IBMRuntimeBackend(_QiskitDeviceBackend):
                 )
             from qiskit_ibm_runtime import QiskitRuntimeService
 
-            self._service_obj = (
-                QiskitRuntimeService(instance=self._instance) if self._instance else (QiskitRuntimeService())
-            )
+            try:
+                self._service_obj = (
+                    QiskitRuntimeService(instance=self._instance) if self._instance else (QiskitRuntimeService())
+                )
+            except Exception as exc:
+                reason = unreachable_reason(exc)
+                if reason is None:
+                    raise
+                raise BackendError(
+                    f"{self.name}: IBM Quantum is unreachable (no network connection, or the service is down: "
+                    f"{reason}); your credentials were not checked. Retry when the network is back, or search "
+                    "offline with a fake backend (e.g. --backend fake_kolkata)"
+                ) from None
         return self._service_obj
 
     @property

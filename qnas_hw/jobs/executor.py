@@ -630,6 +630,8 @@ def _complete_reattached(handle: JobHandle, spec: JobSpec) -> JobHandle:
 
 def _hint(exc: BaseException) -> str:
     text = str(exc).lower()
+    if "unreachable" in text:
+        return ""  # a network problem: the message already says so, credentials are not the cause
     if any(w in text for w in ("auth", "credential", "token", "401", "403", "forbidden")):
         return " -- check the provider credentials (IBM: QiskitRuntimeService.save_account; AWS: aws configure)"
     if any(w in text for w in ("parameter", "circuit", "qubit", "validation", "invalid")):

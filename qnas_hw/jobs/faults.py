@@ -227,6 +227,10 @@ class FaultyBackend(Backend):
     def credentials_present(self) -> bool:
         return self.inner.credentials_present()
 
+    @property
+    def supports_mid_circuit_measurement(self) -> bool:
+        return self.inner.supports_mid_circuit_measurement
+
     def transpile(self, circuit: QuantumCircuit, optimization_level: int = 1, seed: int = 0) -> QuantumCircuit:
         return self.inner.transpile(circuit, optimization_level, seed)
 
