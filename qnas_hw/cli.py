@@ -588,6 +588,7 @@ def _run_hw_eval(
         ),
         dry_run=pick(dry_run, hw.dry_run),
         resume=resume,
+        mitigation=hw.readout_mitigation,
     )
     report_ = evaluate_study(study, be, which=pick(which, hw.which), settings=settings)
     for line in report_.plan.lines_text():
@@ -599,7 +600,7 @@ def _run_hw_eval(
     else:
         table = Table(title=f"hardware validation accuracy on {be.name}")
         table.add_column("candidate", no_wrap=True)
-        for col in ("hw acc", "sim acc", "shots", "jobs (reused)", "QPU s", "wall s", "pred s"):
+        for col in ("hw acc", "sim acc", "shots", "jobs (reused)", "QPU s", "wall s", "pred s", "ESP", "mitigation"):
             table.add_column(col, justify="right")
         num = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
         for r in report_.results:
@@ -612,6 +613,8 @@ def _run_hw_eval(
                 num(r.quantum_seconds, ".1f"),
                 num(r.wall_seconds, ".1f"),
                 num(r.predicted_seconds, ".1f"),
+                num(r.esp, ".3f"),
+                r.mitigation,
             )
         out_console.print(table)
     if json_out is not None:

@@ -375,6 +375,7 @@ class HwEvalConfig(_Section):
     timeout_s: float = 600.0
     max_attempts: int = 3
     dry_run: bool = False
+    readout_mitigation: bool = True  # mthree, from calibration circuits run as one more job per qubit set
 
     @model_validator(mode="before")
     @classmethod
@@ -383,8 +384,9 @@ class HwEvalConfig(_Section):
         if isinstance(data, dict) and "as_objective" in data:
             if data["as_objective"] is not False:
                 raise ValueError(
-                    f"hw_eval.as_objective={data['as_objective']!r} is not supported: hardware accuracy is reported "
-                    "as the hw_acc@<backend> column of the report; remove the key"
+                    f"hw_eval.as_objective={data['as_objective']!r} is not supported: to score every candidate on the "
+                    "backend during the search set search.accuracy = 'device' (or 'noisy' for its noise model "
+                    "offline); remove the key"
                 )
             data = {k: v for k, v in data.items() if k != "as_objective"}
         return data
