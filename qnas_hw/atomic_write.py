@@ -34,3 +34,38 @@ def atomic_write(path: Path | str, write: Callable[[Path], object]) -> Path:
 def atomic_write_text(path: Path | str, text: str) -> Path:
     """``atomic_write`` for text (UTF-8)."""
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+class DamagedFileError(ValueError):
+    """A file that exists but cannot be read back (truncated, overwritten): the message names it."""
+
+
+def atomic_write_torch(path: Path | str, obj: object) -> Path:
+    """``torch.save`` through memory, then an atomic write: a full disk raises ``OSError`` with its errno.
+
+    (``torch.save`` straight to a file reports a failed write as a generic
+    ``RuntimeError`` from its zip writer, which cannot be told apart from a bug.)
+    """
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    data = buffer.getvalue()
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def read_torch(path: Path | str, what: str) -> object:
+    """``torch.load`` (CPU, weights only) whose failure on a damaged file names the file and what it holds."""
+    import torch
+
+    path = Path(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except (RuntimeError, EOFError, ValueError, OSError) as exc:
+        if isinstance(exc, OSError) and not isinstance(exc, EOFError) and exc.errno is not None:
+            raise  # a disk problem, not a damaged file
+        raise DamagedFileError(f"{what} {path} is damaged and cannot be read ({type(exc).__name__}: {exc})") from None

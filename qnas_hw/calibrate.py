@@ -36,6 +36,7 @@ from qnas_hw.cost import (
     mape,
     r2_score,
 )
+from qnas_hw.locking import WriterLock
 from qnas_hw.space import Architecture
 from qnas_hw.transpilation import Transpiler, TranspileRecord
 
@@ -194,6 +195,13 @@ def run_calibration(
     wall-clock fit used for job timeouts and local evaluation budgets.
     """
     backend = get_backend(backend_name)
+    target_path = out_path or calibration_path(backend.name)
+    # one writer per calibration file (a second `calibrate` would overwrite the first one's fit)
+    with WriterLock(target_path, f"qnas-hw calibrate --backend {backend.name}"):
+        return _calibrate(backend, target_path, seed, quick, repeats)
+
+
+def _calibrate(backend: Any, target_path: Path, seed: int, quick: bool, repeats: int | None) -> CalibrationReport:
     transpiler = Transpiler(backend, optimization_level=1, seed=seed)
     rng = np.random.default_rng(seed)
     real_qpu = not backend.is_simulator
@@ -250,7 +258,7 @@ def run_calibration(
         ],
     }
     model = replace(model, fit=fit, created=created, provenance={**model.provenance, "calibration": provenance})
-    path = model.save(out_path or calibration_path(backend.name))
+    path = model.save(target_path)
     ms = [Measurement(p, s, float(pr), w, rec.summary()) for (p, w, s, rec), pr in zip(measured, preds, strict=True)]
     return CalibrationReport(backend.name, path, fit, model.timing_source, ms, model)
 

@@ -413,6 +413,21 @@ class HwEvalConfig(_Section):
         return v
 
 
+class ComputeConfig(_Section):
+    """Where the arithmetic runs.  ``threads`` is part of a run's recipe: floating-point sums differ with the
+    number of threads, so a resumed search (or a retrained SuperCircuit) reproduces the stored values only with the
+    same count.  Left out, a new study records the count torch uses at its start."""
+
+    threads: int | None = None
+
+    @field_validator("threads")
+    @classmethod
+    def _threads(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError(f"compute.threads={v} must be >= 1 (torch intra-op threads), or omitted")
+        return v
+
+
 class RunConfig(_Section):
     """Everything one run reads; ``model_dump(mode="json")`` is the resolved config stored with the study."""
 
@@ -424,6 +439,7 @@ class RunConfig(_Section):
     search: SearchConfig = Field(default_factory=SearchConfig)
     hardware: HardwareConfig = Field(default_factory=HardwareConfig)
     hw_eval: HwEvalConfig = Field(default_factory=HwEvalConfig)
+    compute: ComputeConfig = Field(default_factory=ComputeConfig)
 
     @field_validator("seed")
     @classmethod

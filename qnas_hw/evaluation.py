@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from qnas_hw.atomic_write import atomic_write
+from qnas_hw.atomic_write import atomic_write_torch, read_torch
 from qnas_hw.data import stratified_subset
 from qnas_hw.models import HQNN
 from qnas_hw.objectives import Objective, ObjectiveResult
@@ -232,8 +232,24 @@ class ValidationErrorObjective(Objective):
         return [out[a.key()] for a in archs]
 
 
+def rederive_weights(objective: ValidationErrorObjective, arch: Architecture, stored_ideal_acc: float) -> HQNN:
+    """Fine-tune ``arch`` again exactly as the search did (same seed) and save its weights, after checking that the
+    result is the one the study stored: same exact validation accuracy.  Used when the weights file is gone or damaged.
+    """
+    model, details, _ = objective._trained(arch)
+    got = details.get("ideal_val_acc", details["val_acc"])
+    if not math.isclose(got, stored_ideal_acc, rel_tol=0, abs_tol=1e-12):
+        raise RuntimeError(
+            f"re-fine-tuning {arch.canonical()} gave validation accuracy {got:.6f}, the study stored "
+            f"{stored_ideal_acc:.6f}: the SuperCircuit, the data or the thread count differ from the search's; "
+            "restore the run directory's weights/ from a backup"
+        )
+    logger.info("re-derived the fine-tuned weights of %s (validation accuracy %.4f, as stored)", arch.canonical(), got)
+    return model
+
+
 def _save_weights(model: nn.Module, path: Path) -> None:
-    atomic_write(path, lambda tmp: torch.save(model.state_dict(), tmp))
+    atomic_write_torch(path, model.state_dict())
 
 
 def load_candidate(supercircuit: SuperCircuit, arch: Architecture, weights_dir: Path) -> HQNN:
@@ -245,6 +261,6 @@ def load_candidate(supercircuit: SuperCircuit, arch: Architecture, weights_dir: 
             "first, or use supercircuit.extract(arch) for the inherited weights"
         )
     model = supercircuit.extract(arch)
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    model.load_state_dict(read_torch(path, f"fine-tuned weights of {arch.canonical()}"))  # type: ignore[arg-type]
     model.eval()
     return model

@@ -57,7 +57,15 @@ from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 from qnas_hw.config import RunConfig, config_from_dict, with_overrides
 from qnas_hw.objectives import Objective
 from qnas_hw.space import GENES, Architecture, SearchSpace
-from qnas_hw.study import CandidateRecord, GenerationRecord, Study, StudyError, now_iso
+from qnas_hw.study import (
+    CandidateRecord,
+    GenerationRecord,
+    Study,
+    StudyError,
+    StudyStorageError,
+    now_iso,
+    storage_problem,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -345,6 +353,13 @@ class CandidateEvaluator:
             for arch, result in zip(archs, results, strict=True):
                 k = arch.key()
                 timings[k][obj.name] = elapsed
+                if isinstance(result, Exception) and storage_problem(result) is not None:
+                    # the disk's fault, not the candidate's: never stored as its result; a resume evaluates it
+                    raise StudyStorageError(
+                        f"could not save while evaluating {arch.canonical()}: {storage_problem(result)}. Nothing of "
+                        f"this generation's unfinished candidates was recorded; free space (or fix the permissions) "
+                        f"and continue with `qnas-hw search --resume {self.study.path}`"
+                    ) from result
                 if isinstance(result, Exception):
                     logger.error("objective %s failed on %s: %s", obj.name, arch.canonical(), result, exc_info=result)
                     errors.setdefault(k, f"{obj.name}: {type(result).__name__}: {result}")
@@ -491,6 +506,63 @@ def _build_accuracy_objective(
         scorer=scorer,
         val_samples=config.search.val_samples,
     )
+
+
+def _use_threads(config: RunConfig) -> None:
+    """Run with the study's thread count (see :class:`~qnas_hw.config.ComputeConfig`)."""
+    import torch
+
+    threads = config.compute.threads
+    if threads is not None and torch.get_num_threads() != threads:
+        logger.info(
+            "using %d torch threads, as the study records (this process had %d)", threads, torch.get_num_threads()
+        )
+        torch.set_num_threads(threads)
+
+
+def _check_supercircuit(study: Study, accuracy: Any, config: RunConfig) -> None:
+    """Record the SuperCircuit the candidates are scored with; a resume that got another one is refused.
+
+    Without this, deleting ``supercircuit.pt`` and resuming under other
+    settings retrains a different SuperCircuit whose candidates are stored
+    beside the old ones (another settings key) and mixed into the front.
+    """
+    import torch
+
+    current = {
+        "fingerprint": accuracy.supercircuit.fingerprint(),
+        "threads": config.compute.threads,
+        "torch": torch.__version__,
+    }
+    stored = study.meta_json("supercircuit")
+    if stored is None:
+        study.set_meta_json("supercircuit", current)
+        return
+    if stored.get("fingerprint") != current["fingerprint"]:
+        raise SearchError(
+            f"the SuperCircuit available now (fingerprint {current['fingerprint']}, torch {current['torch']}, "
+            f"{current['threads']} threads) is not the one {study.path}'s candidates were scored with (fingerprint "
+            f"{stored.get('fingerprint')}, torch {stored.get('torch')}, {stored.get('threads')} threads); mixing "
+            f"them would put two SuperCircuits' candidates on one front. Restore {SUPERCIRCUIT_FILE} next to the "
+            "study, or resume on the torch build it was made with"
+        )
+
+
+def _report_missing_weights(study: Study, out_dir: Path) -> None:
+    """Name stored candidates whose fine-tuned weights are gone (they are re-derived when hw-eval needs them)."""
+    missing = [
+        c.arch.canonical()
+        for c in study.candidates()
+        if "error" not in c.details and not (out_dir / WEIGHTS_DIR / f"{c.arch.key()}.pt").is_file()
+    ]
+    if missing:
+        logger.warning(
+            "%d stored candidates have no weights file in %s (e.g. %s); `qnas-hw hw-eval` re-derives them by "
+            "fine-tuning again with the same seed and checks the result against the study",
+            len(missing),
+            out_dir / WEIGHTS_DIR,
+            missing[0],
+        )
 
 
 def load_splits(config: RunConfig) -> Any:
@@ -732,7 +804,7 @@ def prepare_search(
     ``budget_overrides`` (``search.device.*`` limits) may change on resume.
     """
     if resume is not None:
-        study = Study.open(resume)
+        study = Study.open(resume, write=True, purpose="qnas-hw search --resume")
         stored = config_from_dict(study.config, source=f"configuration stored in {resume}")
         if config is not None and config.resolved() != stored.resolved():
             raise SearchError(
@@ -754,9 +826,14 @@ def prepare_search(
         out_dir = Path(out_dir)
         if budget_overrides:
             config = with_overrides(config, **budget_overrides)
+        if config.compute.threads is None:  # the study records the thread count it is computed with
+            import torch
+
+            config = with_overrides(config, **{"compute.threads": torch.get_num_threads()})
         hw = make_hardware(config, backend)
         check_before_training(config, hw)
         study = Study.create(out_dir / STUDY_FILE, config.resolved(), objective_names=config.search.objectives)
+    _use_threads(config)
     space = config.search_space()
     names = config.search.objectives
     ledger = None
@@ -768,6 +845,9 @@ def prepare_search(
             ledger = JobLedger(study)
         scorer = make_scorer(config, hw.backend, hw.transpiler, hw.planner, ledger)
     accuracy = _build_accuracy_objective(config, out_dir, progress, scorer) if "val_error" in names else None
+    if accuracy is not None:
+        _check_supercircuit(study, accuracy, config)
+        _report_missing_weights(study, out_dir)
     planner = hw.planner if hw is not None else None
     objectives = build_objectives(
         config,

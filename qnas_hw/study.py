@@ -13,27 +13,41 @@ Tables: ``meta`` (config JSON, objective names, schema version, created),
 and ``algorithm_state``.  Other modules (e.g. the hardware job ledger) add
 their own tables through :meth:`Study.connect` with ``CREATE TABLE IF NOT
 EXISTS``.
+
+Integrity.  A writer (``Study.create`` / ``Study.open(write=True)``) holds
+the study's exclusive writer lock (:mod:`qnas_hw.locking`): a second process
+is refused with the holder's name before it writes anything.  Opening runs
+SQLite's ``quick_check``, so a damaged file is an error at open, before any
+work; every candidate row carries a SHA-256 of its stored values, verified
+whenever it is read, so a value edited or corrupted in place is caught rather
+than trusted.  SQLite errors surface as :class:`StudyError` naming the file
+(a full disk as :class:`StudyStorageError`, which says to free space and
+resume).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import math
 import sqlite3
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from qnas_hw.atomic_write import atomic_write_text
+from qnas_hw.locking import LockedError, WriterLock
 from qnas_hw.space import Architecture
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: schema 1 (before per-row checksums) is migrated in place when opened for writing
+_MIGRATABLE = {1}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -51,6 +65,7 @@ CREATE TABLE IF NOT EXISTS candidates (
     generation   INTEGER NOT NULL,
     feasible     INTEGER NOT NULL,
     created_at   TEXT NOT NULL,
+    checksum     TEXT,
     UNIQUE (arch_key, settings_key)
 );
 CREATE TABLE IF NOT EXISTS generations (
@@ -71,6 +86,41 @@ CREATE TABLE IF NOT EXISTS algorithm_state (
 
 class StudyError(RuntimeError):
     """A study file that cannot be created, opened or continued, with the fix in the message."""
+
+
+class StudyLocked(StudyError, LockedError):
+    """Another process is writing the study (the message names it)."""
+
+
+class StudyStorageError(StudyError):
+    """The disk refused a write (full, read-only, I/O error): nothing was recorded; free space and resume."""
+
+
+class StudyCorrupt(StudyError):
+    """The study file or a row in it is damaged; the message names what and what to do."""
+
+
+def row_checksum(
+    arch: str, settings_key: str, objectives: str, details: str, timings: str, generation: int, feasible: int
+) -> str:
+    """SHA-256 over a candidate row's stored text, so an edited or damaged value is detected when read."""
+    blob = json.dumps([arch, settings_key, objectives, details, timings, int(generation), int(feasible)])
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+_STORAGE_TEXT = ("disk is full", "disk i/o error", "readonly database", "read-only", "unable to open")
+
+
+def storage_problem(exc: BaseException) -> str | None:
+    """Why a write failed for reasons of the disk, not of the data (None when it is something else)."""
+    import errno
+
+    codes = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EIO, errno.EDQUOT, errno.EPERM, errno.EFBIG}
+    if isinstance(exc, OSError) and exc.errno in codes:
+        return f"{exc.strerror or type(exc).__name__} ({errno.errorcode.get(exc.errno, exc.errno)}) at {exc.filename}"
+    if isinstance(exc, sqlite3.OperationalError) and any(t in str(exc).lower() for t in _STORAGE_TEXT):
+        return str(exc)
+    return None
 
 
 @dataclass(frozen=True)
@@ -125,11 +175,24 @@ class Study:
         self._conn: sqlite3.Connection | None = None
         self._config: dict[str, Any] | None = None
         self._objective_names: list[str] | None = None
+        self._lock: WriterLock | None = None
+
+    def _take_lock(self, purpose: str) -> None:
+        try:
+            self._lock = WriterLock(self.path, purpose).acquire()
+        except LockedError as exc:
+            raise StudyLocked(str(exc)) from None
 
     # ------------------------------------------------------------- lifecycle
     @classmethod
-    def create(cls, path: Path | str, config: dict[str, Any], objective_names: Sequence[str] | None = None) -> Study:
-        """Create a new study file; refuses to touch an existing one (resume it instead).
+    def create(
+        cls,
+        path: Path | str,
+        config: dict[str, Any],
+        objective_names: Sequence[str] | None = None,
+        purpose: str = "qnas-hw search",
+    ) -> Study:
+        """Create a new study file, holding its writer lock; refuses to touch an existing one (resume it instead).
 
         ``objective_names`` default to ``config["search"]["objectives"]``.
         The resolved config is also written as ``<study>.config.json`` so a
@@ -152,6 +215,10 @@ class Study:
             raise StudyError("a study needs objective names; pass objective_names or config['search']['objectives']")
         path.parent.mkdir(parents=True, exist_ok=True)
         study = cls(path)
+        study._take_lock(purpose)
+        if path.exists():  # created by a process that held the lock a moment ago
+            study.close()
+            raise StudyError(f"study {path} already exists; continue it with `qnas-hw search --resume {path}`")
         study._connection(create=True)
         with study.transaction() as c:
             # statement by statement: executescript() would commit in the middle of the transaction
@@ -171,32 +238,87 @@ class Study:
         return study
 
     @classmethod
-    def open(cls, path: Path | str) -> Study:
-        """Open an existing study; a missing, foreign or newer-schema file is an error naming it."""
+    def open(cls, path: Path | str, write: bool = False, purpose: str = "qnas-hw") -> Study:
+        """Open an existing study; a missing, foreign, damaged or newer-schema file is an error naming it.
+
+        ``write=True`` takes the writer lock first (refused, naming the
+        holder, while another process writes), migrates an older schema, and
+        removes temporary files a killed writer left next to the study.
+        """
         path = Path(path)
         if not path.is_file():
             raise StudyError(f"study {path} does not exist; pass the study.sqlite written by `qnas-hw search`")
         study = cls(path)
         try:
-            version = study._meta("schema_version")
+            if write:
+                study._take_lock(purpose)
+            study._check(write)
+        except BaseException:
+            study.close()
+            raise
+        if write:
+            study._remove_leftovers()
+        return study
+
+    def _check(self, write: bool) -> None:
+        path = self.path
+        try:
+            version = self._meta("schema_version")
+            problems = [r[0] for r in self._connection().execute("PRAGMA quick_check").fetchall()]
         except sqlite3.DatabaseError as exc:
-            study.close()
-            raise StudyError(f"{path} is not a qnas-hw study ({exc})") from None
+            if storage_problem(exc):
+                raise StudyStorageError(f"cannot open study {path}: {storage_problem(exc)}") from None
+            raise StudyCorrupt(
+                f"{path} is not a qnas-hw study, or a damaged one ({exc}); if it is a study, restore it from a "
+                "backup, or start a new search in another --out directory"
+            ) from None
+        if problems != ["ok"]:
+            raise StudyCorrupt(
+                f"study {path} is damaged (SQLite quick_check: {'; '.join(problems[:3])}); restore it from a "
+                "backup, or start a new search in another --out directory"
+            )
         if version is None:
-            study.close()
             raise StudyError(f"{path} is not a qnas-hw study (no schema_version in its meta table)")
-        if int(version) != SCHEMA_VERSION:
-            study.close()
+        if int(version) in _MIGRATABLE and write:
+            self._migrate(int(version))
+        elif int(version) != SCHEMA_VERSION and int(version) not in _MIGRATABLE:
             raise StudyError(
                 f"study {path} has schema version {version}, this qnas-hw reads {SCHEMA_VERSION}; use the "
                 "qnas-hw version that wrote it"
             )
-        return study
+
+    def _migrate(self, version: int) -> None:
+        """Schema 1 -> 2: add the per-row checksum column and fill it from the rows as they are."""
+        with self.transaction() as c:
+            columns = {r[1] for r in c.execute("PRAGMA table_info(candidates)")}
+            if "checksum" not in columns:
+                c.execute("ALTER TABLE candidates ADD COLUMN checksum TEXT")
+            rows = c.execute(f"SELECT id, {self._COLUMNS} FROM candidates").fetchall()
+            for row_id, *values in rows:
+                c.execute("UPDATE candidates SET checksum = ? WHERE id = ?", (row_checksum(*values), row_id))
+            c.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+        logger.info("migrated study %s from schema %d to %d", self.path, version, SCHEMA_VERSION)
+
+    def _remove_leftovers(self) -> None:
+        """Temporary files of atomic writes a killed writer never renamed (the lock proves nobody writes now)."""
+        folders = [self.path.parent, self.path.parent / "weights"]
+        for folder in folders:
+            if not folder.is_dir():
+                continue
+            for tmp in folder.glob(".*.tmp"):
+                try:
+                    tmp.unlink()
+                    logger.info("removed %s, left by an interrupted write", tmp)
+                except OSError as exc:
+                    logger.warning("could not remove leftover %s: %s", tmp, exc)
 
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def __enter__(self) -> Study:
         return self
@@ -225,20 +347,42 @@ class Study:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One atomic write: everything inside is committed together or not at all."""
+        """One atomic write: everything inside is committed together or not at all.
+
+        A disk that refuses the write raises :class:`StudyStorageError` (and
+        nothing of the transaction is stored); other SQLite errors name the file.
+        """
         conn = self._connection()
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except (sqlite3.IntegrityError, sqlite3.ProgrammingError):
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise  # the caller's logic (a duplicate row), not the file's condition
+        except sqlite3.DatabaseError as exc:
+            if conn.in_transaction:
+                with suppress(sqlite3.DatabaseError):
+                    conn.execute("ROLLBACK")
+            raise _db_error(self.path, exc) from None
 
     # ------------------------------------------------------------------ meta
     def _meta(self, key: str) -> str | None:
         row = self._connection().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
+
+    def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
+        """A read query; SQLite errors (a page damaged after open) become :class:`StudyError` naming the file."""
+        try:
+            return self._connection().execute(sql, args).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise _db_error(self.path, exc) from None
 
     @property
     def config(self) -> dict[str, Any]:
@@ -253,6 +397,15 @@ class Study:
             raw = self._meta("objective_names")
             self._objective_names = json.loads(raw) if raw else []
         return list(self._objective_names)
+
+    def meta_json(self, key: str) -> Any:
+        """A JSON value of the meta table (None when absent)."""
+        raw = self._meta(key)
+        return None if raw is None else json.loads(raw)
+
+    def set_meta_json(self, key: str, value: Any) -> None:
+        with self.transaction() as c:
+            c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, _dumps(value)))
 
     @property
     def created(self) -> str:
@@ -309,66 +462,71 @@ class Study:
         conflict = (
             "ON CONFLICT (arch_key, settings_key) DO UPDATE SET objectives = excluded.objectives, "
             "details = excluded.details, timings = excluded.timings, generation = excluded.generation, "
-            "feasible = excluded.feasible, created_at = excluded.created_at"
+            "feasible = excluded.feasible, created_at = excluded.created_at, checksum = excluded.checksum"
             if replace
             else "ON CONFLICT DO NOTHING"
         )
+        values = (
+            arch.canonical(),
+            settings_key,
+            _dumps({k: float(v) for k, v in objectives.items()}),
+            _dumps(details),
+            _dumps(timings),
+            int(generation),
+            int(bool(feasible)),
+        )
         with self.transaction() as c:
             cur = c.execute(
-                "INSERT INTO candidates (arch, arch_key, settings_key, objectives, details, timings, "
-                f"generation, feasible, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) {conflict}",
-                (
-                    arch.canonical(),
-                    arch.key(),
-                    settings_key,
-                    _dumps({k: float(v) for k, v in objectives.items()}),
-                    _dumps(details),
-                    _dumps(timings),
-                    int(generation),
-                    int(bool(feasible)),
-                    now_iso(),
-                ),
+                "INSERT INTO candidates (arch, settings_key, objectives, details, timings, generation, feasible, "
+                f"arch_key, created_at, checksum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) {conflict}",
+                (*values, arch.key(), now_iso(), row_checksum(*values)),
             )
             return cur.rowcount == 1
 
-    @staticmethod
-    def _record(row: sqlite3.Row | tuple[Any, ...]) -> CandidateRecord:
-        arch, settings_key, objectives, details, timings, generation, feasible = row
-        return CandidateRecord(
-            arch=Architecture.parse(arch),
-            objectives={k: float(v) for k, v in json.loads(objectives).items()},
-            details=json.loads(details),
-            timings=json.loads(timings),
-            generation=int(generation),
-            feasible=bool(feasible),
-            settings_key=str(settings_key),
-        )
+    def _record(self, row: sqlite3.Row | tuple[Any, ...]) -> CandidateRecord:
+        """Decode a candidate row after checking its checksum (an edited or damaged value is an error)."""
+        *values, checksum = row
+        arch, settings_key, objectives, details, timings, generation, feasible = values
+        if checksum is None or checksum != row_checksum(*values):
+            raise StudyCorrupt(
+                f"study {self.path}: the stored values of candidate {arch!r} do not match their checksum (edited "
+                "or damaged in place); restore the study from a backup, or delete that row to have it evaluated "
+                "again on --resume"
+            )
+        try:
+            return CandidateRecord(
+                arch=Architecture.parse(arch),
+                objectives={k: float(v) for k, v in json.loads(objectives).items()},
+                details=json.loads(details),
+                timings=json.loads(timings),
+                generation=int(generation),
+                feasible=bool(feasible),
+                settings_key=str(settings_key),
+            )
+        except (ValueError, TypeError) as exc:
+            raise StudyCorrupt(f"study {self.path}: candidate {arch!r} cannot be decoded ({exc})") from None
 
     _COLUMNS = "arch, settings_key, objectives, details, timings, generation, feasible"
+    _READ = _COLUMNS + ", checksum"
 
     def get_candidate(self, arch: Architecture, settings_key: str) -> CandidateRecord | None:
         """The stored evaluation of ``arch`` under ``settings_key`` (the search's evaluation cache)."""
-        row = (
-            self._connection()
-            .execute(
-                f"SELECT {self._COLUMNS} FROM candidates WHERE arch_key = ? AND settings_key = ?",
-                (arch.key(), settings_key),
-            )
-            .fetchone()
+        rows = self._read(
+            f"SELECT {self._READ} FROM candidates WHERE arch_key = ? AND settings_key = ?", (arch.key(), settings_key)
         )
-        return None if row is None else self._record(row)
+        return None if not rows else self._record(rows[0])
 
     def candidates(self, settings_key: str | None = None) -> list[CandidateRecord]:
         """Every stored evaluation in insertion order (optionally only one settings key)."""
-        sql = f"SELECT {self._COLUMNS} FROM candidates"
+        sql = f"SELECT {self._READ} FROM candidates"
         args: tuple[Any, ...] = ()
         if settings_key is not None:
             sql += " WHERE settings_key = ?"
             args = (settings_key,)
-        return [self._record(r) for r in self._connection().execute(sql + " ORDER BY id", args)]
+        return [self._record(r) for r in self._read(sql + " ORDER BY id", args)]
 
     def n_candidates(self) -> int:
-        return int(self._connection().execute("SELECT COUNT(*) FROM candidates").fetchone()[0])
+        return int(self._read("SELECT COUNT(*) FROM candidates")[0][0])
 
     # ----------------------------------------------------------- generations
     def commit_generation(
@@ -391,9 +549,7 @@ class Study:
         return GenerationRecord(record.index, list(record.population), list(record.front), hv, finished)
 
     def generations(self) -> list[GenerationRecord]:
-        rows = self._connection().execute(
-            "SELECT idx, population, front, hypervolume, finished_at FROM generations ORDER BY idx"
-        )
+        rows = self._read("SELECT idx, population, front, hypervolume, finished_at FROM generations ORDER BY idx")
         return [
             GenerationRecord(int(i), json.loads(p), json.loads(f), None if h is None else float(h), str(t))
             for i, p, f, h, t in rows
@@ -401,14 +557,22 @@ class Study:
 
     def last_algorithm_state(self) -> AlgorithmState | None:
         """The optimiser pickled after the last completed generation, or None before the first one."""
-        row = (
-            self._connection()
-            .execute(
-                "SELECT generation, state, rng_state, saved_at FROM algorithm_state ORDER BY generation DESC LIMIT 1"
-            )
-            .fetchone()
+        rows = self._read(
+            "SELECT generation, state, rng_state, saved_at FROM algorithm_state ORDER BY generation DESC LIMIT 1"
         )
-        if row is None:
+        if not rows:
             return None
-        gen, state, rng, saved = row
+        gen, state, rng, saved = rows[0]
         return AlgorithmState(int(gen), bytes(state), json.loads(rng) if rng else None, str(saved))
+
+
+def _db_error(path: Path, exc: sqlite3.DatabaseError) -> StudyError:
+    problem = storage_problem(exc)
+    if problem is not None:
+        return StudyStorageError(
+            f"could not write study {path}: {problem}; nothing of the interrupted step was recorded. Free space "
+            f"(or make {path.parent} writable) and continue with `qnas-hw search --resume {path}`"
+        )
+    return StudyCorrupt(
+        f"study {path} cannot be read ({exc}); it is damaged: restore it from a backup, or start a new search"
+    )

@@ -47,7 +47,6 @@ epoch so an interrupted run resumes where it stopped, bit-for-bit.
 from __future__ import annotations
 
 import copy
-import functools
 import hashlib
 import json
 import logging
@@ -63,7 +62,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from qnas_hw.atomic_write import atomic_write
+from qnas_hw.atomic_write import DamagedFileError, atomic_write_torch, read_torch
 from qnas_hw.models import HQNN
 from qnas_hw.space import GENES, Architecture, SearchSpace, SpaceError
 
@@ -228,7 +227,7 @@ class SuperCircuit(nn.Module):
     def save(self, path: str | Path) -> Path:
         """Write weights + structure atomically (a crash never leaves a half-written file)."""
         state = {"format": _CHECKPOINT_FORMAT, **self._identity(), "state": self.state_dict()}
-        return atomic_write(path, lambda tmp: torch.save(state, tmp))
+        return atomic_write_torch(path, state)
 
     @classmethod
     def load(cls, path: str | Path) -> SuperCircuit:
@@ -236,7 +235,7 @@ class SuperCircuit(nn.Module):
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no SuperCircuit file at {path}; train one first (train_supercircuit / save)")
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        data = read_torch(path, "SuperCircuit file")
         if not isinstance(data, dict) or data.get("format") != _CHECKPOINT_FORMAT:
             raise ValueError(f"{path} is not a SuperCircuit file of format {_CHECKPOINT_FORMAT}")
         sc = cls._from_identity(data)
@@ -365,6 +364,25 @@ def _train_signature(sc: SuperCircuit, splits: Any, cfg: SuperTrainConfig) -> di
     }
 
 
+def _readable_checkpoint(checkpoint: Path | str | None) -> dict[str, Any] | None:
+    """The training checkpoint to resume from; a damaged one is named, set aside, and training starts over.
+
+    Training is deterministic for a given seed, data and thread count, so
+    starting over reproduces the same SuperCircuit (the study checks its
+    fingerprint against the one its candidates were scored with).
+    """
+    if checkpoint is None or not Path(checkpoint).is_file():
+        return None
+    try:
+        ck = read_torch(checkpoint, "SuperCircuit checkpoint")
+    except DamagedFileError as exc:
+        damaged = Path(checkpoint).with_name(Path(checkpoint).name + ".damaged")
+        Path(checkpoint).replace(damaged)
+        logger.warning("%s; moved it to %s and training the SuperCircuit again from the start", exc, damaged)
+        return None
+    return ck if isinstance(ck, dict) else None
+
+
 def train_supercircuit(
     sc: SuperCircuit,
     splits: Any,
@@ -390,8 +408,8 @@ def train_supercircuit(
     history: list[dict[str, Any]] = []
     start_epoch, steps, seconds = 0, 0, 0.0
 
-    if checkpoint is not None and Path(checkpoint).is_file():
-        ck = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    ck = _readable_checkpoint(checkpoint)
+    if ck is not None:
         if ck.get("signature") != signature:
             raise ValueError(
                 f"checkpoint {checkpoint} was written by a different training "
@@ -446,7 +464,7 @@ def train_supercircuit(
                 "steps": steps,
                 "seconds": seconds,
             }
-            atomic_write(checkpoint, functools.partial(torch.save, state))
+            atomic_write_torch(checkpoint, state)
     sc.eval()
     return SuperTrainResult(
         epochs_run=max(0, cfg.epochs - start_epoch),

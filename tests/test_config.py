@@ -58,7 +58,7 @@ def test_example_file_loads() -> None:
             {"search": {"pop_sise": 12}},
             ["search.pop_sise", "unknown key 'pop_sise'", "allowed here: accuracy, constraints,"],
         ),
-        ({"hardwere": {}}, ["hardwere", "unknown key", "allowed here: data, hardware, hw_eval,"]),
+        ({"hardwere": {}}, ["hardwere", "unknown key", "allowed here: compute, data, hardware, hw_eval,"]),
         ({"search": {"constraints": {"max_qbits": 3}}}, ["allowed here: max_qubits, max_sampling_overhead"]),
         ({"seed": -3}, ["seed", "seed=-3"]),
         ({"search": {"constraints": {"max_qubits": 2}}, "space": {"qubits": [3, 5]}}, ["max_qubits=2", "space.qubits"]),

@@ -363,36 +363,64 @@ def pick_architectures(study: Any, which: str) -> list[Architecture]:
     raise ValueError(f"--which must be 'front' or 'all', got {which!r}")
 
 
+def _verify_supercircuit(study: Any, fingerprint: str) -> None:
+    from qnas_hw.study import StudyError
+
+    stored = study.meta_json("supercircuit")
+    if stored is not None and stored.get("fingerprint") != fingerprint:
+        raise StudyError(
+            f"the SuperCircuit next to {study.path} (fingerprint {fingerprint}) is not the one its candidates were "
+            f"scored with ({stored.get('fingerprint')}, torch {stored.get('torch')}, {stored.get('threads')} threads); "
+            "restore the run's supercircuit.pt from a backup"
+        )
+
+
+def _candidate_model(study: Any, objective: Any, arch: Architecture) -> Any:
+    """The candidate's fine-tuned model; its weights re-derived (and checked) when the file is gone or damaged."""
+    from qnas_hw.atomic_write import DamagedFileError
+    from qnas_hw.evaluation import load_candidate, rederive_weights
+
+    try:
+        return load_candidate(objective.supercircuit, arch, objective.weights_dir)
+    except (FileNotFoundError, DamagedFileError) as exc:
+        log.warning("%s; fine-tuning %s again with the search's seed", exc, arch.canonical())
+    record = next((c for c in study.candidates() if c.arch.canonical() == arch.canonical()), None)
+    if record is None:
+        raise ValueError(f"{arch.canonical()} is not in {study.path}")
+    ve = record.details.get("val_error") or {}
+    stored = ve.get("ideal_val_acc", ve.get("val_acc"))
+    if stored is None:
+        raise ValueError(f"{arch.canonical()} has no stored validation accuracy to check re-derived weights against")
+    return rederive_weights(objective, arch, float(stored))
+
+
 def evaluate_study(
     study_path: Path | str,
     backend: Backend,
     which: str = "front",
     settings: HardwareEvalSettings | None = None,
 ) -> HardwareEvalReport:
-    """Hardware evaluation of a finished (or paused) search: its fine-tuned candidates on its validation split."""
-    from qnas_hw.config import config_from_dict
-    from qnas_hw.data import load_dataset
-    from qnas_hw.evaluation import load_candidate
-    from qnas_hw.search import SUPERCIRCUIT_FILE, WEIGHTS_DIR
-    from qnas_hw.study import Study
-    from qnas_hw.supercircuit import SuperCircuit
+    """Hardware evaluation of a finished (or paused) search: its fine-tuned candidates on its validation split.
 
-    study = Study.open(study_path)
+    A missing or damaged ``supercircuit.pt`` is trained again (deterministic;
+    its fingerprint must equal the one the study recorded) and missing or
+    damaged candidate weights are re-derived by the search's own fine-tune
+    (same seed), checked against the accuracy the study stored.
+    """
+    from qnas_hw.config import config_from_dict
+    from qnas_hw.search import _build_accuracy_objective, _use_threads, load_splits
+    from qnas_hw.study import Study
+
+    writes = settings is None or not settings.dry_run
+    study = Study.open(study_path, write=writes, purpose="qnas-hw hw-eval")
     try:
         config = config_from_dict(study.config, source=f"configuration stored in {study.path}")
-        out_dir = study.path.parent
-        sc_path = out_dir / SUPERCIRCUIT_FILE
-        if not sc_path.is_file():
-            raise FileNotFoundError(
-                f"{sc_path} is missing; hardware evaluation needs the search's trained SuperCircuit"
-            )
-        sc = SuperCircuit.load(sc_path)
+        _use_threads(config)
+        splits = load_splits(config)
+        objective = _build_accuracy_objective(config, study.path.parent, False, None, splits)
+        _verify_supercircuit(study, objective.supercircuit.fingerprint())
         archs = pick_architectures(study, which)
-        candidates = [(a, load_candidate(sc, a, out_dir / WEIGHTS_DIR)) for a in archs]
-        d = config.data
-        splits = load_dataset(
-            d.dataset, d.data_dir, val_fraction=d.val_fraction, seed=config.seed, limit_train=d.limit_train
-        )
+        candidates = [(a, _candidate_model(study, objective, a)) for a in archs]
         X, y = splits.val.tensors
         from qnas_hw.cutting import CutPlanner
 

@@ -80,6 +80,10 @@ class LedgerError(RuntimeError):
     """The ledger cannot be used as asked (bad path, inconsistent row, unsafe resubmission)."""
 
 
+class JobClaimedError(LedgerError):
+    """The job's row is no longer ``planned``: someone else owns its submission."""
+
+
 class LedgerState(enum.StrEnum):
     PLANNED = "planned"
     SUBMITTING = "submitting"  # written right before backend.submit; provider id not yet known
@@ -287,17 +291,28 @@ class JobLedger:
         return rec
 
     def mark_submitting(self, key: str) -> int:
-        """Record that submission number n is about to happen (before the provider call); returns n."""
+        """Record that submission number n is about to happen (before the provider call); returns n.
+
+        A compare-and-set: only a ``planned`` row (or a ``failed`` one, retried
+        by a later run) becomes ``submitting``, in
+        one ``BEGIN IMMEDIATE`` transaction, so two writers (which the study's
+        writer lock already prevents) could still never both submit one job.
+        """
         with self.transaction() as conn:
-            row = conn.execute("SELECT submissions FROM hw_jobs WHERE key = ?", (key,)).fetchone()
+            row = conn.execute("SELECT submissions, state FROM hw_jobs WHERE key = ?", (key,)).fetchone()
             if row is None:
                 raise LedgerError(f"no planned job with key {key[:12]}; plan it first")
             n = int(row[0]) + 1
-            conn.execute(
+            cur = conn.execute(
                 "UPDATE hw_jobs SET state = ?, submissions = ?, attempts = attempts + 1, provider_job_id = NULL,"
-                " updated_at = ? WHERE key = ?",
-                (LedgerState.SUBMITTING.value, n, _now(), key),
+                " updated_at = ? WHERE key = ? AND state IN (?, ?)",
+                (LedgerState.SUBMITTING.value, n, _now(), key, LedgerState.PLANNED.value, LedgerState.FAILED.value),
             )
+            if cur.rowcount != 1:
+                raise JobClaimedError(
+                    f"job {key[:12]} is {row[1]}, not planned: another writer submitted or is submitting it; "
+                    "not submitting it again"
+                )
             self._event(conn, key, "submitting", n, None, None)
         return n
 
