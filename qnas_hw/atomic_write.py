@@ -65,7 +65,9 @@ def read_torch(path: Path | str, what: str) -> object:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise
-    except (RuntimeError, EOFError, ValueError, OSError) as exc:
-        if isinstance(exc, OSError) and not isinstance(exc, EOFError) and exc.errno is not None:
+    except OSError as exc:
+        if exc.errno is not None:
             raise  # a disk problem, not a damaged file
+        raise DamagedFileError(f"{what} {path} is damaged and cannot be read ({type(exc).__name__}: {exc})") from None
+    except Exception as exc:  # the unpickler fails in many ways on garbage (IndexError, KeyError, RuntimeError...)
         raise DamagedFileError(f"{what} {path} is damaged and cannot be read ({type(exc).__name__}: {exc})") from None

@@ -151,6 +151,10 @@ def search(
         ),
     ] = None,
     shots: Annotated[int | None, typer.Option("--shots", help="Shots per validation sample (noisy/device).")] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option("--threads", help="Torch threads (recorded in the study; a resume uses the recorded count)."),
+    ] = None,
     max_cost: Annotated[
         float | None, typer.Option("--max-cost", help="device: refuse a generation beyond this many billed USD.")
     ] = None,
@@ -194,6 +198,7 @@ def search(
             "hardware.qubit_budget": qubit_budget,
             "search.accuracy": accuracy,
             "search.shots": shots,
+            "compute.threads": threads,
         }
         budget = {
             k: v
@@ -219,6 +224,7 @@ def search(
                 "--qubit-budget": qubit_budget,
                 "--accuracy": accuracy,
                 "--shots": shots,
+                "--threads": threads,
             }
             given = [flag for flag, value in flags.items() if value is not None]
             if given:

@@ -112,12 +112,18 @@ _STORAGE_TEXT = ("disk is full", "disk i/o error", "readonly database", "read-on
 
 
 def storage_problem(exc: BaseException) -> str | None:
-    """Why a write failed for reasons of the disk, not of the data (None when it is something else)."""
+    """Why a write failed for reasons of the disk or the run directory, not of the candidate (None otherwise).
+
+    Any ``OSError`` of the file system counts (full disk, read-only, no
+    permission, I/O error, a path that is not a directory...): none of them
+    is a property of an architecture.  Network errors (also ``OSError``) are
+    the job layer's and do not count.
+    """
     import errno
 
-    codes = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EIO, errno.EDQUOT, errno.EPERM, errno.EFBIG}
-    if isinstance(exc, OSError) and exc.errno in codes:
-        return f"{exc.strerror or type(exc).__name__} ({errno.errorcode.get(exc.errno, exc.errno)}) at {exc.filename}"
+    if isinstance(exc, OSError) and not isinstance(exc, ConnectionError | TimeoutError) and exc.errno is not None:
+        code = errno.errorcode.get(exc.errno, str(exc.errno))
+        return f"{exc.strerror or type(exc).__name__} ({code}) at {exc.filename}"
     if isinstance(exc, sqlite3.OperationalError) and any(t in str(exc).lower() for t in _STORAGE_TEXT):
         return str(exc)
     return None
