@@ -26,7 +26,7 @@ from qnas_hw.jobs import JobLedger
 from qnas_hw.jobs.ledger import JobClaimedError
 from qnas_hw.locking import LockedError, WriterLock, holder
 from qnas_hw.search import SearchError, run_search
-from qnas_hw.study import Study, StudyCorrupt, StudyLocked, StudyStorageError
+from qnas_hw.study import Study, StudyCorrupt, StudyStorageError
 
 runner = CliRunner()
 
@@ -246,7 +246,7 @@ def test_storage_errors_of_the_objective_abort_and_are_never_stored(tmp_path: Pa
     out = tmp_path / "run"
     out.mkdir()
     (out / "weights").write_text("not a directory")  # saving a candidate's weights below it fails (EEXIST)
-    with pytest.raises(StudyStorageError, match="File exists .*--resume"):
+    with pytest.raises(StudyStorageError, match=r"File exists .*--resume"):
         run_search(_cfg(), out, progress=False)
     with Study.open(out / "study.sqlite") as s:
         assert all("error" not in c.details for c in s.candidates())
@@ -284,7 +284,7 @@ def test_a_resume_that_would_train_another_supercircuit_is_refused(reference: Pa
         meta = s.meta_json("supercircuit")
         s.set_meta_json("supercircuit", {**meta, "fingerprint": "0" * 16, "torch": "another build"})
         n = s.n_candidates()
-    with pytest.raises(SearchError, match="is not the one .* candidates were scored with"):
+    with pytest.raises(SearchError, match=r"is not the one .* candidates were scored with"):
         run_search(None, resume=study, progress=False)
     assert Study.open(study).n_candidates() == n  # nothing was mixed in
 
@@ -311,6 +311,6 @@ def test_damaged_sqlite_is_refused_at_open_and_edited_values_are_detected(refere
     data[page * 2 : page * 2 + 512] = os.urandom(512)
     broken.write_bytes(bytes(data))
     started = time.monotonic()
-    with pytest.raises(StudyCorrupt, match="damaged|not a qnas-hw study"):
+    with pytest.raises(StudyCorrupt, match=r"damaged|not a qnas-hw study"):
         Study.open(broken, write=True)
     assert time.monotonic() - started < 5
