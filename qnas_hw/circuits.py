@@ -32,7 +32,7 @@ from qiskit import QuantumCircuit, transpile
 from qiskit.circuit import ParameterExpression, ParameterVector
 from qiskit.quantum_info import SparsePauliOp
 
-from qnas_hw.space import Architecture, SpaceError
+from qnas_hw.space import ENCODER_4X4, Architecture, SpaceError, base_embedding, reuploads
 
 INPUT_NAME = "x"
 WEIGHT_NAME = "w"
@@ -76,12 +76,15 @@ def entangler_pairs(kind: str, n_qubits: int, layer: int) -> list[tuple[int, int
 
 def n_input_params(arch: Architecture) -> int:
     """Length of the circuit's input ParameterVector (2**n - 1 tree angles for amplitude)."""
-    return 2**arch.n_qubits - 1 if arch.embedding == "amplitude" else arch.n_qubits
+    return 2**arch.n_qubits - 1 if arch.embedding == "amplitude" else arch.n_inputs
 
 
 def _embedding_program(arch: Architecture) -> list[Gate]:
     n = arch.n_qubits
-    emb = arch.embedding
+    emb = base_embedding(arch.embedding)
+    if emb == ENCODER_4X4:
+        # QuantumNAS's 4x4_ryzxy: layer k rotates every qubit q by feature k * n + q
+        return [Gate(name, (q,), ("x", k * n + q)) for k, name in enumerate(("ry", "rz", "rx", "ry")) for q in range(n)]
     if emb in ("angle-x", "angle-y"):
         name = "rx" if emb == "angle-x" else "ry"
         return [Gate(name, (q,), ("x", q)) for q in range(n)]
@@ -142,11 +145,18 @@ def _amp_coefficients(level: int, path: tuple[int, ...]) -> np.ndarray:
 
 
 def gate_program(arch: Architecture) -> list[Gate]:
-    """The full gate list: embedding, then ``n_layers`` x (rotations, entangler)."""
-    gates = _embedding_program(arch)
+    """The full gate list: embedding, then ``n_layers`` x (rotations, entangler).
+
+    A re-uploading embedding (``...-ru``) repeats its block before every
+    trainable layer, with the same inputs (Perez-Salinas et al., Quantum 4, 226).
+    """
+    embedding = _embedding_program(arch)
+    gates = list(embedding)
     n, rots = arch.n_qubits, arch.rotation.split("-")
     R = len(rots)
     for layer in range(arch.n_layers):
+        if layer > 0 and reuploads(arch.embedding):
+            gates += embedding
         for q in range(n):
             for r, rot in enumerate(rots):
                 gates.append(Gate(rot, (q,), ("w", (layer * n + q) * R + r)))

@@ -18,14 +18,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from qnas_hw.space import EMBEDDINGS, ENTANGLERS, MAX_LAYERS, MAX_QUBITS, ROTATIONS, SearchSpace, SpaceError
+from qnas_hw.space import CLASSIC_EMBEDDINGS, ENTANGLERS, MAX_LAYERS, MAX_QUBITS, ROTATIONS, SearchSpace, SpaceError
 
-DATASETS: tuple[str, ...] = ("iris", "mnist", "fashion-mnist")
-FRONTENDS: tuple[str, ...] = ("identity", "linear", "mlp", "cnn")
+DATASETS: tuple[str, ...] = ("iris", "mnist", "fashion-mnist", "mnist4", "fashion4", "mnist2")
+#: ``none``: no classical front-end (pure quantum): the data's features are the circuit's angles (x pi).
+FRONTENDS: tuple[str, ...] = ("identity", "linear", "mlp", "cnn", "none")
 #: Learning rate used when ``supercircuit.lr`` is left out, per front-end.  A CNN front-end at 2e-2 or more drives
 #: its outputs into the ``pi*tanh`` angle saturation and angle-embedded MNIST models stay at chance; 3e-3 trains
 #: them (examples/mnist_fixed.py: 98.6% with 2e-3).  The small linear/MLP front-ends train faster at 5e-2.
-DEFAULT_LR: dict[str, float] = {"identity": 5e-2, "linear": 5e-2, "mlp": 5e-2, "cnn": 3e-3}
+DEFAULT_LR: dict[str, float] = {"identity": 5e-2, "linear": 5e-2, "mlp": 5e-2, "cnn": 3e-3, "none": 5e-2}
 #: Objectives the search knows how to build, in the order they are reported.
 KNOWN_OBJECTIVES: tuple[str, ...] = ("val_error", "runtime_s", "subcircuits")
 #: How ``val_error`` is measured: exact simulator, the target's noise model offline, or the target itself.
@@ -100,7 +101,7 @@ class ModelConfig(_Section):
 class SpaceConfig(_Section):
     """The searched box; mirrors :class:`qnas_hw.space.SearchSpace` and is validated by it."""
 
-    embeddings: list[str] = Field(default_factory=lambda: list(EMBEDDINGS))
+    embeddings: list[str] = Field(default_factory=lambda: list(CLASSIC_EMBEDDINGS))
     qubits: tuple[int, int] = (2, 6)
     layers: tuple[int, int] = (1, 3)
     rotations: list[str] = Field(default_factory=lambda: list(ROTATIONS))
@@ -131,6 +132,7 @@ class SuperCircuitConfig(_Section):
     lr: float | None = None
     sampling: Literal["uniform", "sandwich", "restricted"] = "sandwich"
     restricted_genes: int = 1
+    noise_aware: bool = False  # train under the target's dominant noise on each sampled architecture's placement
 
     @field_validator("epochs")
     @classmethod
@@ -245,6 +247,7 @@ class SearchConfig(_Section):
     shots: int = 1024
     val_samples: int | None = 512
     readout_mitigation: bool = True
+    noise_aware_finetune: bool = False  # fine-tune each candidate under the target's dominant noise (QuantumNAS)
     cut_shots: Literal["scaled", "fixed"] = "scaled"
     #: a cut candidate with more subexperiment circuits than this is not scored under noise (left infeasible)
     cut_max_experiments: int = 128
@@ -481,8 +484,18 @@ class RunConfig(_Section):
                 f"(space.qubits={list(self.space.qubits)}): every candidate would be infeasible; raise it or "
                 "lower space.qubits"
             )
-        if self.model.frontend == "cnn" and self.data.dataset == "iris":
-            raise ValueError("model.frontend='cnn' needs image data; use 'linear' or 'mlp' for dataset 'iris'")
+        if self.model.frontend == "cnn" and self.data.dataset in ("iris", "mnist4", "fashion4", "mnist2"):
+            raise ValueError(
+                f"model.frontend='cnn' needs image data (full images); dataset {self.data.dataset!r} has a vector of features: use "
+                "'none' (pure quantum), 'linear' or 'mlp'"
+            )
+        noise_aware = self.supercircuit.noise_aware or self.search.noise_aware_finetune
+        if noise_aware and self.hardware.backend in _NOISELESS_BACKENDS:
+            raise ValueError(
+                f"noise-aware training needs the target's noise model, and backend {self.hardware.backend!r} has none; "
+                "set supercircuit.noise_aware and search.noise_aware_finetune to false, or use a backend with one "
+                "(e.g. fake_kolkata, fake_quito)"
+            )
         if self.search.accuracy == "noisy" and self.hardware.backend in _NOISELESS_BACKENDS:
             from qnas_hw.backends.braket import snapshot_names  # lazy: the providers are heavy to import
 

@@ -35,7 +35,15 @@ from torch.utils.data import TensorDataset
 
 logger = logging.getLogger(__name__)
 
-DATASET_NAMES: tuple[str, ...] = ("iris", "mnist", "fashion-mnist")
+#: Pure-quantum presets (QuantumNAS's setting): a class subset of an image set, images average-pooled to
+#: ``pool x pool`` features in [0, 1] and fed to the circuit without a classical front-end.
+#: name -> (image set, classes kept, pooled side)
+PURE_QUANTUM: dict[str, tuple[str, tuple[int, ...], int]] = {
+    "mnist4": ("mnist", (0, 1, 2, 3), 4),
+    "fashion4": ("fashion-mnist", (0, 1, 2, 3), 4),
+    "mnist2": ("mnist", (3, 6), 4),
+}
+DATASET_NAMES: tuple[str, ...] = ("iris", "mnist", "fashion-mnist", *PURE_QUANTUM)
 ENV_DATA_DIR = "QNAS_DATA_DIR"
 
 #: Fraction of Iris held out as its test split (Iris ships no official test set).
@@ -366,6 +374,46 @@ def _load_images(
     )
 
 
+def average_pool(images: np.ndarray, side: int) -> np.ndarray:
+    """(N, 28, 28) uint8 images -> (N, side*side) float32 means of equal blocks, in [0, 1] (QuantumNAS's pooling)."""
+    n, h, w = images.shape
+    if h % side or w % side:
+        raise DatasetError(f"{h}x{w} images do not split into {side}x{side} equal blocks; use a divisor of {h}")
+    blocks = images.reshape(n, side, h // side, side, w // side).astype(np.float32) / np.float32(255.0)
+    return blocks.mean(axis=(2, 4)).reshape(n, side * side)
+
+
+def _load_pure_quantum(
+    name: str,
+    data_dir: str | Path | None,
+    download: bool,
+    val_fraction: float,
+    seed: int,
+    limit_train: int | None,
+    limit_val: int | None,
+    limit_test: int | None,
+) -> DatasetSplits:
+    base, classes, side = PURE_QUANTUM[name]
+    x_train, y_train, x_test, y_test = _load_idx_arrays(base, data_dir, download)
+    keep_train = np.flatnonzero(np.isin(y_train, classes))
+    keep_test = np.flatnonzero(np.isin(y_test, classes))
+    relabel = np.zeros(int(max(y_train.max(), y_test.max())) + 1, dtype=np.int64)
+    relabel[list(classes)] = np.arange(len(classes))
+    ytr, yte = relabel[y_train[keep_train]], relabel[y_test[keep_test]]
+    train_rel, val_rel = _carve(ytr, val_fraction, seed, limit_train, limit_val)
+    test_rel = _stratified_subset(np.arange(len(yte)), yte, limit_test, seed + 3)
+    xtr, xte = average_pool(x_train[keep_train], side), average_pool(x_test[keep_test], side)
+    return DatasetSplits(
+        name=name,
+        train=_tensor_dataset(xtr[train_rel], ytr[train_rel]),
+        val=_tensor_dataset(xtr[val_rel], ytr[val_rel]),
+        test=_tensor_dataset(xte[test_rel], yte[test_rel]),
+        n_classes=len(classes),
+        input_shape=(side * side,),
+        indices={"train": keep_train[train_rel], "val": keep_train[val_rel], "test": keep_test[test_rel]},
+    )
+
+
 def load_dataset(
     name: str,
     data_dir: str | Path | None = None,
@@ -377,7 +425,11 @@ def load_dataset(
     limit_val: int | None = None,
     limit_test: int | None = None,
 ) -> DatasetSplits:
-    """Load ``name`` ("iris", "mnist", "fashion-mnist") as disjoint train / val / test splits.
+    """Load ``name`` ("iris", "mnist", "fashion-mnist", or a pure-quantum preset) as disjoint splits.
+
+    Presets (:data:`PURE_QUANTUM`): ``mnist4`` / ``fashion4`` keep classes
+    0-3, ``mnist2`` digits 3 and 6 (relabelled 0, 1); images are average-pooled
+    to 4x4 = 16 features in [0, 1].
 
     ``val_fraction`` of the training file becomes the validation split
     (stratified, seeded by ``seed``).  ``limit_train`` / ``limit_val`` /
@@ -391,6 +443,8 @@ def load_dataset(
         raise DatasetError(f"limit_test={limit_test!r} must be a positive integer or None")
     if name == "iris":
         splits = _load_iris(val_fraction, seed, limit_train, limit_val, limit_test)
+    elif name in PURE_QUANTUM:
+        splits = _load_pure_quantum(name, data_dir, download, val_fraction, seed, limit_train, limit_val, limit_test)
     else:
         splits = _load_images(name, data_dir, download, val_fraction, seed, limit_train, limit_val, limit_test)
     logger.info("loaded %s: %s", name, splits.sizes())

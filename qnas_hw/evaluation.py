@@ -96,6 +96,7 @@ class ValidationErrorObjective(Objective):
         weights_dir: Path | None = None,
         scorer: Any | None = None,
         val_samples: int | None = None,
+        training_noise: Any | None = None,
     ) -> None:
         if finetune_epochs < 0:
             raise ValueError(f"finetune_epochs must be >= 0, got {finetune_epochs}")
@@ -114,6 +115,7 @@ class ValidationErrorObjective(Objective):
         self.weights_dir = None if weights_dir is None else Path(weights_dir)
         self.scorer = scorer
         self.val_samples = val_samples
+        self.training_noise = training_noise
         self._fingerprint = supercircuit.fingerprint()
         # Only train and val enter the key: the test split is never read by this objective.
         self._data_key = _tensor_hash(*splits.train.tensors, *splits.val.tensors)
@@ -131,6 +133,8 @@ class ValidationErrorObjective(Objective):
         )
         if self.scorer is not None:  # ideal keeps the key it always had: its studies stay resumable
             key += f"|acc={self.scorer.settings_key()}|val_samples={self.val_samples}"
+        if self.training_noise is not None:
+            key += f"|{self.training_noise.key()}"
         return key
 
     def scored_split(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -151,9 +155,14 @@ class ValidationErrorObjective(Objective):
         t0 = time.perf_counter()
         model = self.supercircuit.extract(arch)
         loss = math.nan
+        noise = self.training_noise(arch) if self.training_noise is not None else None
         if self.finetune_epochs > 0:
             gen = torch.Generator().manual_seed(derive_seed(self.seed, arch))
-            loss = finetune(model, self.splits.train, self.finetune_epochs, self.lr, self.batch_size, gen)
+            model.quantum.set_noise(noise)  # noise-aware fine-tune (None: exact)
+            try:
+                loss = finetune(model, self.splits.train, self.finetune_epochs, self.lr, self.batch_size, gen)
+            finally:
+                model.quantum.set_noise(None)
         model.eval()
         finetune_seconds = time.perf_counter() - t0
         val_acc = float(evaluate_accuracy(model, self.splits.val))

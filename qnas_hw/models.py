@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from qnas_hw.simulator import QuantumLayer
 from qnas_hw.space import Architecture, SpaceError
 
-FRONTENDS: tuple[str, ...] = ("identity", "linear", "mlp", "cnn")
+FRONTENDS: tuple[str, ...] = ("identity", "linear", "mlp", "cnn", "none")
 QUANTUM_KINDS: tuple[str, ...] = ("simulator", "identity")
 
 #: Hidden width of the "mlp" front-end and of the CNN's fully connected layer.
@@ -59,6 +59,12 @@ def _linear(n_in: int, n_out: int, generator: torch.Generator) -> nn.Linear:
     return layer
 
 
+def _linear_no_bias(n_in: int, n_out: int, generator: torch.Generator) -> nn.Linear:
+    layer = nn.utils.skip_init(nn.Linear, n_in, n_out, bias=False)
+    _reset(layer, generator)
+    return layer
+
+
 def _conv(c_in: int, c_out: int, generator: torch.Generator) -> nn.Conv2d:
     layer = nn.utils.skip_init(nn.Conv2d, c_in, c_out, kernel_size=3, padding=1)
     _reset(layer, generator)
@@ -83,6 +89,18 @@ class _Identity(nn.Module):
         return x.flatten(1)
 
 
+class _ZeroPad(nn.Module):
+    """``none``: the data's features, flattened and zero-padded to what the embedding loads (no parameters)."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.width = width
+
+    def forward(self, x: Tensor) -> Tensor:
+        flat = x.flatten(1)
+        return nn.functional.pad(flat, (0, self.width - flat.shape[1])) if flat.shape[1] < self.width else flat
+
+
 def build_frontend(
     kind: str, input_shape: tuple[int, ...], out_features: int, generator: torch.Generator | None = None
 ) -> nn.Module:
@@ -99,6 +117,13 @@ def build_frontend(
         raise ModelError(f"out_features={out_features} must be >= 1")
     g = generator if generator is not None else torch.Generator().manual_seed(0)
     n_in = _flat(input_shape)
+    if kind == "none":
+        if n_in > out_features:
+            raise ModelError(
+                f"front-end 'none' feeds the {n_in} features to the circuit unchanged, but it loads {out_features}; "
+                "use an embedding that loads them all (e.g. '4x4-ryzxy' or amplitude), or a front-end"
+            )
+        return _ZeroPad(out_features)
     if kind == "identity":
         if n_in != out_features:
             raise ModelError(
@@ -132,15 +157,19 @@ def build_frontend(
 
 
 # ------------------------------------------------------------------- HQNN
-def to_angles(features: Tensor, embedding: str) -> Tensor:
+def to_angles(features: Tensor, embedding: str, frontend: str = "linear") -> Tensor:
     """Squash front-end features into circuit inputs.
 
     Angle and IQP embeddings get ``pi * tanh(f)`` in (-pi, pi): one period of
     the rotation, so nearby features never alias to the same angle and the
     gradient never vanishes at the origin.  Amplitude embedding takes the raw
-    features (the simulator normalises them).
+    features (the simulator normalises them).  Without a front-end
+    (``none``, pure quantum) the features are pooled intensities in [0, 1] and
+    become angles ``pi * f`` (QuantumNAS's convention).
     """
-    return features if embedding == "amplitude" else math.pi * torch.tanh(features)
+    if embedding == "amplitude":
+        return features
+    return math.pi * features if frontend == "none" else math.pi * torch.tanh(features)
 
 
 class IdentityLayer(nn.Module):
@@ -196,10 +225,17 @@ class HQNN(nn.Module):
         else:
             self.quantum = IdentityLayer(arch.n_qubits)
         self.head = _linear(arch.n_outputs, n_classes, g_head)
+        if frontend == "none":  # pure quantum: <Z> -> logits through n_qubits x classes weights, nothing more
+            self.head = _linear_no_bias(arch.n_outputs, n_classes, g_head)
 
     def _feature_width(self, arch: Architecture, frontend: str, quantum: str) -> int:
         if quantum == "identity":
             width = arch.n_qubits
+        elif frontend == "none":
+            try:
+                return arch.padded_features(_flat(self.input_shape))
+            except SpaceError as exc:
+                raise ModelError(str(exc)) from None
         elif frontend == "identity":
             width = _flat(self.input_shape)
         else:
@@ -213,7 +249,7 @@ class HQNN(nn.Module):
 
     def encode(self, x: Tensor) -> Tensor:
         """Exactly the inputs the quantum layer takes: angles, or raw features for amplitude embedding."""
-        return to_angles(self.frontend(x), self.arch.embedding)
+        return to_angles(self.frontend(x), self.arch.embedding, self.frontend_kind)
 
     def quantum_weights(self) -> Tensor:
         """A detached copy of the circuit weights (shape ``(n_weights,)``; empty for the identity ablation)."""

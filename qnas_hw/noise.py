@@ -389,3 +389,40 @@ def _binds(
     rows = np.asarray(values, dtype=float).reshape(-1, circuit.num_parameters)
     column = {p: i for i, p in enumerate(circuit.parameters)}
     return [{p: rows[:, column[p]].tolist() for p in small.parameters}]
+
+
+class TrainingNoise:
+    """Noise-aware training's noise for each architecture: the target's dominant errors where it is placed.
+
+    The candidate is transpiled and placed exactly as it will run (the same
+    :class:`~qnas_hw.transpilation.Transpiler` the scoring uses); logical
+    qubit ``q`` is the physical qubit its measurement lands on, and the
+    :class:`~qnas_hw.gatewise.GateNoise` gets that qubit's and its couplers'
+    errors and readout.  A candidate wider than the qubit budget (it runs as
+    a cut plan) trains without noise.
+    """
+
+    def __init__(self, backend: Backend, transpiler: Any, simulator: NoisySimulator, qubit_budget: int) -> None:
+        self.backend = backend
+        self.transpiler = transpiler
+        self.simulator = simulator
+        self.qubit_budget = qubit_budget
+        self._cache: dict[str, Any] = {}
+
+    def key(self) -> str:
+        return f"nat|{self.simulator.settings_key()}|{self.transpiler.settings_key()}"
+
+    def __call__(self, arch: Any) -> Any:
+        from qnas_hw.execution import measured_qubits
+        from qnas_hw.gatewise import noise_from_target
+
+        if arch.n_qubits > self.qubit_budget:
+            return None
+        cached = self._cache.get(arch.key())
+        if cached is None:
+            rec = self.transpiler.transpile(arch)
+            physical = [int(q) for q in measured_qubits(rec.circuit)]  # clbit q measures logical qubit q
+            readout = [self.simulator.readout_matrix(p) for p in physical]
+            cached = noise_from_target(self.backend.target, physical, readout)
+            self._cache[arch.key()] = cached
+        return cached

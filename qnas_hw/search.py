@@ -464,7 +464,12 @@ class SearchRun:
 
 
 def _build_accuracy_objective(
-    config: RunConfig, out_dir: Path, progress: bool, scorer: Any | None = None, splits: Any | None = None
+    config: RunConfig,
+    out_dir: Path,
+    progress: bool,
+    scorer: Any | None = None,
+    splits: Any | None = None,
+    hw: Hardware | None = None,
 ) -> Objective:
     """Load data, train (or resume / load) the SuperCircuit once, and wrap it as ``val_error``."""
     from qnas_hw.evaluation import ValidationErrorObjective
@@ -479,6 +484,7 @@ def _build_accuracy_objective(
         seed=config.seed,
     )
     s = config.supercircuit
+    noise = training_noise(config, hw)
     train_cfg = SuperTrainConfig(
         epochs=s.epochs,
         batch_size=s.batch_size,
@@ -486,6 +492,8 @@ def _build_accuracy_objective(
         sampling=s.sampling,
         restricted_genes=s.restricted_genes,
         seed=config.seed,
+        noise=noise if s.noise_aware else None,
+        noise_key=noise.key() if s.noise_aware and noise is not None else "",
     )
     t0 = time.perf_counter()
     result = train_supercircuit(sc, splits, train_cfg, progress=progress, checkpoint=out_dir / SUPERCIRCUIT_FILE)
@@ -505,7 +513,21 @@ def _build_accuracy_objective(
         weights_dir=out_dir / WEIGHTS_DIR,
         scorer=scorer,
         val_samples=config.search.val_samples,
+        training_noise=noise if config.search.noise_aware_finetune else None,
     )
+
+
+def training_noise(config: RunConfig, hw: Hardware | None) -> Any:
+    """The target's noise for noise-aware training (None unless the config asks for it)."""
+    if not (config.supercircuit.noise_aware or config.search.noise_aware_finetune):
+        return None
+    if hw is None:
+        hw = make_hardware(config)
+    assert hw is not None
+    from qnas_hw.noise import NoisySimulator, TrainingNoise, require_noise_model
+
+    require_noise_model(hw.backend)
+    return TrainingNoise(hw.backend, hw.transpiler, NoisySimulator(hw.backend), config.hardware.qubit_budget)
 
 
 def _use_threads(config: RunConfig) -> None:
@@ -584,8 +606,11 @@ class Hardware:
 
 def needs_backend(config: RunConfig) -> bool:
     names = config.search.objectives
-    return any(n in names for n in ("runtime_s", "subcircuits")) or (
-        "val_error" in names and config.search.accuracy != "ideal"
+    noise_aware = config.supercircuit.noise_aware or config.search.noise_aware_finetune
+    return (
+        any(n in names for n in ("runtime_s", "subcircuits"))
+        or ("val_error" in names and config.search.accuracy != "ideal")
+        or noise_aware
     )
 
 
@@ -844,7 +869,7 @@ def prepare_search(
 
             ledger = JobLedger(study)
         scorer = make_scorer(config, hw.backend, hw.transpiler, hw.planner, ledger)
-    accuracy = _build_accuracy_objective(config, out_dir, progress, scorer) if "val_error" in names else None
+    accuracy = _build_accuracy_objective(config, out_dir, progress, scorer, hw=hw) if "val_error" in names else None
     if accuracy is not None:
         _check_supercircuit(study, accuracy, config)
         _report_missing_weights(study, out_dir)

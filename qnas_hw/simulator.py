@@ -44,7 +44,8 @@ import torch
 from torch import Tensor, nn
 
 from qnas_hw.circuits import Gate, gate_program
-from qnas_hw.space import Architecture, SpaceError
+from qnas_hw.gatewise import GateNoise, GatewisePlan
+from qnas_hw.space import Architecture, SpaceError, reuploads
 
 logger = logging.getLogger(__name__)
 
@@ -974,7 +975,12 @@ class QuantumLayer(nn.Module):
     ):
         super().__init__()
         self.arch = arch
-        self.plan = SimulatorPlan(arch, dtype=dtype)
+        self.dtype = dtype
+        # re-uploading puts input rotations after entanglers, which the fused plan has no kernel for
+        self.plan: SimulatorPlan | GatewisePlan = (
+            GatewisePlan(arch, dtype=dtype) if reuploads(arch.embedding) else SimulatorPlan(arch, dtype=dtype)
+        )
+        self._exact_plan = self.plan
         if generator is None:
             generator = torch.Generator().manual_seed(0)
         init = torch.rand(arch.n_weights, generator=generator, dtype=dtype) * (2 * math.pi)
@@ -982,6 +988,10 @@ class QuantumLayer(nn.Module):
 
     def forward(self, inputs: Tensor) -> Tensor:
         return self.plan.expectations(inputs, self.weight)
+
+    def set_noise(self, noise: GateNoise | None) -> None:
+        """Simulate the target's dominant noise (noise-aware training), or exactly again with ``None``."""
+        self.plan = self._exact_plan if noise is None else GatewisePlan(self.arch, dtype=self.dtype, noise=noise)
 
     def extra_repr(self) -> str:
         return f"arch={self.arch.canonical()!r}, n_weights={self.arch.n_weights}"

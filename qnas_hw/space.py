@@ -17,7 +17,32 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-EMBEDDINGS: tuple[str, ...] = ("angle-x", "angle-y", "angle-z", "amplitude", "iqp")
+#: The embeddings of a default search space (one feature per qubit, amplitude, IQP).
+CLASSIC_EMBEDDINGS: tuple[str, ...] = ("angle-x", "angle-y", "angle-z", "amplitude", "iqp")
+#: QuantumNAS's 4x4 encoder: four rotation layers (RY, RZ, RX, RY), each loading one feature per qubit.
+ENCODER_4X4 = "4x4-ryzxy"
+#: Suffix of a data re-uploading embedding: its block is repeated before every trainable layer.
+REUPLOAD_SUFFIX = "-ru"
+EMBEDDINGS: tuple[str, ...] = (
+    *CLASSIC_EMBEDDINGS,
+    ENCODER_4X4,
+    "angle-x" + REUPLOAD_SUFFIX,
+    "angle-y" + REUPLOAD_SUFFIX,
+    "angle-z" + REUPLOAD_SUFFIX,
+    ENCODER_4X4 + REUPLOAD_SUFFIX,
+)
+
+
+def base_embedding(name: str) -> str:
+    """The encoding block of an embedding (``angle-y-ru`` -> ``angle-y``)."""
+    return name[: -len(REUPLOAD_SUFFIX)] if name.endswith(REUPLOAD_SUFFIX) else name
+
+
+def reuploads(name: str) -> bool:
+    """True for data re-uploading embeddings (the block precedes every trainable layer)."""
+    return name.endswith(REUPLOAD_SUFFIX)
+
+
 ROTATIONS: tuple[str, ...] = ("ry", "rx-ry", "ry-rz", "rx-ry-rz")
 ENTANGLERS: tuple[str, ...] = ("none", "linear", "ring", "full", "sparse")
 READOUTS: tuple[str, ...] = ("z",)
@@ -73,8 +98,13 @@ class Architecture:
     # ------------------------------------------------------------------ sizes
     @property
     def n_inputs(self) -> int:
-        """Classical features the embedding consumes (2**n for amplitude)."""
-        return 2**self.n_qubits if self.embedding == "amplitude" else self.n_qubits
+        """Classical features the embedding consumes (2**n for amplitude, 4n for the 4x4 encoder)."""
+        base = base_embedding(self.embedding)
+        if base == "amplitude":
+            return 2**self.n_qubits
+        if base == ENCODER_4X4:
+            return 4 * self.n_qubits
+        return self.n_qubits
 
     @property
     def n_outputs(self) -> int:
@@ -109,6 +139,17 @@ class Architecture:
                 f"{self.n_inputs} features, got {n_features}; add a front-end that "
                 f"maps to {self.n_inputs} features or change n_qubits"
             )
+
+    def padded_features(self, n_features: int) -> int:
+        """Features a front-end-less model feeds the circuit: the data's, zero-padded up to what the embedding
+        loads (a zero angle is no rotation); more than the embedding loads is an error naming the fix."""
+        if n_features > self.n_inputs:
+            raise SpaceError(
+                f"{self.canonical()} loads {self.n_inputs} features and the data has {n_features}; with "
+                "model.frontend = 'none' use an embedding that loads them all (e.g. '4x4-ryzxy' on "
+                f"{max(MIN_QUBITS, -(-n_features // 4))}+ qubits, or amplitude), or a front-end"
+            )
+        return self.n_inputs
 
     # ------------------------------------------------------------ identities
     def canonical(self) -> str:
@@ -163,7 +204,7 @@ class SearchSpace:
     the encoding dense so the genetic operators never produce an invalid gene.
     """
 
-    embeddings: tuple[str, ...] = EMBEDDINGS
+    embeddings: tuple[str, ...] = CLASSIC_EMBEDDINGS
     qubits: tuple[int, int] = (MIN_QUBITS, MAX_QUBITS)
     layers: tuple[int, int] = (MIN_LAYERS, MAX_LAYERS)
     rotations: tuple[str, ...] = ROTATIONS

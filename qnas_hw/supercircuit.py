@@ -53,7 +53,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -80,8 +80,11 @@ def _rotation_key(rotation: str) -> str:
 
 def _max_inputs_arch(space: SearchSpace) -> Architecture:
     """The architecture with the widest front-end output and the most qubits in ``space``."""
-    emb = "amplitude" if "amplitude" in space.embeddings else space.embeddings[0]
-    return Architecture(emb, space.qubits[1], space.layers[0], space.rotations[0], space.entanglers[0])
+    candidates = [
+        Architecture(emb, space.qubits[1], space.layers[0], space.rotations[0], space.entanglers[0])
+        for emb in space.embeddings
+    ]
+    return max(candidates, key=lambda a: a.n_inputs)  # first of the widest, in the space's order
 
 
 class SuperCircuit(nn.Module):
@@ -181,6 +184,16 @@ class SuperCircuit(nn.Module):
             out[name] = _prefix_slice(getattr(self, self._buffer_names[name]), b.shape, name)
         return out
 
+    def set_noise(self, arch: Architecture, noise: Any) -> None:
+        """Simulate ``arch``'s template under ``noise`` (noise-aware training); ``None`` for exact."""
+        model, _ = self._template(arch)
+        model.quantum.set_noise(noise)
+
+    def clear_noise(self) -> None:
+        """Every cached template back to exact simulation (after noise-aware training)."""
+        for model, _ in self._templates.values():
+            model.quantum.set_noise(None)
+
     def quantum_slice(self, arch: Architecture) -> torch.Tensor:
         """The inherited quantum weights of ``arch``, in the circuit's ``w`` order (a view for autograd)."""
         shared = self.quantum[_rotation_key(arch.rotation)]
@@ -274,6 +287,9 @@ class SuperTrainConfig:
     sampling: str = "sandwich"
     restricted_genes: int = 1
     seed: int = 0
+    #: noise-aware training: arch -> GateNoise of its placement on the target (None: exact)
+    noise: Any = field(default=None, compare=False, repr=False)
+    noise_key: str = ""  # what identifies the noise (target and its calibration), for the checkpoint signature
 
     def __post_init__(self) -> None:
         if self.sampling not in SAMPLING_MODES:
@@ -355,7 +371,7 @@ def _train_signature(sc: SuperCircuit, splits: Any, cfg: SuperTrainConfig) -> di
     ``epochs`` is left out on purpose: resuming with a larger ``epochs``
     extends a finished training, and an interrupted one resumes identically.
     """
-    config = {k: v for k, v in asdict(cfg).items() if k != "epochs"}
+    config = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name not in ("epochs", "noise")}
     return {
         **sc._identity(),
         "config": config,
@@ -438,6 +454,8 @@ def train_supercircuit(
             opt.zero_grad(set_to_none=True)
             archs = sampler.step()
             for arch in archs:
+                if cfg.noise is not None:
+                    sc.set_noise(arch, cfg.noise(arch))
                 loss = loss_fn(sc(xb, arch), yb)
                 loss.backward()
                 total += float(loss.detach()) * len(idx)
@@ -465,6 +483,8 @@ def train_supercircuit(
                 "seconds": seconds,
             }
             atomic_write_torch(checkpoint, state)
+    if cfg.noise is not None:
+        sc.clear_noise()
     sc.eval()
     return SuperTrainResult(
         epochs_run=max(0, cfg.epochs - start_epoch),

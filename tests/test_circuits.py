@@ -61,22 +61,33 @@ def _reference_state(arch: Architecture, x: np.ndarray, w: np.ndarray) -> np.nda
 
     psi = np.zeros(2**n, complex)
     psi[0] = 1
-    emb = arch.embedding
-    if emb in ("angle-x", "angle-y"):
-        for q in range(n):
-            psi = one(rot("rx" if emb == "angle-x" else "ry", x[q]), q) @ psi
-    elif emb in ("angle-z", "iqp"):
-        for q in range(n):
-            psi = one(H, q) @ psi
-        for q in range(n):
-            psi = one(rot("rz", x[q]), q) @ psi
-        if emb == "iqp":
-            z = np.array([[1 - 2 * ((b >> q) & 1) for q in range(n)] for b in range(2**n)])
-            for i in range(n):
-                for j in range(i + 1, n):
-                    psi = np.exp(-1j * x[i] * x[j] / 2 * z[:, i] * z[:, j]) * psi
+    emb = arch.embedding.removesuffix("-ru")  # re-uploading: the same block again before every later layer
+
+    def embed(psi):
+        if emb in ("angle-x", "angle-y"):
+            for q in range(n):
+                psi = one(rot("rx" if emb == "angle-x" else "ry", x[q]), q) @ psi
+        elif emb in ("angle-z", "iqp"):
+            for q in range(n):
+                psi = one(H, q) @ psi
+            for q in range(n):
+                psi = one(rot("rz", x[q]), q) @ psi
+            if emb == "iqp":
+                z = np.array([[1 - 2 * ((b >> q) & 1) for q in range(n)] for b in range(2**n)])
+                for i in range(n):
+                    for j in range(i + 1, n):
+                        psi = np.exp(-1j * x[i] * x[j] / 2 * z[:, i] * z[:, j]) * psi
+        elif emb == "4x4-ryzxy":  # QuantumNAS: RY, RZ, RX, RY layers, feature k*n + q on qubit q
+            for k, name in enumerate(("ry", "rz", "rx", "ry")):
+                for q in range(n):
+                    psi = one(rot(name, x[k * n + q]), q) @ psi
+        return psi
+
+    psi = embed(psi)
     rots = arch.rotation.split("-")
     for layer in range(arch.n_layers):
+        if layer > 0 and arch.embedding.endswith("-ru"):
+            psi = embed(psi)
         for q in range(n):
             for r, name in enumerate(rots):
                 psi = one(rot(name, w[(layer * n + q) * len(rots) + r]), q) @ psi

@@ -16,7 +16,7 @@ from qnas_hw.space import (
 
 
 def test_every_gene_value_round_trips_through_encoding_and_text():
-    space = SearchSpace()
+    space = SearchSpace(embeddings=EMBEDDINGS)  # every known embedding, not only the default space's
     for emb, rot, ent in itertools.product(EMBEDDINGS, ROTATIONS, ENTANGLERS):
         arch = Architecture(emb, 5, 3, rot, ent)
         assert space.decode(space.encode(arch)) == arch
