@@ -287,8 +287,7 @@ def storage_faults(work: Path, ref: Path) -> list[dict[str, Any]]:
                 subprocess.run(["mount", "-o", "remount,rw", str(mnt)], check=True)
             if (mnt / "filler").exists():
                 (mnt / "filler").unlink()
-            if where == "study":
-                subprocess.run(["mount", "-o", "remount,size=64m", str(mnt)], check=True)
+            subprocess.run(["mount", "-o", "remount,size=64m", str(mnt)], check=True)  # room for the whole run
             resumed = (
                 subprocess.run(
                     _cli("search", "--resume", str(study), "--no-progress"), env=ENV, capture_output=True, text=True

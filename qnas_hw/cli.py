@@ -103,6 +103,18 @@ def _cli_errors(verbose: bool) -> Iterator[None]:
             logger.exception("failed")
         err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, markup=True, soft_wrap=True)
         raise typer.Exit(1) from None
+    except OSError as exc:  # the disk or the run directory, not the input: say what and how to continue
+        from qnas_hw.study import storage_problem
+
+        if verbose:
+            logger.exception("failed")
+        err_console.print(
+            f"[bold red]error:[/bold red] could not write: {storage_problem(exc) or exc}; nothing half-written "
+            "was kept. Free space (or fix the permissions) and run the same command again (a search: with --resume)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1) from None
 
 
 def _fail(message: str) -> None:
