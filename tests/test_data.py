@@ -184,3 +184,21 @@ def test_iris_splits_are_disjoint_and_standardised_on_train_only():
     assert other.indices["val"].tolist() != idx["val"].tolist()
     assert other.indices["test"].tolist() == idx["test"].tolist()
     assert other.test.tensors[1].tolist() == splits.test.tensors[1].tolist()
+
+
+@needs_shared
+@pytest.mark.parametrize(("name", "base", "classes"), [("mnist4", "mnist", (0, 1, 2, 3)), ("mnist2", "mnist", (3, 6))])
+def test_pure_quantum_presets_pool_and_relabel_the_chosen_classes(name: str, base: str, classes: tuple) -> None:
+    """Reference: the official files, pooled by hand (numpy block means) and filtered by label."""
+    splits = load_dataset(name, SHARED, val_fraction=0.1, seed=0, limit_train=300, limit_test=200)
+    assert splits.input_shape == (16,) and splits.n_classes == len(classes)
+    images = read_idx(SHARED / base / "t10k-images-idx3-ubyte.gz")
+    labels = read_idx(SHARED / base / "t10k-labels-idx1-ubyte.gz")
+    rows = splits.indices["test"]
+    assert np.isin(labels[rows], classes).all()  # only the chosen classes, from the test file only
+    expected = images[rows].reshape(len(rows), 4, 7, 4, 7).mean(axis=(2, 4)).reshape(len(rows), 16) / 255.0
+    np.testing.assert_allclose(splits.test.tensors[0].numpy(), expected, atol=1e-6)
+    assert splits.test.tensors[1].tolist() == [classes.index(int(v)) for v in labels[rows]]
+    train = set(splits.indices["train"].tolist())
+    assert not train & set(splits.indices["val"].tolist())  # validation carved from the training file
+    assert float(splits.train.tensors[0].max()) <= 1.0 and float(splits.train.tensors[0].min()) >= 0.0

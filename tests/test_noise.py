@@ -233,3 +233,38 @@ def test_cut_candidate_under_noise_is_close_to_its_uncut_ideal_values() -> None:
     with torch.no_grad():
         exact = model.quantum(model.encode(X)).numpy()
     assert np.abs(z - exact).mean() < 0.06  # device noise on a 2-qubit-gate-light circuit plus 1/sqrt(2000) shots
+
+
+def test_pure_quantum_noise_aware_search_runs_end_to_end(tmp_path) -> None:
+    """MNIST-4 without a front-end on fake_quito: noise-aware SuperCircuit and fine-tunes, noisy scoring."""
+    from qnas_hw.data import shared_datasets_dir
+    from qnas_hw.search import run_search
+
+    shared = shared_datasets_dir()
+    if shared is None or not (shared / "mnist").is_dir():
+        pytest.skip("needs ../shared/datasets (MNIST IDX files)")
+    cfg = config_from_dict(
+        {
+            "seed": 1,
+            "data": {"dataset": "mnist4", "data_dir": str(shared), "limit_train": 200},
+            "model": {"frontend": "none"},
+            "space": {"embeddings": ["4x4-ryzxy", "4x4-ryzxy-ru"], "qubits": [4, 4], "layers": [1, 2]},
+            "supercircuit": {"epochs": 1, "noise_aware": True},
+            "search": {
+                "pop_size": 4,
+                "generations": 1,
+                "objectives": ["val_error", "runtime_s"],
+                "shots": 256,
+                "val_samples": 32,
+                "noise_aware_finetune": True,
+            },
+            "hardware": {"backend": "fake_quito", "qubit_budget": 4},
+        }
+    )
+    study = run_search(cfg, tmp_path / "run", progress=False)
+    try:
+        cands = study.candidates()
+        assert cands and all(c.details["val_error"]["accuracy"]["accuracy_mode"] == "noisy" for c in cands)
+        assert all(c.details["val_error"]["n_params"] == c.arch.n_weights + 4 * 4 for c in cands)  # head: 4x4
+    finally:
+        study.close()
