@@ -486,8 +486,8 @@ class RunConfig(_Section):
             )
         if self.model.frontend == "cnn" and self.data.dataset in ("iris", "mnist4", "fashion4", "mnist2"):
             raise ValueError(
-                f"model.frontend='cnn' needs image data (full images); dataset {self.data.dataset!r} has a vector of features: use "
-                "'none' (pure quantum), 'linear' or 'mlp'"
+                f"model.frontend='cnn' needs image data (full images); dataset {self.data.dataset!r} has a vector "
+                "of features: use 'none' (pure quantum), 'linear' or 'mlp'"
             )
         noise_aware = self.supercircuit.noise_aware or self.search.noise_aware_finetune
         if noise_aware and self.hardware.backend in _NOISELESS_BACKENDS:
