@@ -28,11 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-from qnas_hw.backends import SamplerPub, get_backend
-from qnas_hw.circuits import parameter_values
+from qnas_hw.hardware.backends import SamplerPub, get_backend
+from qnas_hw.hardware.transpilation import Transpiler
 from qnas_hw.jobs import AsyncExecutor, JobLedger, JobSpec, RetryPolicy
-from qnas_hw.space import Architecture
-from qnas_hw.transpilation import Transpiler
+from qnas_hw.model.circuits import parameter_values
+from qnas_hw.model.space import Architecture
 
 
 def build(backend_name: str, samples: int, arch: Architecture, seed: int) -> tuple[object, np.ndarray]:

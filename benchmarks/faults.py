@@ -61,7 +61,7 @@ def _cli(*args: str) -> list[str]:
 
 def _values(study: Path) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT))
-    from qnas_hw.study import Study
+    from qnas_hw.search.study import Study
 
     with Study.open(study) as s:
         cands = {c.arch.canonical(): (c.objectives, c.feasible, c.generation) for c in s.candidates()}
@@ -145,7 +145,7 @@ import sys, torch
 torch.set_num_threads(1)
 from qnas_hw.config import load_config, with_overrides
 from qnas_hw.jobs.detached import DetachedBackend
-from qnas_hw.search import run_search
+from qnas_hw.search.nsga import run_search
 cfg = with_overrides(load_config(sys.argv[1]), **{"search.accuracy": "device", "search.device.concurrency": 16})
 run_search(cfg, sys.argv[2], progress=False, backend=DetachedBackend("fake_kolkata", sys.argv[3], delay_s=0.5))
 """
@@ -154,7 +154,7 @@ DEVICE_RESUME = """
 import sys, torch
 torch.set_num_threads(1)
 from qnas_hw.jobs.detached import DetachedBackend
-from qnas_hw.search import run_search
+from qnas_hw.search.nsga import run_search
 b = DetachedBackend("fake_kolkata", sys.argv[2])
 run_search(None, resume=sys.argv[1], progress=False, backend=b).close()
 print("NEW_SUBMISSIONS", len(b.submitted))
@@ -278,7 +278,7 @@ def storage_faults(work: Path, ref: Path) -> list[dict[str, Any]]:
             failed_records = None
             if study.exists():
                 sys.path.insert(0, str(ROOT))
-                from qnas_hw.study import Study
+                from qnas_hw.search.study import Study
 
                 with Study.open(study) as s:
                     failed_records = sum("error" in c.details for c in s.candidates())

@@ -2,7 +2,7 @@
 
 For each device and architecture: an HQNN trained from scratch (Iris,
 exact simulator, seeded), then scored under the device's noise model
-(:class:`qnas_hw.scoring.NoisyScorer`, mthree mitigation) twice: with the
+(:class:`qnas_hw.search.scoring.NoisyScorer`, mthree mitigation) twice: with the
 transpiler's own placement (``layout = "default"``) and with the
 highest-ESP placement (``"calibrated"``, the default).  Reported per pair:
 the estimated success probability of each placement, validation accuracy
@@ -26,15 +26,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from qnas_hw.backends import get_backend
 from qnas_hw.data import load_dataset
-from qnas_hw.execution import ProgramBuilder
-from qnas_hw.models import HQNN
-from qnas_hw.noise import NoisySimulator
-from qnas_hw.scoring import NoisyScorer, model_inputs
-from qnas_hw.space import Architecture
-from qnas_hw.training import TrainConfig, train_model
-from qnas_hw.transpilation import Transpiler
+from qnas_hw.hardware.backends import get_backend
+from qnas_hw.hardware.execution import ProgramBuilder
+from qnas_hw.hardware.noise import NoisySimulator
+from qnas_hw.hardware.transpilation import Transpiler
+from qnas_hw.model.hqnn import HQNN
+from qnas_hw.model.space import Architecture
+from qnas_hw.model.training import TrainConfig, train_model
+from qnas_hw.search.scoring import NoisyScorer, model_inputs
 
 ARCHS = (
     "angle-y|q4|l2|ry-rz|ring|z",

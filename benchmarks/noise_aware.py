@@ -86,7 +86,7 @@ def preset(dataset: str, backend: str, mode: str, seed: int, data_dir: str, quic
 
 def random_search(config: Any, out: Path) -> Any:
     """As many distinct random architectures as the NSGA-II budget, scored through the same evaluator."""
-    from qnas_hw.search import prepare_search
+    from qnas_hw.search.nsga import prepare_search
 
     run = prepare_search(config, out)
     rng = np.random.default_rng(config.seed + 7777)
@@ -104,7 +104,7 @@ def random_search(config: Any, out: Path) -> Any:
 
 def picks(study: Any) -> dict[str, str]:
     """Knee and most-accurate of the study's final front (or of all its records, for random search)."""
-    from qnas_hw.reports import analyze
+    from qnas_hw.reports.report import analyze
 
     gens = study.generations()
     data = analyze(study.candidates(), gens, study.objective_names, study.config)
@@ -118,13 +118,13 @@ def picks(study: Any) -> dict[str, str]:
 def retrain_and_test(config: Any, arch_text: str, seed: int, epochs: int) -> dict[str, Any]:
     """The pick from scratch as the search trains (noise-aware if it was), then ONE test under the device noise."""
     from qnas_hw.data import load_dataset
-    from qnas_hw.execution import ProgramBuilder
-    from qnas_hw.models import HQNN
-    from qnas_hw.noise import NoisySimulator, TrainingNoise
-    from qnas_hw.scoring import NoisyScorer
-    from qnas_hw.search import make_hardware
-    from qnas_hw.space import Architecture
-    from qnas_hw.training import TrainConfig, train_model
+    from qnas_hw.hardware.execution import ProgramBuilder
+    from qnas_hw.hardware.noise import NoisySimulator, TrainingNoise
+    from qnas_hw.model.hqnn import HQNN
+    from qnas_hw.model.space import Architecture
+    from qnas_hw.model.training import TrainConfig, train_model
+    from qnas_hw.search.nsga import make_hardware
+    from qnas_hw.search.scoring import NoisyScorer
 
     arch = Architecture.parse(arch_text)
     d = config.data
@@ -184,7 +184,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    from qnas_hw.search import run_search
+    from qnas_hw.search.nsga import run_search
 
     work = Path(tempfile.mkdtemp(prefix="qnas-noise-aware-"))
     runs: list[dict[str, Any]] = []

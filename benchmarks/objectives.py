@@ -69,10 +69,9 @@ from typing import Any
 
 import numpy as np
 
-from qnas_hw.backends import get_backend
-from qnas_hw.circuits import INPUT_NAME, build_circuit
-from qnas_hw.cost import CostModel, RuntimeCostObjective
-from qnas_hw.cutting import (
+from qnas_hw.hardware.backends import get_backend
+from qnas_hw.hardware.cost import CostModel, RuntimeCostObjective
+from qnas_hw.hardware.cutting import (
     WORST_CASE_INPUT,
     CutPlan,
     CutPlanner,
@@ -80,8 +79,9 @@ from qnas_hw.cutting import (
     bind_each_gate,
     representative_circuit,
 )
-from qnas_hw.space import GENES, Architecture, SearchSpace
-from qnas_hw.transpilation import Transpiler
+from qnas_hw.hardware.transpilation import Transpiler
+from qnas_hw.model.circuits import INPUT_NAME, build_circuit
+from qnas_hw.model.space import GENES, Architecture, SearchSpace
 
 
 @dataclass
@@ -326,10 +326,10 @@ def accuracy_timings(samples: int, shots: int, repeats: int, seed: int) -> list[
     """Per case: ideal scoring time, and noisy scoring split into build / simulate / mitigate+decode."""
     import torch
 
-    from qnas_hw.execution import ProgramBuilder
-    from qnas_hw.models import HQNN
-    from qnas_hw.noise import NoisySimulator
-    from qnas_hw.scoring import NoisyScorer
+    from qnas_hw.hardware.execution import ProgramBuilder
+    from qnas_hw.hardware.noise import NoisySimulator
+    from qnas_hw.model.hqnn import HQNN
+    from qnas_hw.search.scoring import NoisyScorer
 
     rows = []
     for label, backend_name, text, budget in ACCURACY_CASES:

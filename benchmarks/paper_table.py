@@ -1,9 +1,9 @@
 """Our searched HQNNs beside the published figures, per dataset.
 
 Runs the whole search (SuperCircuit training + NSGA-II over validation error,
-calibrated runtime cost and subcircuit count, via ``qnas_hw.search.run_search``),
+calibrated runtime cost and subcircuit count, via ``qnas_hw.search.nsga.run_search``),
 takes the knee and the most-accurate picks of the final Pareto front
-(``qnas_hw.reports.analyze``) and prints them beside the published results:
+(``qnas_hw.reports.report.analyze``) and prints them beside the published results:
 
     MNIST 97.16% (8 qubits, 2 layers), Fashion-MNIST 87.38% (5 qubits, 2 layers), Iris 100% (4 qubits, 2 layers)
 
@@ -145,14 +145,14 @@ def _val_scores(model: Any, dataset: Any, batch_size: int = 1024) -> tuple[float
 def fit(model: Any, splits: Any, tc: Any) -> dict[str, Any]:
     """Adam, keeping the epoch with the best validation accuracy, ties broken by the lower validation loss.
 
-    ``qnas_hw.training.train_model`` keeps the FIRST epoch that reaches the
+    ``qnas_hw.model.training.train_model`` keeps the FIRST epoch that reaches the
     best accuracy; on a 24-sample Iris validation split that saturates at 100%
     within a few epochs and keeps an under-trained model.  Breaking ties by
     validation loss keeps training while the fit still improves on validation.
     Early stopping: ``tc.patience`` epochs without a better (acc, -loss) pair.
     The test split is evaluated once, on the kept weights, after training.
     """
-    from qnas_hw.training import evaluate_accuracy, train_epoch
+    from qnas_hw.model.training import evaluate_accuracy, train_epoch
 
     x, y = splits.train.tensors
     generator = torch.Generator().manual_seed(tc.seed)
@@ -193,8 +193,8 @@ def retrain(arch: Any, config: Any, dataset: str, args: argparse.Namespace) -> d
     printed beside it so a lucky seed cannot hide (it is never used to choose).
     """
     from qnas_hw.data import load_dataset
-    from qnas_hw.models import HQNN
-    from qnas_hw.training import TrainConfig
+    from qnas_hw.model.hqnn import HQNN
+    from qnas_hw.model.training import TrainConfig
 
     p = PRESETS[dataset]
     d = config.data
@@ -233,8 +233,8 @@ def retrain(arch: Any, config: Any, dataset: str, args: argparse.Namespace) -> d
 
 
 def run_dataset(dataset: str, args: argparse.Namespace) -> dict[str, Any]:
-    from qnas_hw.reports import analyze
-    from qnas_hw.search import run_search
+    from qnas_hw.reports.report import analyze
+    from qnas_hw.search.nsga import run_search
 
     config = make_config(dataset, args)
     out = Path(args.out) / dataset

@@ -27,7 +27,7 @@ import torch
 from scipy import stats
 
 from qnas_hw.config import DEFAULT_LR
-from qnas_hw.space import Architecture, SearchSpace
+from qnas_hw.model.space import Architecture, SearchSpace
 
 # Per-dataset defaults: the front-end family and a space small enough to simulate quickly.
 DEFAULTS: dict[str, dict] = {
@@ -140,10 +140,10 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     from qnas_hw.data import load_dataset
-    from qnas_hw.evaluation import ValidationErrorObjective
-    from qnas_hw.models import HQNN
-    from qnas_hw.supercircuit import SuperCircuit, SuperTrainConfig, train_supercircuit
-    from qnas_hw.training import TrainConfig, train_model
+    from qnas_hw.model.hqnn import HQNN
+    from qnas_hw.model.supercircuit import SuperCircuit, SuperTrainConfig, train_supercircuit
+    from qnas_hw.model.training import TrainConfig, train_model
+    from qnas_hw.search.evaluation import ValidationErrorObjective
 
     args = _parse_args(argv)
     torch.set_num_threads(args.threads)

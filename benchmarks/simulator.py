@@ -33,9 +33,9 @@ from pathlib import Path
 
 import torch
 
-from qnas_hw.circuits import gate_program
-from qnas_hw.simulator import DEFAULT_CHUNK, SimulatorPlan
-from qnas_hw.space import Architecture
+from qnas_hw.model.circuits import gate_program
+from qnas_hw.model.simulator import DEFAULT_CHUNK, SimulatorPlan
+from qnas_hw.model.space import Architecture
 
 WORKLOADS = {"W8": (8, 2), "W10": (10, 2), "W12": (12, 2), "W8x4": (8, 4)}
 DEFAULT_ANCHORS = Path(__file__).resolve().parents[2] / "shared" / "notes" / "simulator-anchors.md"

@@ -29,9 +29,9 @@ from typing import Any
 import torch
 
 from qnas_hw.data import load_dataset, resolve_data_dir
-from qnas_hw.models import HQNN
-from qnas_hw.space import Architecture
-from qnas_hw.training import TrainConfig, train_model
+from qnas_hw.model.hqnn import HQNN
+from qnas_hw.model.space import Architecture
+from qnas_hw.model.training import TrainConfig, train_model
 
 DEFAULT_ARCH = "angle-y|q8|l2|ry-rz|sparse|z"
 

@@ -25,7 +25,7 @@ from rich.table import Table
 from qnas_hw.config import ConfigError, RunConfig, config_from_dict, default_config, load_config, with_overrides
 
 if TYPE_CHECKING:  # imported lazily at run time: `qnas-hw devices` should not pay for torch
-    from qnas_hw.jobs.hardware_eval import HardwareEvalReport
+    from qnas_hw.search.hw_eval import HardwareEvalReport
 
 app = typer.Typer(
     name="qnas-hw",
@@ -70,10 +70,10 @@ def _setup_logging(verbose: bool) -> None:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean "bad input or state the user can fix", reported without a traceback."""
-    from qnas_hw.backends.base import BackendError
+    from qnas_hw.hardware.backends.base import BackendError
     from qnas_hw.jobs import BudgetExceeded, JobExecutionError, LedgerError
-    from qnas_hw.search import SearchError
-    from qnas_hw.study import StudyError
+    from qnas_hw.search.nsga import SearchError
+    from qnas_hw.search.study import StudyError
 
     return (
         ValueError,
@@ -104,7 +104,7 @@ def _cli_errors(verbose: bool) -> Iterator[None]:
         err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, markup=True, soft_wrap=True)
         raise typer.Exit(1) from None
     except OSError as exc:  # the disk or the run directory, not the input: say what and how to continue
-        from qnas_hw.study import storage_problem
+        from qnas_hw.search.study import storage_problem
 
         if verbose:
             logger.exception("failed")
@@ -133,7 +133,7 @@ def _resolve_config(
     if config is not None and study is not None:
         _fail("pass either --config or --study, not both (a study carries its own configuration)")
     if study is not None:
-        from qnas_hw.study import Study
+        from qnas_hw.search.study import Study
 
         with Study.open(study) as s:
             cfg = config_from_dict(s.config, source=f"configuration stored in {study}")
@@ -202,7 +202,7 @@ def search(
     """
     _setup_logging(verbose)
     with _cli_errors(verbose):
-        from qnas_hw.search import run_search
+        from qnas_hw.search.nsga import run_search
 
         overrides = {
             "seed": seed,
@@ -270,7 +270,7 @@ def _non_negative(flag: str, value: float | None) -> float | None:
 
 def _print_search_estimate(cfg: RunConfig) -> None:
     """``search --dry-run``: the predicted spend of the search's accuracy jobs; nothing is trained or submitted."""
-    from qnas_hw.search import check_before_training, check_setup, estimate_search_cost, make_hardware
+    from qnas_hw.search.nsga import check_before_training, check_setup, estimate_search_cost, make_hardware
 
     out_console.print(
         f"accuracy: {cfg.search.accuracy}; backend {cfg.hardware.backend}; shots {cfg.search.shots} per sample",
@@ -325,7 +325,7 @@ def _search_hw_eval(study: Any, verbose: bool) -> str | None:
 
 
 def _print_summary(study: Any) -> None:
-    from qnas_hw.reports import front_table, study_report_data, write_report_data
+    from qnas_hw.reports.report import front_table, study_report_data, write_report_data
 
     data = study_report_data(study)
     out_console.print(front_table(data))
@@ -361,9 +361,9 @@ def train(
         import torch
 
         from qnas_hw.data import load_dataset
-        from qnas_hw.models import HQNN
-        from qnas_hw.space import Architecture
-        from qnas_hw.training import TrainConfig, train_model
+        from qnas_hw.model.hqnn import HQNN
+        from qnas_hw.model.space import Architecture
+        from qnas_hw.model.training import TrainConfig, train_model
 
         cfg = _resolve_config(config, study, {"seed": seed})
         architecture = Architecture.parse(arch)
@@ -416,8 +416,8 @@ def report(
     """Write the Pareto report (CSV, JSON, plots, summary.md) of a study and print its front."""
     _setup_logging(verbose)
     with _cli_errors(verbose):
-        from qnas_hw.reports import front_table, study_report_data, write_report_data
-        from qnas_hw.study import Study
+        from qnas_hw.reports.report import front_table, study_report_data, write_report_data
+        from qnas_hw.search.study import Study
 
         with Study.open(study) as s:
             data = study_report_data(s)
@@ -432,7 +432,7 @@ def devices(verbose: Verbose = False) -> None:
     """List the backends (offline snapshots, local simulators, cloud QPUs); contacts no cloud."""
     _setup_logging(verbose)
     with _cli_errors(verbose):
-        from qnas_hw.backends import list_backends
+        from qnas_hw.hardware.backends import list_backends
 
         rows = list_backends()
         table = Table(title="qnas-hw backends (use the name with --backend)")
@@ -479,7 +479,7 @@ def calibrate(
     """Measure runtimes on a backend and fit its cost model (written as calibration JSON)."""
     _setup_logging(verbose)
     with _cli_errors(verbose):
-        from qnas_hw.calibrate import run_calibration, summary_lines
+        from qnas_hw.hardware.calibrate import run_calibration, summary_lines
 
         report_ = run_calibration(backend, out_path=out, seed=seed, quick=quick)
         for line in summary_lines(report_):
@@ -554,8 +554,8 @@ def hw_eval(
                 logger.exception("hw-eval failed")
             _fail(str(exc))
         if not report_.dry_run:
-            from qnas_hw.reports import write_report
-            from qnas_hw.study import Study
+            from qnas_hw.reports.report import write_report
+            from qnas_hw.search.study import Study
 
             with Study.open(study) as s:
                 files = write_report(s, s.path.parent / "report")
@@ -582,12 +582,12 @@ def _run_hw_eval(
 
     Every argument left ``None`` takes the study's ``[hw_eval]`` setting, so
     both commands honour the same config (budget, dry run, shots, samples).
-    Returns the :class:`~qnas_hw.jobs.hardware_eval.HardwareEvalReport`;
+    Returns the :class:`~qnas_hw.search.hw_eval.HardwareEvalReport`;
     budget refusals and job failures propagate to the caller.
     """
-    from qnas_hw.backends import get_backend
+    from qnas_hw.hardware.backends import get_backend
     from qnas_hw.jobs import Budget, RetryPolicy
-    from qnas_hw.jobs.hardware_eval import HardwareEvalSettings, evaluate_study
+    from qnas_hw.search.hw_eval import HardwareEvalSettings, evaluate_study
 
     cfg = _resolve_config(None, study=study)
     hw = cfg.hw_eval

@@ -18,7 +18,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from qnas_hw.space import CLASSIC_EMBEDDINGS, ENTANGLERS, MAX_LAYERS, MAX_QUBITS, ROTATIONS, SearchSpace, SpaceError
+from qnas_hw.model.space import (
+    CLASSIC_EMBEDDINGS,
+    ENTANGLERS,
+    MAX_LAYERS,
+    MAX_QUBITS,
+    ROTATIONS,
+    SearchSpace,
+    SpaceError,
+)
 
 DATASETS: tuple[str, ...] = ("iris", "mnist", "fashion-mnist", "mnist4", "fashion4", "mnist2")
 #: ``none``: no classical front-end (pure quantum): the data's features are the circuit's angles (x pi).
@@ -99,7 +107,7 @@ class ModelConfig(_Section):
 
 
 class SpaceConfig(_Section):
-    """The searched box; mirrors :class:`qnas_hw.space.SearchSpace` and is validated by it."""
+    """The searched box; mirrors :class:`qnas_hw.model.space.SearchSpace` and is validated by it."""
 
     embeddings: list[str] = Field(default_factory=lambda: list(CLASSIC_EMBEDDINGS))
     qubits: tuple[int, int] = (2, 6)
@@ -323,7 +331,7 @@ class HardwareConfig(_Section):
         v = v.strip()
         if v.startswith(("ibm:", "braket:")) and len(v.split(":", 1)[1]) > 0:
             return v
-        from qnas_hw.backends import known_backend_names  # lazy: listing names imports the providers
+        from qnas_hw.hardware.backends import known_backend_names  # lazy: listing names imports the providers
 
         known = known_backend_names()
         if v not in known:
@@ -497,7 +505,7 @@ class RunConfig(_Section):
                 "(e.g. fake_kolkata, fake_quito)"
             )
         if self.search.accuracy == "noisy" and self.hardware.backend in _NOISELESS_BACKENDS:
-            from qnas_hw.backends.braket import snapshot_names  # lazy: the providers are heavy to import
+            from qnas_hw.hardware.backends.braket import snapshot_names  # lazy: the providers are heavy to import
 
             braket = ", ".join(f"braket_{s}" for s in snapshot_names())
             raise ValueError(

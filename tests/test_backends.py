@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from qiskit.quantum_info import Statevector
 
-from qnas_hw.backends import BackendError, SamplerPub, get_backend, known_backend_names, list_backends
-from qnas_hw.backends.braket import to_braket
-from qnas_hw.circuits import bind, build_circuit, parameter_values
-from qnas_hw.space import Architecture
+from qnas_hw.hardware.backends import BackendError, SamplerPub, get_backend, known_backend_names, list_backends
+from qnas_hw.hardware.backends.braket import to_braket
+from qnas_hw.model.circuits import bind, build_circuit, parameter_values
+from qnas_hw.model.space import Architecture
 
 SHOTS = 4000
 ARCH = Architecture("angle-y", 3, 1, "ry-rz", "linear")
@@ -162,7 +162,7 @@ def test_unreachable_providers_are_reported_as_network_problems_not_bad_credenti
     """Real SDK calls through a proxy that refuses connections: the user is told the provider is unreachable."""
     import json
 
-    from qnas_hw.backends import calibration_dir
+    from qnas_hw.hardware.backends import calibration_dir
 
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # nothing listens on the discard port
     monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")

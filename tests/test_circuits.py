@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from qiskit.quantum_info import Statevector
 
-from qnas_hw.circuits import (
+from qnas_hw.model.circuits import (
     amplitude_angles,
     bind,
     build_circuit,
@@ -13,7 +13,7 @@ from qnas_hw.circuits import (
     observables,
     parameter_values,
 )
-from qnas_hw.space import EMBEDDINGS, Architecture, SearchSpace, SpaceError
+from qnas_hw.model.space import EMBEDDINGS, Architecture, SearchSpace, SpaceError
 
 
 @pytest.mark.parametrize("n", [2, 3, 4, 6])

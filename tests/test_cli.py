@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from qnas_hw.cli import app
-from qnas_hw.study import Study
+from qnas_hw.search.study import Study
 
 runner = CliRunner()
 

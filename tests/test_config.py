@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from qnas_hw.config import ConfigError, RunConfig, config_from_dict, default_config, load_config, with_overrides
-from qnas_hw.space import SearchSpace
+from qnas_hw.model.space import SearchSpace
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "iris_search.toml"
 

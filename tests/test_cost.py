@@ -9,9 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from qnas_hw.backends import SamplerPub, calibration_dir, get_backend
-from qnas_hw.circuits import build_circuit
-from qnas_hw.cost import (
+from qnas_hw.hardware.backends import SamplerPub, calibration_dir, get_backend
+from qnas_hw.hardware.cost import (
     SCHEMA_VERSION,
     WALL_FEATURES,
     CostModel,
@@ -22,8 +21,9 @@ from qnas_hw.cost import (
     fit_nnls,
     mape,
 )
-from qnas_hw.space import Architecture
-from qnas_hw.transpilation import Transpiler
+from qnas_hw.hardware.transpilation import Transpiler
+from qnas_hw.model.circuits import build_circuit
+from qnas_hw.model.space import Architecture
 
 ARCH = Architecture("angle-y", 4, 2, "ry-rz", "ring")
 
@@ -168,7 +168,7 @@ def test_braket_dollars_and_estimate_job_cost():
 
 
 def test_cut_plan_scales_circuits_and_shots():
-    cutting = pytest.importorskip("qnas_hw.cutting")
+    cutting = pytest.importorskip("qnas_hw.hardware.cutting")
     backend = get_backend("fake_kolkata")
     planner = cutting.CutPlanner(qubit_budget=4, seed=0)
     model = CostModel.for_backend(backend, max_age_days=None)

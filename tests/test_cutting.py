@@ -22,14 +22,14 @@ from qiskit_addon_cutting.automated_cut_finding import DeviceConstraints, Optimi
 from qiskit_aer import AerSimulator
 from qiskit_aer.primitives import SamplerV2
 
-import qnas_hw.cutting as cutting
-from qnas_hw.circuits import bind, build_circuit, observables
-from qnas_hw.cutting import CutPlanner, CuttingError, SubcircuitObjective
-from qnas_hw.space import Architecture
+import qnas_hw.hardware.cutting as cutting
+from qnas_hw.hardware.cutting import CutPlanner, CuttingError, SubcircuitObjective
+from qnas_hw.model.circuits import bind, build_circuit, observables
+from qnas_hw.model.space import Architecture
 
 
 def _direct(arch: Architecture, budget: int, seed: int = 0, labels: list[int] | None = None) -> dict:
-    """The addon's own pipeline, written out here independently of qnas_hw.cutting.
+    """The addon's own pipeline, written out here independently of qnas_hw.hardware.cutting.
 
     Inputs bound to sqrt(pi/2) (every IQP product is pi/2); weights a constant,
     since single-qubit angles cannot move a cut.
@@ -201,9 +201,9 @@ def test_reconstruction_from_cut_subexperiments_matches_statevector() -> None:
 
 def test_runtime_cost_counts_every_subexperiment_and_prices_infeasible_plans() -> None:
     """RuntimeCostObjective counts a plan's circuits and allotted shots; an infeasible plan is priced as itself."""
-    from qnas_hw.backends import get_backend
-    from qnas_hw.cost import CostModel, RuntimeCostObjective
-    from qnas_hw.transpilation import Transpiler
+    from qnas_hw.hardware.backends import get_backend
+    from qnas_hw.hardware.cost import CostModel, RuntimeCostObjective
+    from qnas_hw.hardware.transpilation import Transpiler
 
     backend = get_backend("fake_kolkata")
     transpiler = Transpiler(backend, seed=0)
@@ -231,9 +231,9 @@ def test_runtime_cost_counts_every_subexperiment_and_prices_infeasible_plans() -
 
 def test_runtime_never_decreases_as_the_cutting_overhead_grows() -> None:
     """More layers of a ring on a 3-qubit budget: more cuts, more overhead, never a cheaper runtime."""
-    from qnas_hw.backends import get_backend
-    from qnas_hw.cost import CostModel, RuntimeCostObjective
-    from qnas_hw.transpilation import Transpiler
+    from qnas_hw.hardware.backends import get_backend
+    from qnas_hw.hardware.cost import CostModel, RuntimeCostObjective
+    from qnas_hw.hardware.transpilation import Transpiler
 
     backend = get_backend("fake_kolkata")
     planner = CutPlanner(3, seed=0)

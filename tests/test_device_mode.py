@@ -23,13 +23,13 @@ from pathlib import Path
 
 import pytest
 
-from qnas_hw.backends import get_backend
 from qnas_hw.config import RunConfig, config_from_dict
+from qnas_hw.hardware.backends import get_backend
 from qnas_hw.jobs import BudgetExceeded, JobLedger, LedgerState
 from qnas_hw.jobs.detached import DetachedBackend
 from qnas_hw.jobs.faults import FaultPlan, FaultyBackend
-from qnas_hw.search import run_search
-from qnas_hw.study import Study
+from qnas_hw.search.nsga import run_search
+from qnas_hw.search.study import Study
 
 BACKEND = "fake_kolkata"
 
@@ -235,7 +235,7 @@ def test_search_dry_run_prices_the_whole_search_and_creates_nothing(tmp_path: Pa
 
 
 def test_bad_accuracy_settings_are_refused_before_training(tmp_path: Path) -> None:
-    from qnas_hw.search import SearchError
+    from qnas_hw.search.nsga import SearchError
 
     # fixed cut shots spread over QPD terms: a plan the constraints admit may have more terms than shots
     cfg = _config(accuracy="noisy", cut_shots="fixed", shots=64)

@@ -9,10 +9,10 @@ import torch
 from torch.utils.data import TensorDataset
 
 from qnas_hw.data import load_dataset
-from qnas_hw.evaluation import ValidationErrorObjective, derive_seed, load_candidate
-from qnas_hw.space import Architecture, SearchSpace
-from qnas_hw.supercircuit import SuperCircuit, SuperTrainConfig, train_supercircuit
-from qnas_hw.training import evaluate_accuracy
+from qnas_hw.model.space import Architecture, SearchSpace
+from qnas_hw.model.supercircuit import SuperCircuit, SuperTrainConfig, train_supercircuit
+from qnas_hw.model.training import evaluate_accuracy
+from qnas_hw.search.evaluation import ValidationErrorObjective, derive_seed, load_candidate
 
 SPACE = SearchSpace(qubits=(2, 4), layers=(1, 2))
 ARCHS = [

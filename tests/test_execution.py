@@ -20,14 +20,14 @@ import pytest
 import torch
 from qiskit_aer import AerSimulator
 
-from qnas_hw.backends import get_backend
-from qnas_hw.cutting import CutPlanner
-from qnas_hw.execution import ProgramBuilder
-from qnas_hw.models import HQNN
-from qnas_hw.noise import defer_measurements
-from qnas_hw.scoring import model_inputs
-from qnas_hw.space import Architecture
-from qnas_hw.transpilation import Transpiler
+from qnas_hw.hardware.backends import get_backend
+from qnas_hw.hardware.cutting import CutPlanner
+from qnas_hw.hardware.execution import ProgramBuilder
+from qnas_hw.hardware.noise import defer_measurements
+from qnas_hw.hardware.transpilation import Transpiler
+from qnas_hw.model.hqnn import HQNN
+from qnas_hw.model.space import Architecture
+from qnas_hw.search.scoring import model_inputs
 
 SHOTS = 20_000
 

@@ -13,12 +13,12 @@ import pytest
 import torch
 from qiskit.quantum_info import Statevector
 
-from qnas_hw.backends import get_backend
-from qnas_hw.circuits import bind, build_circuit, circuit_inputs, gate_program, observables
-from qnas_hw.gatewise import SX_PER_ROTATION, GateNoise, GatewisePlan, noise_from_target
-from qnas_hw.models import HQNN
-from qnas_hw.simulator import QuantumLayer, SimulatorPlan
-from qnas_hw.space import Architecture
+from qnas_hw.hardware.backends import get_backend
+from qnas_hw.model.circuits import bind, build_circuit, circuit_inputs, gate_program, observables
+from qnas_hw.model.gatewise import SX_PER_ROTATION, GateNoise, GatewisePlan, noise_from_target
+from qnas_hw.model.hqnn import HQNN
+from qnas_hw.model.simulator import QuantumLayer, SimulatorPlan
+from qnas_hw.model.space import Architecture
 
 NEW = [
     "4x4-ryzxy|q4|l2|ry-rz|ring",

@@ -1,7 +1,7 @@
 """Hardware results in reports, and ``hw_eval.enabled`` in ``qnas-hw search``, end to end on a local backend.
 
 Reference: the rows the hardware evaluation stored (read back through
-:func:`qnas_hw.jobs.hardware_eval.stored_results`, the writer's own reader);
+:func:`qnas_hw.search.hw_eval.stored_results`, the writer's own reader);
 the report files must carry exactly those figures.
 """
 
@@ -17,9 +17,9 @@ from typer.testing import CliRunner
 
 from qnas_hw.cli import app
 from qnas_hw.jobs import JobLedger
-from qnas_hw.jobs.hardware_eval import stored_results
-from qnas_hw.reports import latest_hardware, measured_seconds
-from qnas_hw.study import Study
+from qnas_hw.reports.report import latest_hardware, measured_seconds
+from qnas_hw.search.hw_eval import stored_results
+from qnas_hw.search.study import Study
 
 runner = CliRunner()
 

@@ -12,9 +12,9 @@ import sqlite3
 import numpy as np
 import pytest
 
-from qnas_hw.backends import BackendError, SamplerPub, get_backend
-from qnas_hw.circuits import parameter_values
-from qnas_hw.cost import estimate_job_cost
+from qnas_hw.hardware.backends import BackendError, SamplerPub, get_backend
+from qnas_hw.hardware.cost import estimate_job_cost
+from qnas_hw.hardware.transpilation import Transpiler
 from qnas_hw.jobs import (
     AsyncExecutor,
     Budget,
@@ -33,8 +33,8 @@ from qnas_hw.jobs import (
     plan_spend,
 )
 from qnas_hw.jobs.faults import FaultPlan, FaultyBackend, pubs_fingerprint
-from qnas_hw.space import Architecture
-from qnas_hw.transpilation import Transpiler
+from qnas_hw.model.circuits import parameter_values
+from qnas_hw.model.space import Architecture
 
 ARCH = Architecture("angle-y", 3, 1, "ry-rz", "linear")
 FAST = RetryPolicy(backoff_s=0.01, backoff_max_s=0.05, poll_interval_s=0.02, timeout_s=20.0)

@@ -20,19 +20,19 @@ import numpy as np
 import pytest
 import torch
 
-from qnas_hw.backends import get_backend
+from qnas_hw.hardware.backends import get_backend
+from qnas_hw.hardware.transpilation import Transpiler
 from qnas_hw.jobs import AsyncExecutor, Budget, BudgetExceeded, JobLedger, LedgerState, RetryPolicy
 from qnas_hw.jobs.faults import FaultPlan, FaultyBackend, pubs_fingerprint
-from qnas_hw.jobs.hardware_eval import (
+from qnas_hw.model.hqnn import HQNN
+from qnas_hw.model.space import Architecture
+from qnas_hw.search.hw_eval import (
     HardwareEvalSettings,
     candidate_jobs,
     evaluate_on_backend,
     expectations_from_counts,
     stored_results,
 )
-from qnas_hw.models import HQNN
-from qnas_hw.space import Architecture
-from qnas_hw.transpilation import Transpiler
 
 ARCHS = (Architecture("angle-y", 3, 1, "ry-rz", "linear"), Architecture("angle-x", 2, 2, "ry", "ring"))
 FAST = RetryPolicy(backoff_s=0.01, backoff_max_s=0.05, poll_interval_s=0.02, timeout_s=60.0)

@@ -11,10 +11,10 @@ import mapomatic
 import numpy as np
 import pytest
 
-from qnas_hw.backends import get_backend
-from qnas_hw.layout import choose_layout, deflate, layout_scores
-from qnas_hw.space import Architecture
-from qnas_hw.transpilation import Transpiler
+from qnas_hw.hardware.backends import get_backend
+from qnas_hw.hardware.layout import choose_layout, deflate, layout_scores
+from qnas_hw.hardware.transpilation import Transpiler
+from qnas_hw.model.space import Architecture
 
 ARCHS = [Architecture.parse(a) for a in ("angle-y|q4|l2|ry-rz|ring", "angle-x|q5|l2|ry|linear", "iqp|q3|l1|ry|full")]
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 from qiskit.quantum_info import Statevector
 
-from qnas_hw.circuits import bind, build_circuit, observables
-from qnas_hw.models import HQNN, ModelError, build_frontend, to_angles
-from qnas_hw.simulator import QuantumLayer
-from qnas_hw.space import Architecture
+from qnas_hw.model.circuits import bind, build_circuit, observables
+from qnas_hw.model.hqnn import HQNN, ModelError, build_frontend, to_angles
+from qnas_hw.model.simulator import QuantumLayer
+from qnas_hw.model.space import Architecture
 
 ARCH4 = Architecture.parse("angle-y|q4|l2|ry-rz|ring|z")
 

@@ -19,17 +19,23 @@ from qiskit.circuit import Parameter
 from qiskit.circuit.library import CXGate, Measure, RZGate, SXGate, XGate
 from qiskit.transpiler import InstructionProperties, Target
 
-from qnas_hw.backends import get_backend
-from qnas_hw.backends.base import Backend, SamplerPub
 from qnas_hw.config import ConfigError, config_from_dict
-from qnas_hw.cutting import CutPlanner
-from qnas_hw.execution import ProgramBuilder
-from qnas_hw.layout import deflate
-from qnas_hw.models import HQNN
-from qnas_hw.noise import NoiseModelError, NoisySimulator, defer_measurements, has_noise_model, require_noise_model
-from qnas_hw.scoring import NoisyScorer, model_inputs
-from qnas_hw.space import Architecture
-from qnas_hw.transpilation import Transpiler
+from qnas_hw.hardware.backends import get_backend
+from qnas_hw.hardware.backends.base import Backend, SamplerPub
+from qnas_hw.hardware.cutting import CutPlanner
+from qnas_hw.hardware.execution import ProgramBuilder
+from qnas_hw.hardware.layout import deflate
+from qnas_hw.hardware.noise import (
+    NoiseModelError,
+    NoisySimulator,
+    defer_measurements,
+    has_noise_model,
+    require_noise_model,
+)
+from qnas_hw.hardware.transpilation import Transpiler
+from qnas_hw.model.hqnn import HQNN
+from qnas_hw.model.space import Architecture
+from qnas_hw.search.scoring import NoisyScorer, model_inputs
 
 READOUT_P = 0.08
 
@@ -238,7 +244,7 @@ def test_cut_candidate_under_noise_is_close_to_its_uncut_ideal_values() -> None:
 def test_pure_quantum_noise_aware_search_runs_end_to_end(tmp_path) -> None:
     """MNIST-4 without a front-end on fake_quito: noise-aware SuperCircuit and fine-tunes, noisy scoring."""
     from qnas_hw.data import shared_datasets_dir
-    from qnas_hw.search import run_search
+    from qnas_hw.search.nsga import run_search
 
     shared = shared_datasets_dir()
     if shared is None or not (shared / "mnist").is_dir():

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
-from qnas_hw.reports import (
+from qnas_hw.model.space import Architecture, SearchSpace
+from qnas_hw.reports.report import (
     analyze,
     front_table,
     hypervolume,
@@ -24,7 +25,6 @@ from qnas_hw.reports import (
     pareto_front,
     write_report_data,
 )
-from qnas_hw.space import Architecture, SearchSpace
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -22,12 +22,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qnas_hw.backends import get_backend
 from qnas_hw.config import RunConfig, config_from_dict, default_config
-from qnas_hw.cost import CostModel, RuntimeCostObjective
-from qnas_hw.cutting import CutPlanner, SubcircuitObjective
-from qnas_hw.reports import pareto_front
-from qnas_hw.search import (
+from qnas_hw.hardware.backends import get_backend
+from qnas_hw.hardware.cost import CostModel, RuntimeCostObjective
+from qnas_hw.hardware.cutting import CutPlanner, SubcircuitObjective
+from qnas_hw.hardware.transpilation import Transpiler
+from qnas_hw.model.space import Architecture
+from qnas_hw.reports.report import pareto_front
+from qnas_hw.search.nsga import (
     ArchitectureProblem,
     CandidateEvaluator,
     Constraints,
@@ -37,9 +39,7 @@ from qnas_hw.search import (
     make_algorithm,
     run_search,
 )
-from qnas_hw.space import Architecture
-from qnas_hw.study import Study, StudyError
-from qnas_hw.transpilation import Transpiler
+from qnas_hw.search.study import Study, StudyError
 
 TINY = {
     "seed": 3,

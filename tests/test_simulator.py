@@ -8,11 +8,11 @@ import pytest
 import torch
 from qiskit.quantum_info import Statevector
 
-from qnas_hw.circuits import bind, build_circuit
-from qnas_hw.simulator import QuantumLayer, SimulatorPlan
-from qnas_hw.space import EMBEDDINGS, ENTANGLERS, ROTATIONS, Architecture, SpaceError
+from qnas_hw.model.circuits import bind, build_circuit
+from qnas_hw.model.simulator import QuantumLayer, SimulatorPlan
+from qnas_hw.model.space import EMBEDDINGS, ENTANGLERS, ROTATIONS, Architecture, SpaceError
 
-# the fused plan's embeddings; re-uploading ones run gate by gate (qnas_hw.gatewise, tested in test_gatewise.py)
+# the fused plan's embeddings; re-uploading ones run gate by gate (qnas_hw.model.gatewise, tested in test_gatewise.py)
 COMBOS = list(itertools.product([e for e in EMBEDDINGS if not e.endswith("-ru")], ROTATIONS, ENTANGLERS))
 
 

@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from qnas_hw.space import (
+from qnas_hw.model.space import (
     EMBEDDINGS,
     ENTANGLERS,
     ROTATIONS,

@@ -25,8 +25,8 @@ from qnas_hw.config import config_from_dict
 from qnas_hw.jobs import JobLedger
 from qnas_hw.jobs.ledger import JobClaimedError
 from qnas_hw.locking import LockedError, WriterLock, holder
-from qnas_hw.search import SearchError, run_search
-from qnas_hw.study import Study, StudyCorrupt, StudyStorageError
+from qnas_hw.search.nsga import SearchError, run_search
+from qnas_hw.search.study import Study, StudyCorrupt, StudyStorageError
 
 runner = CliRunner()
 
@@ -67,7 +67,7 @@ def test_a_second_writer_is_refused_with_the_holders_name(reference: Path, tmp_p
         with Study.open(study, write=True):  # re-entrant in the process that holds it (search -> its hw-eval)
             pass
         code = (
-            "import sys; from qnas_hw.study import Study\n"
+            "import sys; from qnas_hw.search.study import Study\n"
             "try:\n    Study.open(sys.argv[1], write=True)\n"
             "except Exception as e:\n    print(type(e).__name__, e); sys.exit(3)\n"
         )
@@ -143,11 +143,11 @@ def test_paid_jobs_of_two_processes_racing_on_one_study_are_submitted_once(refer
     study = run / "study.sqlite"
     script = (
         "import sys\n"
-        "from qnas_hw.backends import get_backend\n"
+        "from qnas_hw.hardware.backends import get_backend\n"
         "from qnas_hw.jobs import Budget\n"
         "from qnas_hw.jobs.faults import FaultPlan, FaultyBackend\n"
-        "from qnas_hw.jobs.hardware_eval import HardwareEvalSettings, evaluate_study\n"
-        "from qnas_hw.study import StudyLocked\n"
+        "from qnas_hw.search.hw_eval import HardwareEvalSettings, evaluate_study\n"
+        "from qnas_hw.search.study import StudyLocked\n"
         "b = FaultyBackend(get_backend('fake_kolkata'), FaultPlan(submit_delay_s=0.2), paid=True)\n"
         "s = HardwareEvalSettings(shots=32, chunk_rows=8, budget=Budget(max_cost_usd=1e6), resume=True)\n"
         "try:\n    evaluate_study(sys.argv[1], b, settings=s)\n"

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from qnas_hw.config import default_config
-from qnas_hw.reports import analyze
-from qnas_hw.space import Architecture, SearchSpace
-from qnas_hw.study import GenerationRecord, Study, StudyError
+from qnas_hw.model.space import Architecture, SearchSpace
+from qnas_hw.reports.report import analyze
+from qnas_hw.search.study import GenerationRecord, Study, StudyError
 
 NAMES = ["val_error", "runtime_s", "subcircuits"]
 
@@ -129,8 +129,8 @@ def test_committed_candidate_survives_a_killed_writer(tmp_path: Path) -> None:
     Study.create(path, default_config().resolved()).close()
     code = (
         "import os, signal, sys\n"
-        "from qnas_hw.study import Study\n"
-        "from qnas_hw.space import Architecture\n"
+        "from qnas_hw.search.study import Study\n"
+        "from qnas_hw.model.space import Architecture\n"
         "s = Study.open(sys.argv[1])\n"
         "s.add_candidate(Architecture('iqp', 2, 1, 'ry', 'none'), 'k', "
         "{'val_error': 0.5, 'runtime_s': 1.0, 'subcircuits': 1.0}, {}, {}, 0, True)\n"

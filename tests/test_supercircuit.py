@@ -11,9 +11,9 @@ import torch
 from torch.utils.data import TensorDataset
 
 from qnas_hw.data import DatasetSplits, load_dataset
-from qnas_hw.simulator import SimulatorPlan
-from qnas_hw.space import GENES, Architecture, SearchSpace, SpaceError
-from qnas_hw.supercircuit import ArchSampler, SuperCircuit, SuperTrainConfig, train_supercircuit
+from qnas_hw.model.simulator import SimulatorPlan
+from qnas_hw.model.space import GENES, Architecture, SearchSpace, SpaceError
+from qnas_hw.model.supercircuit import ArchSampler, SuperCircuit, SuperTrainConfig, train_supercircuit
 
 SPACE = SearchSpace(qubits=(2, 4), layers=(1, 3))
 ARCHS = [

@@ -9,9 +9,9 @@ import torch
 from torch.utils.data import TensorDataset
 
 from qnas_hw.data import load_dataset
-from qnas_hw.models import HQNN
-from qnas_hw.space import Architecture
-from qnas_hw.training import TrainConfig, TrainingError, evaluate_accuracy, train_model
+from qnas_hw.model.hqnn import HQNN
+from qnas_hw.model.space import Architecture
+from qnas_hw.model.training import TrainConfig, TrainingError, evaluate_accuracy, train_model
 
 ARCH = Architecture.parse("angle-y|q4|l2|ry|linear|z")
 FAST = TrainConfig(epochs=30, batch_size=16, lr=0.05, patience=10)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from qnas_hw.backends import BackendError, get_backend
-from qnas_hw.circuits import build_circuit
-from qnas_hw.space import Architecture
-from qnas_hw.transpilation import NON_GATES, Transpiler
+from qnas_hw.hardware.backends import BackendError, get_backend
+from qnas_hw.hardware.transpilation import NON_GATES, Transpiler
+from qnas_hw.model.circuits import build_circuit
+from qnas_hw.model.space import Architecture
 
 RING8 = Architecture("angle-y", 8, 2, "ry-rz", "ring")
 

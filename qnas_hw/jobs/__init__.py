@@ -2,7 +2,7 @@
 
 Data flow: :mod:`hardware_eval` builds :class:`JobSpec` s (one transpiled
 circuit + parameter array per PUB), :mod:`guard` prices them, and
-:class:`AsyncExecutor` runs them on a :class:`~qnas_hw.backends.Backend`,
+:class:`AsyncExecutor` runs them on a :class:`~qnas_hw.hardware.backends.Backend`,
 recording every state change in the :class:`JobLedger` first.
 """
 

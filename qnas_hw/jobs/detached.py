@@ -31,7 +31,7 @@ from qiskit import QuantumCircuit
 from qiskit.transpiler import Target
 
 from qnas_hw.atomic_write import atomic_write, atomic_write_text
-from qnas_hw.backends.base import Backend, BackendError, JobHandle, JobState, JobTiming, Pricing, SamplerPub
+from qnas_hw.hardware.backends.base import Backend, BackendError, JobHandle, JobState, JobTiming, Pricing, SamplerPub
 
 
 class DetachedJob(JobHandle):
@@ -89,7 +89,7 @@ class DetachedBackend(Backend):
     """Wraps a registry backend; every job runs in a detached worker process (see the module docstring)."""
 
     def __init__(self, inner: str, spool: Path | str, *, delay_s: float = 0.0) -> None:
-        from qnas_hw.backends import get_backend
+        from qnas_hw.hardware.backends import get_backend
 
         self.inner_name = inner
         self.inner = get_backend(inner)
@@ -181,7 +181,7 @@ class DetachedBackend(Backend):
 
 
 def _work(job_dir: Path) -> None:
-    from qnas_hw.backends import get_backend
+    from qnas_hw.hardware.backends import get_backend
 
     request = pickle.loads((job_dir / "request.pkl").read_bytes())
     if request["delay"]:

@@ -44,7 +44,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from qnas_hw.backends.base import Backend, BackendError, JobHandle, JobState, JobTiming, SamplerPub
+from qnas_hw.hardware.backends.base import Backend, BackendError, JobHandle, JobState, JobTiming, SamplerPub
 from qnas_hw.jobs.ledger import JobLedger, JobRecord, LedgerError, LedgerState, idempotency_key
 
 log = logging.getLogger(__name__)
@@ -621,7 +621,7 @@ def _check_counts(counts: list[list[dict[str, int]]], spec: JobSpec, job_id: str
 
 def _complete_reattached(handle: JobHandle, spec: JobSpec) -> JobHandle:
     """A re-attached Braket cloud job needs the submitted circuits to map bits back to qiskit clbits."""
-    from qnas_hw.backends.braket import BraketCloudJob, to_braket
+    from qnas_hw.hardware.backends.braket import BraketCloudJob, to_braket
 
     if isinstance(handle, BraketCloudJob) and getattr(handle, "_programs", None) is None:
         return BraketCloudJob(list(handle._tasks), [to_braket(p.circuit) for p in spec.pubs])

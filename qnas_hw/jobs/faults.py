@@ -37,7 +37,7 @@ import numpy as np
 from qiskit import QuantumCircuit
 from qiskit.transpiler import Target
 
-from qnas_hw.backends.base import Backend, BackendError, JobHandle, JobState, JobTiming, Pricing, SamplerPub
+from qnas_hw.hardware.backends.base import Backend, BackendError, JobHandle, JobState, JobTiming, Pricing, SamplerPub
 
 log = logging.getLogger(__name__)
 

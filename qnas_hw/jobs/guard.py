@@ -2,7 +2,7 @@
 
 Why before: a hardware evaluation is many jobs; once the first is in a paid
 queue the money is gone.  :func:`plan_spend` prices every job with the
-calibrated cost model (:func:`qnas_hw.cost.estimate_job_cost`), skipping jobs
+calibrated cost model (:func:`qnas_hw.hardware.cost.estimate_job_cost`), skipping jobs
 the ledger already holds results for (a resume pays only for what is left),
 and :func:`check_budget` refuses a plan over any limit with a message that
 names the limit, the predicted figure and how to proceed.  ``--dry-run``
@@ -22,8 +22,8 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from qnas_hw.backends.base import Backend
-from qnas_hw.cost import CostModel, dollars_for, estimate_job_cost
+from qnas_hw.hardware.backends.base import Backend
+from qnas_hw.hardware.cost import CostModel, dollars_for, estimate_job_cost
 from qnas_hw.jobs.executor import JobSpec
 
 log = logging.getLogger(__name__)

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 from qiskit import QuantumCircuit
 
-from qnas_hw.backends.base import SamplerPub
+from qnas_hw.hardware.backends.base import SamplerPub
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ class JobLedger:
     """Job states in SQLite (the study file or a standalone one); every change is its own committed transaction.
 
     ``source`` is a path, a zero-argument connection factory, or any object
-    with ``.connect() -> sqlite3.Connection`` (a :class:`qnas_hw.study.Study`).
+    with ``.connect() -> sqlite3.Connection`` (a :class:`qnas_hw.search.study.Study`).
     One connection is held and guarded by a lock, so the executor's worker
     threads and the event loop may all write.
     """

@@ -15,7 +15,7 @@ For unconstrained targets (ideal simulators) there is no routing and swaps is 0.
 Placement: with ``layout="calibrated"`` (the default) the routed circuit is
 moved onto the physical qubits with the highest estimated success
 probability among every placement that needs no further routing
-(:mod:`qnas_hw.layout`, mapomatic's method); ``"default"`` keeps the
+(:mod:`qnas_hw.hardware.layout`, mapomatic's method); ``"default"`` keeps the
 transpiler's own placement.  Either way the record carries the placement and
 its ESP, and every consumer (runtime objective, noisy scoring, device jobs)
 runs the same transpiled circuit.
@@ -31,10 +31,10 @@ from typing import Any
 from qiskit import QuantumCircuit
 from qiskit.transpiler import generate_preset_pass_manager
 
-from qnas_hw.backends.base import Backend, BackendError
-from qnas_hw.circuits import build_circuit
-from qnas_hw.layout import LAYOUT_METHODS, LayoutChoice, choose_layout, circuit_esp, deflate, place
-from qnas_hw.space import Architecture
+from qnas_hw.hardware.backends.base import Backend, BackendError
+from qnas_hw.hardware.layout import LAYOUT_METHODS, LayoutChoice, choose_layout, circuit_esp, deflate, place
+from qnas_hw.model.circuits import build_circuit
+from qnas_hw.model.space import Architecture
 
 log = logging.getLogger(__name__)
 

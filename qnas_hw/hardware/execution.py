@@ -6,12 +6,12 @@ it.  Because all of them start from the same :class:`CandidateProgram`, the
 circuits, placements and shots that are costed are the ones that run.
 
 * An **uncut** candidate is one transpiled, noise-aware-placed circuit
-  (:class:`~qnas_hw.transpilation.Transpiler`); the validation samples are the
+  (:class:`~qnas_hw.hardware.transpilation.Transpiler`); the validation samples are the
   rows of one parameter array.
 * A **cut** candidate (wider than the qubit budget) is its plan's
-  subexperiments (:meth:`~qnas_hw.cutting.CutPlanner.execution`), each
+  subexperiments (:meth:`~qnas_hw.hardware.cutting.CutPlanner.execution`), each
   transpiled and placed on its own, each with the shots its QPD term is
-  allotted (:func:`~qnas_hw.cutting.allot_shots`); ``<Z_q>`` are rebuilt
+  allotted (:func:`~qnas_hw.hardware.cutting.allot_shots`); ``<Z_q>`` are rebuilt
   per sample by the addon's ``reconstruct_expectation_values``.
 
 Readout mitigation (:class:`ReadoutMitigator`) uses mthree: each physical
@@ -35,11 +35,11 @@ import numpy as np
 from qiskit import QuantumCircuit
 from qiskit.transpiler import generate_preset_pass_manager
 
-from qnas_hw.backends.base import Backend
-from qnas_hw.circuits import INPUT_NAME, WEIGHT_NAME
-from qnas_hw.cutting import SHOT_POLICIES, CutExecution, CutPlanner, CuttingError
-from qnas_hw.space import Architecture
-from qnas_hw.transpilation import Transpiler, TranspileRecord
+from qnas_hw.hardware.backends.base import Backend
+from qnas_hw.hardware.cutting import SHOT_POLICIES, CutExecution, CutPlanner, CuttingError
+from qnas_hw.hardware.transpilation import Transpiler, TranspileRecord
+from qnas_hw.model.circuits import INPUT_NAME, WEIGHT_NAME
+from qnas_hw.model.space import Architecture
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def circuit_values(circuit: QuantumCircuit, inputs: np.ndarray, weights: np.ndar
             cols.append(x[:, p.index])
         elif p.vector.name == WEIGHT_NAME:
             cols.append(np.full(x.shape[0], w[p.index]))
-        else:  # pragma: no cover - circuits are built by qnas_hw.circuits only
+        else:  # pragma: no cover - circuits are built by qnas_hw.model.circuits only
             raise CuttingError(f"unknown parameter {p} in {circuit.name!r}")
     return np.stack(cols, axis=-1)
 

@@ -1,13 +1,13 @@
 """A fine-tuned candidate's validation accuracy as the target would produce it: offline under its noise, or on it.
 
 The front-end and head run locally; the quantum layer runs as the target
-would run it: the candidate's :class:`~qnas_hw.execution.CandidateProgram`
+would run it: the candidate's :class:`~qnas_hw.hardware.execution.CandidateProgram`
 (transpiled, placed on the best physical qubits, cut when it is wider than
 the budget) with finite shots, its measured ``<Z_q>`` (readout-mitigated
 with mthree when enabled) decoded by the head.
 
 * :class:`NoisyScorer` (``accuracy = "noisy"``): the program runs on
-  :class:`~qnas_hw.noise.NoisySimulator`, the target's own noise on only the
+  :class:`~qnas_hw.hardware.noise.NoisySimulator`, the target's own noise on only the
   qubits it uses.  In-process, seeded, deterministic.
 * :class:`DeviceScorer` (``accuracy = "device"``): the same circuits become
   jobs (:class:`~qnas_hw.jobs.executor.JobSpec`), one parameterised PUB per
@@ -31,9 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from qnas_hw.backends.base import Backend, SamplerPub
-from qnas_hw.circuits import circuit_inputs
-from qnas_hw.execution import (
+from qnas_hw.hardware.backends.base import Backend, SamplerPub
+from qnas_hw.hardware.execution import (
     CAL_SHOTS,
     CandidateProgram,
     ProgramBuilder,
@@ -41,8 +40,9 @@ from qnas_hw.execution import (
     assignment_matrices,
     calibration_circuits,
 )
-from qnas_hw.noise import NoisySimulator, has_noise_model
-from qnas_hw.space import Architecture
+from qnas_hw.hardware.noise import NoisySimulator, has_noise_model
+from qnas_hw.model.circuits import circuit_inputs
+from qnas_hw.model.space import Architecture
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +241,7 @@ class DeviceScorer:
         both stop the search (everything finished stays in the ledger for
         ``--resume``), neither is a property of the candidate.
         """
-        from qnas_hw.cost import CostModel
+        from qnas_hw.hardware.cost import CostModel
         from qnas_hw.jobs.executor import AsyncExecutor, RetryPolicy
         from qnas_hw.jobs.guard import check_budget, price_job
 

@@ -24,7 +24,7 @@ from qiskit.transpiler import Target
 
 def calibration_dir() -> Path:
     """The repository's ``calibration/`` folder (device snapshots and fitted cost models)."""
-    return Path(__file__).resolve().parents[2] / "calibration"
+    return Path(__file__).resolve().parents[3] / "calibration"
 
 
 class BackendError(RuntimeError):

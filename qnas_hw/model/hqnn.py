@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from qnas_hw.simulator import QuantumLayer
-from qnas_hw.space import Architecture, SpaceError
+from qnas_hw.model.simulator import QuantumLayer
+from qnas_hw.model.space import Architecture, SpaceError
 
 FRONTENDS: tuple[str, ...] = ("identity", "linear", "mlp", "cnn", "none")
 QUANTUM_KINDS: tuple[str, ...] = ("simulator", "identity")

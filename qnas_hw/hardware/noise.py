@@ -55,8 +55,8 @@ from typing import Any
 import numpy as np
 from qiskit import QuantumCircuit
 
-from qnas_hw.backends.base import Backend, BackendError
-from qnas_hw.layout import deflate
+from qnas_hw.hardware.backends.base import Backend, BackendError
+from qnas_hw.hardware.layout import deflate
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def require_noise_model(backend: Backend) -> None:
 
 def noisy_backend_names() -> list[str]:
     """The registry names whose ``Target`` carries errors (for error messages naming the alternatives)."""
-    from qnas_hw.backends import get_backend, known_backend_names
+    from qnas_hw.hardware.backends import get_backend, known_backend_names
 
     out = []
     for name in known_backend_names():
@@ -395,9 +395,9 @@ class TrainingNoise:
     """Noise-aware training's noise for each architecture: the target's dominant errors where it is placed.
 
     The candidate is transpiled and placed exactly as it will run (the same
-    :class:`~qnas_hw.transpilation.Transpiler` the scoring uses); logical
+    :class:`~qnas_hw.hardware.transpilation.Transpiler` the scoring uses); logical
     qubit ``q`` is the physical qubit its measurement lands on, and the
-    :class:`~qnas_hw.gatewise.GateNoise` gets that qubit's and its couplers'
+    :class:`~qnas_hw.model.gatewise.GateNoise` gets that qubit's and its couplers'
     errors and readout.  A candidate wider than the qubit budget (it runs as
     a cut plan) trains without noise.
     """
@@ -413,8 +413,8 @@ class TrainingNoise:
         return f"nat|{self.simulator.settings_key()}|{self.transpiler.settings_key()}"
 
     def __call__(self, arch: Any) -> Any:
-        from qnas_hw.execution import measured_qubits
-        from qnas_hw.gatewise import noise_from_target
+        from qnas_hw.hardware.execution import measured_qubits
+        from qnas_hw.model.gatewise import noise_from_target
 
         if arch.n_qubits > self.qubit_budget:
             return None

@@ -1,7 +1,7 @@
 """The search's accuracy objective: validation error with inherited SuperCircuit weights.
 
-Each candidate starts from the slice of the trained :class:`~qnas_hw.supercircuit.SuperCircuit`
-it inherits (:meth:`~qnas_hw.supercircuit.SuperCircuit.extract`), is optionally
+Each candidate starts from the slice of the trained :class:`~qnas_hw.model.supercircuit.SuperCircuit`
+it inherits (:meth:`~qnas_hw.model.supercircuit.SuperCircuit.extract`), is optionally
 fine-tuned for ``k`` epochs on the *training* split, and is scored by its error
 on the *validation* split.  The test split is never read here: selection on
 test accuracy would make the reported test figure meaningless.
@@ -18,7 +18,7 @@ retraining and hardware evaluation start from them (:func:`load_candidate`).
 
 Accuracy modes.  Without a ``scorer`` the objective is the exact
 (statevector, infinite-shot) validation error: ``accuracy = "ideal"``.  With
-a :class:`~qnas_hw.scoring.NoisyScorer` or :class:`~qnas_hw.scoring.DeviceScorer`
+a :class:`~qnas_hw.search.scoring.NoisyScorer` or :class:`~qnas_hw.search.scoring.DeviceScorer`
 the fine-tuned model is scored on a stratified subset of ``val_samples``
 validation samples with its quantum layer run as the target runs it
 (``noisy`` / ``device``); the exact accuracy on the whole validation split
@@ -39,11 +39,11 @@ from torch import nn
 
 from qnas_hw.atomic_write import atomic_write_torch, read_torch
 from qnas_hw.data import stratified_subset
-from qnas_hw.models import HQNN
-from qnas_hw.objectives import Objective, ObjectiveResult
-from qnas_hw.space import Architecture
-from qnas_hw.supercircuit import SuperCircuit
-from qnas_hw.training import _train_epoch, evaluate_accuracy
+from qnas_hw.model.hqnn import HQNN
+from qnas_hw.model.space import Architecture
+from qnas_hw.model.supercircuit import SuperCircuit
+from qnas_hw.model.training import _train_epoch, evaluate_accuracy
+from qnas_hw.search.objectives import Objective, ObjectiveResult
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def finetune(
 ) -> float:
     """``epochs`` passes of Adam on ``train``, shuffled by ``generator``; returns the last epoch's mean loss.
 
-    Not :func:`~qnas_hw.training.train_model`: that selects on validation and
+    Not :func:`~qnas_hw.model.training.train_model`: that selects on validation and
     reports test accuracy, and a candidate's fine-tune must read neither.  It
     reuses the same epoch loop, so the fine-tune is the training's first epochs.
     """

@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from qnas_hw.backends import get_backend
-from qnas_hw.backends.base import Backend, SamplerPub
-from qnas_hw.cost import (
+from qnas_hw.hardware.backends import get_backend
+from qnas_hw.hardware.backends.base import Backend, SamplerPub
+from qnas_hw.hardware.cost import (
     DEVICE_COEFFS,
     WALL_FEATURES,
     CostModel,
@@ -36,9 +36,9 @@ from qnas_hw.cost import (
     mape,
     r2_score,
 )
+from qnas_hw.hardware.transpilation import Transpiler, TranspileRecord
 from qnas_hw.locking import WriterLock
-from qnas_hw.space import Architecture
-from qnas_hw.transpilation import Transpiler, TranspileRecord
+from qnas_hw.model.space import Architecture
 
 log = logging.getLogger(__name__)
 

@@ -48,10 +48,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from rich.table import Table
 
-from qnas_hw.space import GENES, Architecture
+from qnas_hw.model.space import GENES, Architecture
 
 if TYPE_CHECKING:  # the study is downstream of nothing here; imported only for type checkers
-    from qnas_hw.study import Study
+    from qnas_hw.search.study import Study
 
 logger = logging.getLogger(__name__)
 
@@ -432,7 +432,7 @@ def analyze(
 
 
 # -------------------------------------------------------------- hardware results
-#: The table :mod:`qnas_hw.jobs.hardware_eval` stores per-candidate hardware results in.
+#: The table :mod:`qnas_hw.search.hw_eval` stores per-candidate hardware results in.
 HW_RESULTS_TABLE = "hw_eval_results"
 
 
@@ -457,7 +457,7 @@ def stored_hardware_results(study: Study) -> list[dict[str, Any]]:
 
     Read-only on purpose: reporting a study that never ran a hardware
     evaluation must not add tables to it.  Rows are decoded the way
-    :func:`qnas_hw.jobs.hardware_eval.stored_results` decodes them; ``rowid``
+    :func:`qnas_hw.search.hw_eval.stored_results` decodes them; ``rowid``
     breaks ties of the one-second ``created_at`` stamps (INSERT OR REPLACE
     gives a rewritten row a new rowid).
     """

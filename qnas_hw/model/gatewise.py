@@ -1,11 +1,11 @@
 """Gate-by-gate torch simulation with autograd: re-uploading circuits, and noisy density matrices for training.
 
-:class:`~qnas_hw.simulator.SimulatorPlan` is fast because it fuses the
+:class:`~qnas_hw.model.simulator.SimulatorPlan` is fast because it fuses the
 circuit into a few stages with a hand-written backward pass, and its fusion
 assumes inputs enter only before the first entangler.  Two things break that
 assumption: data re-uploading (input rotations before every layer) and
 noise-aware training (a channel after every gate).  This module runs
-:func:`~qnas_hw.circuits.gate_program` gate by gate with plain torch autograd
+:func:`~qnas_hw.model.circuits.gate_program` gate by gate with plain torch autograd
 instead, on a statevector ``(B, 2**n)`` or, with a :class:`GateNoise`, on a
 density matrix ``(B, 2**n, 2**n)``: slower per gate, exact, and small enough
 for the 2-6 qubit circuits it is used for.
@@ -35,8 +35,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from qnas_hw.circuits import Gate, gate_program
-from qnas_hw.space import Architecture, SpaceError
+from qnas_hw.model.circuits import Gate, gate_program
+from qnas_hw.model.space import Architecture, SpaceError
 
 _COMPLEX_OF = {torch.float32: torch.complex64, torch.float64: torch.complex128}
 #: sx gates a general single-qubit rotation compiles to on IBM-style bases (RZ is virtual)

@@ -32,7 +32,7 @@ from qiskit import QuantumCircuit, transpile
 from qiskit.circuit import ParameterExpression, ParameterVector
 from qiskit.quantum_info import SparsePauliOp
 
-from qnas_hw.space import ENCODER_4X4, Architecture, SpaceError, base_embedding, reuploads
+from qnas_hw.model.space import ENCODER_4X4, Architecture, SpaceError, base_embedding, reuploads
 
 INPUT_NAME = "x"
 WEIGHT_NAME = "w"

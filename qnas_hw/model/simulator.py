@@ -1,7 +1,7 @@
 """Batched, differentiable, exact statevector simulation of an architecture's circuit in torch.
 
 The SuperCircuit trains by running this millions of times, so the plan compiles
-:func:`qnas_hw.circuits.gate_program` (the single source of truth; nothing about
+:func:`qnas_hw.model.circuits.gate_program` (the single source of truth; nothing about
 the architecture is re-derived here) once into a short list of fused stages:
 
 * the gates before each qubit's first two-qubit gate act on a product state, so
@@ -43,9 +43,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from qnas_hw.circuits import Gate, gate_program
-from qnas_hw.gatewise import GateNoise, GatewisePlan
-from qnas_hw.space import Architecture, SpaceError, reuploads
+from qnas_hw.model.circuits import Gate, gate_program
+from qnas_hw.model.gatewise import GateNoise, GatewisePlan
+from qnas_hw.model.space import Architecture, SpaceError, reuploads
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from qnas_hw.space import Architecture
+from qnas_hw.model.space import Architecture
 
 
 @dataclass(frozen=True)

@@ -47,11 +47,11 @@ from qiskit import QuantumCircuit
 from scipy.optimize import nnls
 
 from qnas_hw.atomic_write import atomic_write_text
-from qnas_hw.backends.base import Backend, SamplerPub, calibration_dir
-from qnas_hw.cutting import json_count
-from qnas_hw.objectives import Objective, ObjectiveResult
-from qnas_hw.space import Architecture
-from qnas_hw.transpilation import Transpiler, active_qubits, gate_counts
+from qnas_hw.hardware.backends.base import Backend, SamplerPub, calibration_dir
+from qnas_hw.hardware.cutting import json_count
+from qnas_hw.hardware.transpilation import Transpiler, active_qubits, gate_counts
+from qnas_hw.model.space import Architecture
+from qnas_hw.search.objectives import Objective, ObjectiveResult
 
 log = logging.getLogger(__name__)
 
@@ -464,7 +464,7 @@ class RuntimeCostObjective(Objective):
     One evaluation = ``n_circuits`` input rows x ``shots`` in one job.  A
     candidate wider than the qubit budget runs as its cut plan: every row is
     ``n_subexperiments`` circuit executions, each with the shots its QPD term
-    is allotted (:meth:`~qnas_hw.cutting.CutPlan.shots_per_row`, the same
+    is allotted (:meth:`~qnas_hw.hardware.cutting.CutPlan.shots_per_row`, the same
     allotment the noisy and device runs use), so jobs, circuits and shots are
     all counted and the figure grows with the plan's overhead.  The uncut
     circuit's schedule bounds each subexperiment's duration.  An infeasible

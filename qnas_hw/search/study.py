@@ -41,7 +41,7 @@ from typing import Any
 
 from qnas_hw.atomic_write import atomic_write_text
 from qnas_hw.locking import LockedError, WriterLock
-from qnas_hw.space import Architecture
+from qnas_hw.model.space import Architecture
 
 logger = logging.getLogger(__name__)
 

@@ -45,8 +45,8 @@ from qiskit.circuit.library import (
 )
 from qiskit.transpiler import InstructionProperties, Target
 
-from qnas_hw.backends.aer import target_duration
-from qnas_hw.backends.base import (
+from qnas_hw.hardware.backends.aer import target_duration
+from qnas_hw.hardware.backends.base import (
     Backend,
     BackendError,
     JobHandle,

@@ -82,9 +82,9 @@ from qiskit_addon_cutting.qpd import QPDBasis, TwoQubitQPDGate, generate_qpd_wei
 from qiskit_addon_cutting.utils.observable_grouping import ObservableCollection
 
 from qnas_hw.atomic_write import atomic_write_text
-from qnas_hw.circuits import INPUT_NAME, build_circuit, observables
-from qnas_hw.objectives import Objective, ObjectiveResult
-from qnas_hw.space import Architecture
+from qnas_hw.model.circuits import INPUT_NAME, build_circuit, observables
+from qnas_hw.model.space import Architecture
+from qnas_hw.search.objectives import Objective, ObjectiveResult
 
 log = logging.getLogger(__name__)
 
@@ -889,7 +889,7 @@ class CutExecution:
         """``(rows, n_terms)`` QPD coefficients: the product over cuts of each cut's coefficient for the term.
 
         ``inputs`` are the circuit's ``x`` values per sample (angles, as
-        :func:`qnas_hw.circuits.circuit_inputs` gives them).  A gate cut of
+        :func:`qnas_hw.model.circuits.circuit_inputs` gives them).  A gate cut of
         an input-dependent gate (``RZZ(x_i x_j)``) gets the coefficients of its
         own angle on each sample; every other cut uses its fixed basis.
         """

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from qnas_hw.backends.base import (
+from qnas_hw.hardware.backends.base import (
     Backend,
     BackendError,
     JobHandle,
@@ -43,8 +43,8 @@ __all__ = [
 
 def known_backend_names() -> list[str]:
     """Every name :func:`get_backend` accepts (besides the ``ibm:``/``braket:`` prefixes)."""
-    from qnas_hw.backends.braket import snapshot_names
-    from qnas_hw.backends.ibm import fake_names
+    from qnas_hw.hardware.backends.braket import snapshot_names
+    from qnas_hw.hardware.backends.ibm import fake_names
 
     return [*_SIMPLE, *(f"braket_{s}" for s in snapshot_names()), *fake_names()]
 
@@ -59,32 +59,32 @@ def get_backend(name: str, **options: Any) -> Backend:
         raise BackendError(f"backend name must be a non-empty string, got {name!r}")
     name = name.strip()
     if name.startswith("ibm:"):
-        from qnas_hw.backends.ibm import IBMRuntimeBackend
+        from qnas_hw.hardware.backends.ibm import IBMRuntimeBackend
 
         return IBMRuntimeBackend(name[4:], **options)
     if name.startswith("braket:"):
-        from qnas_hw.backends.braket import braket_backend_for_arn
+        from qnas_hw.hardware.backends.braket import braket_backend_for_arn
 
         return braket_backend_for_arn(name[7:])
     if name == "aer_ideal":
-        from qnas_hw.backends.aer import AerBackend
+        from qnas_hw.hardware.backends.aer import AerBackend
 
         return AerBackend(name)
     if name == "aer_noisy":
-        from qnas_hw.backends.aer import AerBackend
+        from qnas_hw.hardware.backends.aer import AerBackend
 
         return AerBackend(name, noise_from=options.get("noise_from", DEFAULT_BACKEND))
     if name in ("braket_local_sv", "braket_local_dm"):
-        from qnas_hw.backends.braket import BraketLocalBackend
+        from qnas_hw.hardware.backends.braket import BraketLocalBackend
 
         return BraketLocalBackend(name, **options)
     if name.startswith("braket_"):
-        from qnas_hw.backends.braket import BraketDeviceBackend, snapshot_names
+        from qnas_hw.hardware.backends.braket import BraketDeviceBackend, snapshot_names
 
         if name[7:] in snapshot_names():
             return BraketDeviceBackend(name[7:])
     if name.startswith("fake_"):
-        from qnas_hw.backends.ibm import FakeIBMBackend, fake_names
+        from qnas_hw.hardware.backends.ibm import FakeIBMBackend, fake_names
 
         if name in fake_names():
             return FakeIBMBackend(name)
@@ -96,8 +96,8 @@ def get_backend(name: str, **options: Any) -> Backend:
 
 def list_backends() -> list[dict[str, Any]]:
     """``describe()`` rows of the featured offline backends plus the cloud ones (no cloud contact)."""
-    from qnas_hw.backends.braket import snapshot_names
-    from qnas_hw.backends.ibm import FEATURED_FAKES, IBMRuntimeBackend, fake_names
+    from qnas_hw.hardware.backends.braket import snapshot_names
+    from qnas_hw.hardware.backends.ibm import FEATURED_FAKES, IBMRuntimeBackend, fake_names
 
     names = [n for n in FEATURED_FAKES if n in fake_names()]
     names += [*_SIMPLE, *(f"braket_{s}" for s in snapshot_names())]
@@ -105,7 +105,7 @@ def list_backends() -> list[dict[str, Any]]:
     ibm = IBMRuntimeBackend("<device>").describe()
     ibm["note"] = "real IBM QPUs: use 'ibm:<device>'"
     rows.append(ibm)
-    from qnas_hw.backends.braket import BraketDeviceBackend
+    from qnas_hw.hardware.backends.braket import BraketDeviceBackend
 
     for s in snapshot_names():
         cloud = BraketDeviceBackend(s, cloud=True)

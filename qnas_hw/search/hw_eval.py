@@ -3,7 +3,7 @@
 For each candidate the classical front-end runs locally (``model.encode``),
 the quantum layer runs on the backend, and the head decodes the measured
 ``<Z_q>`` (``model.decode``).  What runs is the candidate's
-:class:`~qnas_hw.execution.CandidateProgram`, the same one the search's
+:class:`~qnas_hw.hardware.execution.CandidateProgram`, the same one the search's
 ``device`` and ``noisy`` modes run: transpiled and placed on the device's best
 qubits once per candidate, and, for a candidate wider than the study's qubit
 budget, its cut plan's subexperiments (reconstructed with the addon).  The
@@ -31,14 +31,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from qnas_hw.backends.base import Backend
-from qnas_hw.cost import CostModel
-from qnas_hw.execution import ProgramBuilder, z_from_distributions
+from qnas_hw.hardware.backends.base import Backend
+from qnas_hw.hardware.cost import CostModel
+from qnas_hw.hardware.execution import ProgramBuilder, z_from_distributions
+from qnas_hw.hardware.transpilation import Transpiler
 from qnas_hw.jobs.executor import AsyncExecutor, JobSpec, RetryPolicy
 from qnas_hw.jobs.guard import Budget, BudgetExceeded, SpendPlan, check_budget, plan_spend
 from qnas_hw.jobs.ledger import JobLedger, LedgerState
-from qnas_hw.space import Architecture
-from qnas_hw.transpilation import Transpiler
+from qnas_hw.model.space import Architecture
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ CREATE TABLE IF NOT EXISTS hw_eval_results (
 
 
 class QuantumModel(Protocol):
-    """What hardware evaluation needs from a trained HQNN (:class:`qnas_hw.models.HQNN`)."""
+    """What hardware evaluation needs from a trained HQNN (:class:`qnas_hw.model.hqnn.HQNN`)."""
 
     def encode(self, x: Any) -> Any: ...
     def quantum_weights(self) -> Any: ...
@@ -141,7 +141,7 @@ class HardwareEvalReport:
 # ------------------------------------------------------------------ pure helpers
 def expectations_from_counts(rows: Sequence[dict[str, int]], n_qubits: int) -> np.ndarray:
     """``<Z_q>`` per row from measured counts (qiskit keys: clbit n-1 first; measure_all maps clbit q to qubit q)."""
-    from qnas_hw.execution import probabilities
+    from qnas_hw.hardware.execution import probabilities
 
     for r, counts in enumerate(rows):
         if any(len(k.replace(" ", "")) < n_qubits for k in counts):
@@ -152,7 +152,7 @@ def expectations_from_counts(rows: Sequence[dict[str, int]], n_qubits: int) -> n
 def _scorer(
     backend: Backend, ledger: JobLedger, settings: HardwareEvalSettings, planner: Any | None, batch: str
 ) -> Any:
-    from qnas_hw.scoring import DeviceScorer, DeviceSettings
+    from qnas_hw.search.scoring import DeviceScorer, DeviceSettings
 
     transpiler = Transpiler(backend, optimization_level=settings.optimization_level, seed=settings.seed)
     builder = ProgramBuilder(backend, transpiler, planner, settings.shots)
@@ -181,7 +181,7 @@ def candidate_jobs(
     planner: Any | None = None,
 ) -> list[JobSpec]:
     """The data jobs of one candidate: its program's circuits, the samples as parameter rows, chunked."""
-    from qnas_hw.scoring import DeviceScorer, DeviceSettings
+    from qnas_hw.search.scoring import DeviceScorer, DeviceSettings
 
     builder = ProgramBuilder(transpiler.backend, transpiler, planner, settings.shots)
     scorer = DeviceScorer(
@@ -364,7 +364,7 @@ def pick_architectures(study: Any, which: str) -> list[Architecture]:
 
 
 def _verify_supercircuit(study: Any, fingerprint: str) -> None:
-    from qnas_hw.study import StudyError
+    from qnas_hw.search.study import StudyError
 
     stored = study.meta_json("supercircuit")
     if stored is not None and stored.get("fingerprint") != fingerprint:
@@ -378,7 +378,7 @@ def _verify_supercircuit(study: Any, fingerprint: str) -> None:
 def _candidate_model(study: Any, objective: Any, arch: Architecture) -> Any:
     """The candidate's fine-tuned model; its weights re-derived (and checked) when the file is gone or damaged."""
     from qnas_hw.atomic_write import DamagedFileError
-    from qnas_hw.evaluation import load_candidate, rederive_weights
+    from qnas_hw.search.evaluation import load_candidate, rederive_weights
 
     try:
         return load_candidate(objective.supercircuit, arch, objective.weights_dir)
@@ -408,8 +408,8 @@ def evaluate_study(
     (same seed), checked against the accuracy the study stored.
     """
     from qnas_hw.config import config_from_dict
-    from qnas_hw.search import _build_accuracy_objective, _use_threads, load_splits
-    from qnas_hw.study import Study
+    from qnas_hw.search.nsga import _build_accuracy_objective, _use_threads, load_splits
+    from qnas_hw.search.study import Study
 
     writes = settings is None or not settings.dry_run
     study = Study.open(study_path, write=writes, purpose="qnas-hw hw-eval")
@@ -422,7 +422,7 @@ def evaluate_study(
         archs = pick_architectures(study, which)
         candidates = [(a, _candidate_model(study, objective, a)) for a in archs]
         X, y = splits.val.tensors
-        from qnas_hw.cutting import CutPlanner
+        from qnas_hw.hardware.cutting import CutPlanner
 
         budget = min(config.hardware.qubit_budget, backend.num_qubits)
         planner = CutPlanner(budget, seed=config.seed, max_qubits=backend.num_qubits)

@@ -17,7 +17,7 @@ import numpy as np
 from qiskit import QuantumCircuit, transpile
 from qiskit.transpiler import Target
 
-from qnas_hw.backends.base import Backend, BackendError, JobHandle, JobState, JobTiming, SamplerPub
+from qnas_hw.hardware.backends.base import Backend, BackendError, JobHandle, JobState, JobTiming, SamplerPub
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ class AerBackend(Backend):
             self._sim = AerSimulator()
             self._device = None
         else:
-            from qnas_hw.backends.ibm import fake_backend_instance
+            from qnas_hw.hardware.backends.ibm import fake_backend_instance
 
             self._device = fake_backend_instance(noise_from)
             self._sim = AerSimulator.from_backend(self._device)
@@ -169,7 +169,7 @@ class AerBackend(Backend):
     def topology_kind(self) -> str:
         if self._device is None:
             return "all-to-all"
-        from qnas_hw.backends.ibm import ibm_topology
+        from qnas_hw.hardware.backends.ibm import ibm_topology
 
         return ibm_topology(self._device)
 

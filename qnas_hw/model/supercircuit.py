@@ -2,14 +2,14 @@
 
 Training every candidate from scratch is what makes architecture search
 expensive.  A :class:`SuperCircuit` owns one set of weights large enough for
-every architecture of a :class:`~qnas_hw.space.SearchSpace`; an architecture
+every architecture of a :class:`~qnas_hw.model.space.SearchSpace`; an architecture
 *inherits* the slice it needs, so scoring it costs a forward pass (plus an
-optional short fine-tune, see :mod:`qnas_hw.evaluation`) instead of a training.
+optional short fine-tune, see :mod:`qnas_hw.search.evaluation`) instead of a training.
 
 What is shared, and how it is sliced:
 
 * **Front-end** (the classical feature extractor, built by
-  :func:`qnas_hw.models.build_frontend`): one instance whose output width is the
+  :func:`qnas_hw.model.hqnn.build_frontend`): one instance whose output width is the
   largest ``n_inputs`` in the space (``2**max_qubits`` when amplitude embedding is
   in it); an architecture uses the first ``n_inputs`` outputs.  Every tensor
   whose shape depends on the width is sliced as a prefix.
@@ -27,8 +27,8 @@ What is shared, and how it is sliced:
   uses the first ``n_qubits`` columns.
 
 The computation itself is never re-implemented here: for each architecture a
-*template* :class:`~qnas_hw.models.HQNN` (the standalone model, with its angle scaling and
-its :class:`~qnas_hw.simulator.QuantumLayer`/``SimulatorPlan``) is built once and
+*template* :class:`~qnas_hw.model.hqnn.HQNN` (the standalone model, with its angle scaling and
+its :class:`~qnas_hw.model.simulator.QuantumLayer`/``SimulatorPlan``) is built once and
 run with :func:`torch.func.functional_call` on views of the shared tensors.  So
 ``forward(x, arch)`` and the standalone model returned by :meth:`extract` run the
 same code on the same numbers, and gradients of ``forward`` flow into the shared
@@ -63,8 +63,8 @@ from torch import nn
 from torch.func import functional_call
 
 from qnas_hw.atomic_write import DamagedFileError, atomic_write_torch, read_torch
-from qnas_hw.models import HQNN
-from qnas_hw.space import GENES, Architecture, SearchSpace, SpaceError
+from qnas_hw.model.hqnn import HQNN
+from qnas_hw.model.space import GENES, Architecture, SearchSpace, SpaceError
 
 logger = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ Consequences:
   asks for exactly the offspring the uninterrupted run would have asked for,
   and the evaluations of the interrupted generation come back from the study;
 * objective values do not depend on evaluation order (see
-  :mod:`qnas_hw.evaluation`), so the resumed study equals an uninterrupted one.
+  :mod:`qnas_hw.search.evaluation`), so the resumed study equals an uninterrupted one.
 
-Encoding: the five genes of :data:`qnas_hw.space.GENES` as integers within
+Encoding: the five genes of :data:`qnas_hw.model.space.GENES` as integers within
 :attr:`SearchSpace.bounds`, with pymoo's integer recipe: random integer
 sampling, SBX crossover and polynomial mutation on floats with
 ``RoundingRepair`` (pymoo's own mixed-variable defaults for ``Integer``), and
@@ -55,9 +55,9 @@ from pymoo.problems.static import StaticProblem
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
 from qnas_hw.config import RunConfig, config_from_dict, with_overrides
-from qnas_hw.objectives import Objective
-from qnas_hw.space import GENES, Architecture, SearchSpace
-from qnas_hw.study import (
+from qnas_hw.model.space import GENES, Architecture, SearchSpace
+from qnas_hw.search.objectives import Objective
+from qnas_hw.search.study import (
     CandidateRecord,
     GenerationRecord,
     Study,
@@ -124,12 +124,12 @@ def build_objectives(
     configured).  The hardware objectives are built here from
     ``config.hardware``: the transpiler, the calibrated cost model of the
     backend and one shared cut planner, so ``runtime_s`` and ``subcircuits``
-    read the same plan.  Lives in this module, not in :mod:`qnas_hw.objectives`,
+    read the same plan.  Lives in this module, not in :mod:`qnas_hw.search.objectives`,
     because cost and cutting import that module (a cycle otherwise).
     """
-    from qnas_hw.backends import get_backend
-    from qnas_hw.cost import CostModel, RuntimeCostObjective
-    from qnas_hw.cutting import SubcircuitObjective
+    from qnas_hw.hardware.backends import get_backend
+    from qnas_hw.hardware.cost import CostModel, RuntimeCostObjective
+    from qnas_hw.hardware.cutting import SubcircuitObjective
 
     hw = config.hardware
     names = list(config.search.objectives)
@@ -165,16 +165,16 @@ def build_objectives(
 
 def make_transpiler(config: RunConfig, backend: Any) -> Any:
     """The one transpiler of a search: the runtime objective and the noisy/device runs share its placements."""
-    from qnas_hw.transpilation import Transpiler
+    from qnas_hw.hardware.transpilation import Transpiler
 
     hw = config.hardware
     return Transpiler(backend, optimization_level=hw.optimization_level, seed=config.seed, layout=hw.layout)
 
 
 def make_scorer(config: RunConfig, backend: Any, transpiler: Any, planner: Any, ledger: Any | None = None) -> Any:
-    """The accuracy scorer of ``search.accuracy`` (None for ``ideal``): see :mod:`qnas_hw.scoring`."""
-    from qnas_hw.execution import ProgramBuilder
-    from qnas_hw.scoring import DeviceScorer, DeviceSettings, NoisyScorer
+    """The accuracy scorer of ``search.accuracy`` (None for ``ideal``): see :mod:`qnas_hw.search.scoring`."""
+    from qnas_hw.hardware.execution import ProgramBuilder
+    from qnas_hw.search.scoring import DeviceScorer, DeviceSettings, NoisyScorer
 
     s = config.search
     if s.accuracy == "ideal":
@@ -183,7 +183,7 @@ def make_scorer(config: RunConfig, backend: Any, transpiler: Any, planner: Any, 
         backend, transpiler, planner, s.shots, s.cut_shots, max_cut_experiments=s.cut_max_experiments
     )
     if s.accuracy == "noisy":
-        from qnas_hw.noise import NoisySimulator
+        from qnas_hw.hardware.noise import NoisySimulator
 
         return NoisyScorer(builder, NoisySimulator(backend), mitigation=s.readout_mitigation, seed=config.seed)
     from qnas_hw.jobs import Budget, RetryPolicy
@@ -209,7 +209,7 @@ def device_batch(config: RunConfig, backend: Any) -> str:
 
 
 def make_planner(config: RunConfig, backend: Any) -> Any:
-    from qnas_hw.cutting import CutPlanner
+    from qnas_hw.hardware.cutting import CutPlanner
 
     return CutPlanner(config.hardware.qubit_budget, seed=config.seed, max_qubits=backend.num_qubits)
 
@@ -472,8 +472,8 @@ def _build_accuracy_objective(
     hw: Hardware | None = None,
 ) -> Objective:
     """Load data, train (or resume / load) the SuperCircuit once, and wrap it as ``val_error``."""
-    from qnas_hw.evaluation import ValidationErrorObjective
-    from qnas_hw.supercircuit import SuperCircuit, SuperTrainConfig, train_supercircuit
+    from qnas_hw.model.supercircuit import SuperCircuit, SuperTrainConfig, train_supercircuit
+    from qnas_hw.search.evaluation import ValidationErrorObjective
 
     splits = splits if splits is not None else load_splits(config)
     sc = SuperCircuit(
@@ -524,7 +524,7 @@ def training_noise(config: RunConfig, hw: Hardware | None) -> Any:
     if hw is None:
         hw = make_hardware(config)
     assert hw is not None
-    from qnas_hw.noise import NoisySimulator, TrainingNoise, require_noise_model
+    from qnas_hw.hardware.noise import NoisySimulator, TrainingNoise, require_noise_model
 
     require_noise_model(hw.backend)
     return TrainingNoise(hw.backend, hw.transpiler, NoisySimulator(hw.backend), config.hardware.qubit_budget)
@@ -619,7 +619,7 @@ def make_hardware(config: RunConfig, backend: Any | None = None) -> Hardware | N
     if backend is None and not needs_backend(config):
         return None
     if backend is None:
-        from qnas_hw.backends import get_backend
+        from qnas_hw.hardware.backends import get_backend
 
         backend = get_backend(config.hardware.backend)
     return Hardware(backend, make_transpiler(config, backend), make_planner(config, backend))
@@ -667,7 +667,7 @@ def check_setup(config: RunConfig, hw: Hardware | None) -> None:
     if "val_error" not in s.objectives or s.accuracy == "ideal":
         return
     if s.accuracy == "noisy":
-        from qnas_hw.noise import require_noise_model
+        from qnas_hw.hardware.noise import require_noise_model
 
         require_noise_model(backend)
     if s.cut_shots == "fixed":
@@ -738,9 +738,9 @@ def estimate_search_cost(config: RunConfig, hw: Hardware) -> SearchCostEstimate:
     """
     import copy
 
-    from qnas_hw.backends.base import SamplerPub
-    from qnas_hw.cost import CostModel
-    from qnas_hw.execution import CAL_SHOTS, ProgramBuilder, calibration_circuits
+    from qnas_hw.hardware.backends.base import SamplerPub
+    from qnas_hw.hardware.cost import CostModel
+    from qnas_hw.hardware.execution import CAL_SHOTS, ProgramBuilder, calibration_circuits
     from qnas_hw.jobs import JobSpec, plan_spend
 
     s = config.search
