@@ -70,7 +70,7 @@ from typing import Any
 import numpy as np
 
 from qnas_hw.hardware.backends import get_backend
-from qnas_hw.hardware.cost import CostModel, RuntimeCostObjective
+from qnas_hw.hardware.cost import CostModel
 from qnas_hw.hardware.cutting import (
     WORST_CASE_INPUT,
     CutPlan,
@@ -82,6 +82,7 @@ from qnas_hw.hardware.cutting import (
 from qnas_hw.hardware.transpilation import Transpiler
 from qnas_hw.model.circuits import INPUT_NAME, build_circuit
 from qnas_hw.model.space import GENES, Architecture, SearchSpace
+from qnas_hw.search.objectives import RuntimeCostObjective
 
 
 @dataclass

@@ -23,9 +23,10 @@ from qiskit_aer import AerSimulator
 from qiskit_aer.primitives import SamplerV2
 
 import qnas_hw.hardware.cutting as cutting
-from qnas_hw.hardware.cutting import CutPlanner, CuttingError, SubcircuitObjective
+from qnas_hw.hardware.cutting import CutPlanner, CuttingError
 from qnas_hw.model.circuits import bind, build_circuit, observables
 from qnas_hw.model.space import Architecture
+from qnas_hw.search.objectives import SubcircuitObjective
 
 
 def _direct(arch: Architecture, budget: int, seed: int = 0, labels: list[int] | None = None) -> dict:
@@ -202,8 +203,9 @@ def test_reconstruction_from_cut_subexperiments_matches_statevector() -> None:
 def test_runtime_cost_counts_every_subexperiment_and_prices_infeasible_plans() -> None:
     """RuntimeCostObjective counts a plan's circuits and allotted shots; an infeasible plan is priced as itself."""
     from qnas_hw.hardware.backends import get_backend
-    from qnas_hw.hardware.cost import CostModel, RuntimeCostObjective
+    from qnas_hw.hardware.cost import CostModel
     from qnas_hw.hardware.transpilation import Transpiler
+    from qnas_hw.search.objectives import RuntimeCostObjective
 
     backend = get_backend("fake_kolkata")
     transpiler = Transpiler(backend, seed=0)
@@ -232,8 +234,9 @@ def test_runtime_cost_counts_every_subexperiment_and_prices_infeasible_plans() -
 def test_runtime_never_decreases_as_the_cutting_overhead_grows() -> None:
     """More layers of a ring on a 3-qubit budget: more cuts, more overhead, never a cheaper runtime."""
     from qnas_hw.hardware.backends import get_backend
-    from qnas_hw.hardware.cost import CostModel, RuntimeCostObjective
+    from qnas_hw.hardware.cost import CostModel
     from qnas_hw.hardware.transpilation import Transpiler
+    from qnas_hw.search.objectives import RuntimeCostObjective
 
     backend = get_backend("fake_kolkata")
     planner = CutPlanner(3, seed=0)

@@ -24,8 +24,8 @@ import pytest
 
 from qnas_hw.config import RunConfig, config_from_dict, default_config
 from qnas_hw.hardware.backends import get_backend
-from qnas_hw.hardware.cost import CostModel, RuntimeCostObjective
-from qnas_hw.hardware.cutting import CutPlanner, SubcircuitObjective
+from qnas_hw.hardware.cost import CostModel
+from qnas_hw.hardware.cutting import CutPlanner
 from qnas_hw.hardware.transpilation import Transpiler
 from qnas_hw.model.space import Architecture
 from qnas_hw.reports.report import pareto_front
@@ -39,6 +39,7 @@ from qnas_hw.search.nsga import (
     make_algorithm,
     run_search,
 )
+from qnas_hw.search.objectives import RuntimeCostObjective, SubcircuitObjective
 from qnas_hw.search.study import Study, StudyError
 
 TINY = {

@@ -84,7 +84,6 @@ from qiskit_addon_cutting.utils.observable_grouping import ObservableCollection
 from qnas_hw.atomic_write import atomic_write_text
 from qnas_hw.model.circuits import INPUT_NAME, build_circuit, observables
 from qnas_hw.model.space import Architecture
-from qnas_hw.search.objectives import Objective, ObjectiveResult
 
 log = logging.getLogger(__name__)
 
@@ -962,31 +961,10 @@ def _with_time(plan: CutPlan, seconds: float) -> CutPlan:
     return replace(plan, plan_seconds=seconds)
 
 
-class SubcircuitObjective(Objective):
-    """``subcircuits``: how many device-sized pieces a candidate is cut into (1 = runs uncut).
-
-    ``details["feasible"]`` is False when no plan within ``max_gamma`` exists;
-    the search reads it as a constraint violation.
-    """
-
-    name = "subcircuits"
-
-    def __init__(self, planner: CutPlanner) -> None:
-        self.planner = planner
-
-    def settings_key(self) -> str:
-        return self.planner.settings_key()
-
-    def evaluate(self, arch: Architecture) -> ObjectiveResult:
-        plan = self.planner.plan(arch)
-        return ObjectiveResult(value=float(plan.n_subcircuits), details=plan.details())
-
-
 __all__ = [
     "CutPlan",
     "CutPlanner",
     "CuttingError",
-    "SubcircuitObjective",
     "bind_each_gate",
     "count_subexperiments",
     "decomposition_size",

@@ -27,11 +27,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from qiskit import QuantumCircuit
-from qiskit.transpiler import Target
-
 from qnas_hw.atomic_write import atomic_write, atomic_write_text
-from qnas_hw.hardware.backends.base import Backend, BackendError, JobHandle, JobState, JobTiming, Pricing, SamplerPub
+from qnas_hw.hardware.backends.base import BackendError, DelegatingBackend, JobHandle, JobState, JobTiming, SamplerPub
 
 
 class DetachedJob(JobHandle):
@@ -85,73 +82,22 @@ class DetachedJob(JobHandle):
         return JobTiming(quantum_seconds=t.get("quantum_seconds"), wall_seconds=t.get("wall_seconds"))
 
 
-class DetachedBackend(Backend):
+class DetachedBackend(DelegatingBackend):
     """Wraps a registry backend; every job runs in a detached worker process (see the module docstring)."""
 
     def __init__(self, inner: str, spool: Path | str, *, delay_s: float = 0.0) -> None:
         from qnas_hw.hardware.backends import get_backend
 
+        super().__init__(get_backend(inner))  # same name, so the same ledger keys as the wrapped backend
         self.inner_name = inner
-        self.inner = get_backend(inner)
-        self.name = self.inner.name  # same ledger keys as the wrapped backend
-        self.provider = self.inner.provider
         self.spool = Path(spool)
         self.spool.mkdir(parents=True, exist_ok=True)
         self.delay_s = float(delay_s)
         self.submitted: list[str] = []
 
     @property
-    def num_qubits(self) -> int:
-        return self.inner.num_qubits
-
-    @property
-    def coupling_edges(self) -> list[tuple[int, int]] | None:
-        return self.inner.coupling_edges
-
-    @property
-    def topology_kind(self) -> str:
-        return self.inner.topology_kind
-
-    @property
-    def basis_gates(self) -> list[str]:
-        return self.inner.basis_gates
-
-    @property
-    def is_simulator(self) -> bool:
-        return self.inner.is_simulator
-
-    @property
     def supports_reattach(self) -> bool:
-        return True
-
-    @property
-    def target(self) -> Target | None:
-        return self.inner.target
-
-    @property
-    def rep_delay_s(self) -> float:
-        return self.inner.rep_delay_s
-
-    @property
-    def pricing(self) -> Pricing | None:
-        return self.inner.pricing
-
-    @property
-    def timing_source(self) -> str:
-        return self.inner.timing_source
-
-    def credentials_present(self) -> bool:
-        return self.inner.credentials_present()
-
-    @property
-    def supports_mid_circuit_measurement(self) -> bool:
-        return self.inner.supports_mid_circuit_measurement
-
-    def transpile(self, circuit: QuantumCircuit, optimization_level: int = 1, seed: int = 0) -> QuantumCircuit:
-        return self.inner.transpile(circuit, optimization_level, seed)
-
-    def scheduled_duration(self, transpiled: QuantumCircuit) -> float:
-        return self.inner.scheduled_duration(transpiled)
+        return True  # its jobs live in their own processes and spool directories, like a cloud provider's
 
     def submit(self, pubs: Sequence[SamplerPub], shots: int, seed: int | None = None) -> JobHandle:
         job_dir = self.spool / uuid.uuid4().hex

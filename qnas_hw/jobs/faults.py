@@ -34,10 +34,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from qiskit import QuantumCircuit
-from qiskit.transpiler import Target
 
-from qnas_hw.hardware.backends.base import Backend, BackendError, JobHandle, JobState, JobTiming, Pricing, SamplerPub
+from qnas_hw.hardware.backends.base import (
+    Backend,
+    BackendError,
+    DelegatingBackend,
+    JobHandle,
+    JobState,
+    JobTiming,
+    SamplerPub,
+)
 
 log = logging.getLogger(__name__)
 
@@ -167,14 +173,12 @@ class FaultyJob(JobHandle):
         self._owner._count("cancels")
 
 
-class FaultyBackend(Backend):
+class FaultyBackend(DelegatingBackend):
     """Delegates description and execution to ``inner``; injects the faults of ``plan``."""
 
     def __init__(self, inner: Backend, plan: FaultPlan | None = None, *, paid: bool = False) -> None:
-        self.inner = inner
+        super().__init__(inner)  # same name, so the same ledger keys: results must match a fault-free run
         self.plan = plan or FaultPlan()
-        self.name = inner.name  # same ledger keys as the unwrapped backend: results must match a fault-free run
-        self.provider = inner.provider
         self.paid = paid
         self._lock = threading.Lock()
         self.submissions: Counter[str] = Counter()  # fingerprint -> backend.submit calls
@@ -183,23 +187,7 @@ class FaultyBackend(Backend):
         self._accepted = 0
         self._jobs: dict[str, FaultyJob] = {}  # provider-side job store (for paid re-attach)
 
-    # description: delegated
-    @property
-    def num_qubits(self) -> int:
-        return self.inner.num_qubits
-
-    @property
-    def coupling_edges(self) -> list[tuple[int, int]] | None:
-        return self.inner.coupling_edges
-
-    @property
-    def topology_kind(self) -> str:
-        return self.inner.topology_kind
-
-    @property
-    def basis_gates(self) -> list[str]:
-        return self.inner.basis_gates
-
+    # description: delegated (DelegatingBackend); a paid wrapper claims a cloud QPU's semantics
     @property
     def is_simulator(self) -> bool:
         return False if self.paid else self.inner.is_simulator
@@ -207,35 +195,6 @@ class FaultyBackend(Backend):
     @property
     def supports_reattach(self) -> bool:
         return True if self.paid else self.inner.supports_reattach
-
-    @property
-    def target(self) -> Target | None:
-        return self.inner.target
-
-    @property
-    def rep_delay_s(self) -> float:
-        return self.inner.rep_delay_s
-
-    @property
-    def pricing(self) -> Pricing | None:
-        return self.inner.pricing
-
-    @property
-    def timing_source(self) -> str:
-        return self.inner.timing_source
-
-    def credentials_present(self) -> bool:
-        return self.inner.credentials_present()
-
-    @property
-    def supports_mid_circuit_measurement(self) -> bool:
-        return self.inner.supports_mid_circuit_measurement
-
-    def transpile(self, circuit: QuantumCircuit, optimization_level: int = 1, seed: int = 0) -> QuantumCircuit:
-        return self.inner.transpile(circuit, optimization_level, seed)
-
-    def scheduled_duration(self, transpiled: QuantumCircuit) -> float:
-        return self.inner.scheduled_duration(transpiled)
 
     # faults
     def _count(self, what: str) -> None:

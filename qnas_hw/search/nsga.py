@@ -56,7 +56,7 @@ from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
 from qnas_hw.config import RunConfig, config_from_dict, with_overrides
 from qnas_hw.model.space import GENES, Architecture, SearchSpace
-from qnas_hw.search.objectives import Objective
+from qnas_hw.search.objectives import Objective, RuntimeCostObjective, SubcircuitObjective
 from qnas_hw.search.study import (
     CandidateRecord,
     GenerationRecord,
@@ -124,12 +124,10 @@ def build_objectives(
     configured).  The hardware objectives are built here from
     ``config.hardware``: the transpiler, the calibrated cost model of the
     backend and one shared cut planner, so ``runtime_s`` and ``subcircuits``
-    read the same plan.  Lives in this module, not in :mod:`qnas_hw.search.objectives`,
-    because cost and cutting import that module (a cycle otherwise).
+    read the same plan.
     """
     from qnas_hw.hardware.backends import get_backend
-    from qnas_hw.hardware.cost import CostModel, RuntimeCostObjective
-    from qnas_hw.hardware.cutting import SubcircuitObjective
+    from qnas_hw.hardware.cost import CostModel
 
     hw = config.hardware
     names = list(config.search.objectives)

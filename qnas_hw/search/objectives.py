@@ -10,11 +10,18 @@ can store them and constraints can read them.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
+from qnas_hw.hardware.backends.base import Backend
+from qnas_hw.hardware.cost import CostModel, CostModelError, Workload, dollars_for, json_number
+from qnas_hw.hardware.cutting import CutPlanner, json_count
+from qnas_hw.hardware.transpilation import Transpiler
 from qnas_hw.model.space import Architecture
 
 
@@ -60,3 +67,119 @@ class Objective(ABC):
             except Exception as exc:  # the candidate's own failure, recorded with it
                 out.append(exc)
         return out
+
+
+class RuntimeCostObjective(Objective):
+    """``runtime_s``: predicted seconds to run a candidate on the backend (QPU seconds for devices).
+
+    One evaluation = ``n_circuits`` input rows x ``shots`` in one job.  A
+    candidate wider than the qubit budget runs as its cut plan: every row is
+    ``n_subexperiments`` circuit executions, each with the shots its QPD term
+    is allotted (:meth:`~qnas_hw.hardware.cutting.CutPlan.shots_per_row`, the same
+    allotment the noisy and device runs use), so jobs, circuits and shots are
+    all counted and the figure grows with the plan's overhead.  The uncut
+    circuit's schedule bounds each subexperiment's duration.  An infeasible
+    plan is costed as what it would take (often astronomically much, or inf),
+    never as the uncut circuit.
+    """
+
+    name = "runtime_s"
+
+    def __init__(
+        self,
+        backend: Backend,
+        transpiler: Transpiler,
+        cost_model: CostModel,
+        cut_planner: Any | None = None,
+        shots: int = 1024,
+        n_circuits: int = 32,
+        cut_shots: str = "scaled",
+    ) -> None:
+        if shots <= 0 or n_circuits <= 0:
+            raise ValueError(f"shots and n_circuits must be positive, got {shots} and {n_circuits}")
+        if cost_model.backend != backend.name:
+            raise CostModelError(f"cost model is for {cost_model.backend!r}, backend is {backend.name!r}")
+        self.backend = backend
+        self.transpiler = transpiler
+        self.cost_model = cost_model
+        self.cut_planner = cut_planner
+        self.shots = shots
+        self.n_circuits = n_circuits
+        self.cut_shots = cut_shots
+
+    def settings_key(self) -> str:
+        cut = "nocut" if self.cut_planner is None else f"cut{getattr(self.cut_planner, 'qubit_budget', '?')}"
+        return (
+            f"{self.transpiler.settings_key()}|{self.cost_model.key()}|{cut}|shots{self.shots}|n{self.n_circuits}"
+            f"|cutshots-{self.cut_shots}"
+        )
+
+    def workload(self, arch: Architecture) -> tuple[Workload, dict[str, Any]]:
+        rec = self.transpiler.transpile(arch)
+        circuits, total_shots, tasks, width = self.n_circuits, self.n_circuits * self.shots, 1, rec.width
+        cut: dict[str, Any] = {}
+        if self.cut_planner is not None:
+            plan = self.cut_planner.plan(arch)
+            if plan.is_cut:
+                per_row = plan.shots_per_row(self.shots, self.cut_shots)
+                circuits = self.n_circuits * int(min(plan.n_subexperiments, 2**62))
+                total_shots = per_row * self.n_circuits if math.isfinite(per_row) else math.inf  # type: ignore[assignment]
+                tasks = int(min(plan.n_subexperiments, 2**62))
+                width = min(rec.width, max(plan.subcircuit_widths, default=rec.width))
+            cut = {
+                "n_subexperiments": json_count(int(plan.n_subexperiments)),
+                "sampling_overhead": float(plan.sampling_overhead),
+                "n_cuts": int(plan.n_cuts),
+                "cut_feasible": bool(getattr(plan, "feasible", True)),
+            }
+        work = Workload(
+            jobs=1,
+            circuits=circuits,
+            shots=self.shots,
+            n_gates=rec.n_gates,
+            width=width,
+            duration_s=rec.duration_s,
+            rep_delay_s=self.backend.rep_delay_s,
+            total_shots=total_shots,  # type: ignore[arg-type]
+            tasks=tasks,
+        )
+        details = {**rec.summary(), **cut}
+        return work, details
+
+    def evaluate(self, arch: Architecture) -> ObjectiveResult:
+        work, details = self.workload(arch)
+        with np.errstate(over="ignore", invalid="ignore"):
+            seconds = self.cost_model.predict(work)
+            dollars = dollars_for(self.backend, work.tasks or 1, work.shots_total)
+        details.update(
+            shots=json_number(work.shots_total),
+            circuits=work.circuits,
+            timing_source=self.cost_model.timing_source,
+            dollars=None if dollars is None else json_number(dollars),
+        )
+        if self.cost_model.timing_source == "device":
+            details["qpu_seconds"] = json_number(seconds)
+        if self.cost_model.wall is not None:
+            with np.errstate(over="ignore", invalid="ignore"):
+                details["local_wall_seconds"] = json_number(self.cost_model.predict_wall(work))
+        return ObjectiveResult(value=float(seconds) if math.isfinite(seconds) else math.inf, details=details)
+
+
+class SubcircuitObjective(Objective):
+    """``subcircuits``: how many device-sized pieces a candidate is cut into (1 = runs uncut).
+
+    ``details["feasible"]`` is False when no plan within ``max_gamma`` exists;
+    the search reads it as a constraint violation.
+    """
+
+    name = "subcircuits"
+
+    def __init__(self, planner: CutPlanner) -> None:
+        self.planner = planner
+
+    def settings_key(self) -> str:
+        return self.planner.settings_key()
+
+    def evaluate(self, arch: Architecture) -> ObjectiveResult:
+        plan = self.planner.plan(arch)
+        return ObjectiveResult(value=float(plan.n_subcircuits), details=plan.details())

@@ -219,3 +219,69 @@ class Backend(ABC):
             "simulator": self.is_simulator,
             "credentials": self.credentials_present(),
         }
+
+
+class DelegatingBackend(Backend):
+    """A backend that describes itself as ``inner`` does (same name, so the same ledger keys) and changes how jobs
+    run: fault injection, a detached-process provider emulator.  Subclasses implement ``submit``/``reattach``."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.provider = inner.provider
+
+    @property
+    def num_qubits(self) -> int:
+        return self.inner.num_qubits
+
+    @property
+    def coupling_edges(self) -> list[tuple[int, int]] | None:
+        return self.inner.coupling_edges
+
+    @property
+    def topology_kind(self) -> str:
+        return self.inner.topology_kind
+
+    @property
+    def basis_gates(self) -> list[str]:
+        return self.inner.basis_gates
+
+    @property
+    def is_simulator(self) -> bool:
+        return self.inner.is_simulator
+
+    @property
+    def supports_reattach(self) -> bool:
+        return self.inner.supports_reattach
+
+    @property
+    def target(self) -> Target | None:
+        return self.inner.target
+
+    @property
+    def rep_delay_s(self) -> float:
+        return self.inner.rep_delay_s
+
+    @property
+    def pricing(self) -> Pricing | None:
+        return self.inner.pricing
+
+    @property
+    def timing_source(self) -> str:
+        return self.inner.timing_source
+
+    @property
+    def supports_mid_circuit_measurement(self) -> bool:
+        return self.inner.supports_mid_circuit_measurement
+
+    def credentials_present(self) -> bool:
+        return self.inner.credentials_present()
+
+    def preflight(self) -> None:
+        self.inner.preflight()
+
+    def transpile(self, circuit: QuantumCircuit, optimization_level: int = 1, seed: int = 0) -> QuantumCircuit:
+        return self.inner.transpile(circuit, optimization_level, seed)
+
+    def scheduled_duration(self, transpiled: QuantumCircuit) -> float:
+        return self.inner.scheduled_duration(transpiled)

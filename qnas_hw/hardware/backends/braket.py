@@ -45,7 +45,6 @@ from qiskit.circuit.library import (
 )
 from qiskit.transpiler import InstructionProperties, Target
 
-from qnas_hw.hardware.backends.aer import target_duration
 from qnas_hw.hardware.backends.base import (
     Backend,
     BackendError,
@@ -57,6 +56,7 @@ from qnas_hw.hardware.backends.base import (
     calibration_dir,
     unreachable_reason,
 )
+from qnas_hw.hardware.backends.primitives import target_duration
 
 log = logging.getLogger(__name__)
 

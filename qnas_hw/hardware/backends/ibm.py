@@ -22,8 +22,8 @@ from typing import Any
 from qiskit import QuantumCircuit, transpile
 from qiskit.transpiler import Target
 
-from qnas_hw.hardware.backends.aer import PrimitiveJobHandle, pub_tuple, target_duration
 from qnas_hw.hardware.backends.base import Backend, BackendError, JobHandle, SamplerPub, unreachable_reason
+from qnas_hw.hardware.backends.primitives import PrimitiveJobHandle, pub_tuple, target_duration
 
 log = logging.getLogger(__name__)
 
