@@ -42,46 +42,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from presets import pure_quantum_config
 
 ROOT = Path(__file__).resolve().parents[1]
 MODES = ("ideal", "noisy", "noisy+nat", "random-noisy")
-
-
-def preset(dataset: str, backend: str, mode: str, seed: int, data_dir: str, quick: bool) -> Any:
-    from qnas_hw.config import config_from_dict
-
-    noisy = mode != "ideal"
-    nat = mode == "noisy+nat"
-    return config_from_dict(
-        {
-            "seed": seed,
-            "data": {
-                "dataset": dataset,
-                "data_dir": data_dir,
-                "val_fraction": 0.1,
-                "limit_train": 1000 if quick else 6000,
-            },
-            "model": {"frontend": "none"},
-            "space": {
-                "embeddings": ["4x4-ryzxy", "4x4-ryzxy-ru", "amplitude"],
-                "qubits": [4, 5],
-                "layers": [1, 3],
-            },
-            "supercircuit": {"epochs": 1 if quick else 3, "batch_size": 64, "lr": 0.05, "noise_aware": nat},
-            "search": {
-                "pop_size": 4 if quick else 10,
-                "generations": 2 if quick else 4,
-                "finetune_epochs": 1,
-                "objectives": ["val_error", "runtime_s"],
-                "accuracy": "noisy" if noisy else "ideal",
-                "shots": 1024,
-                "val_samples": 128 if quick else 256,
-                "noise_aware_finetune": nat,
-            },
-            "hardware": {"backend": backend, "qubit_budget": 5},
-            "compute": {"threads": 1},
-        }
-    )
 
 
 def random_search(config: Any, out: Path) -> Any:
@@ -104,7 +68,7 @@ def random_search(config: Any, out: Path) -> Any:
 
 def picks(study: Any) -> dict[str, str]:
     """Knee and most-accurate of the study's final front (or of all its records, for random search)."""
-    from qnas_hw.reports.report import analyze
+    from qnas_hw.reports.data import analyze
 
     gens = study.generations()
     data = analyze(study.candidates(), gens, study.objective_names, study.config)
@@ -193,7 +157,7 @@ def main() -> None:
         for backend in args.backends.split(","):
             for seed in (int(s) for s in args.seeds.split(",")):
                 for mode in args.modes.split(","):
-                    config = preset(dataset, backend, mode, seed, args.data_dir, args.quick)
+                    config = pure_quantum_config(dataset, backend, mode, seed, args.data_dir, args.quick)
                     out = work / f"{dataset}-{backend}-{mode}-{seed}"
                     t0 = time.perf_counter()
                     study = (

@@ -3,7 +3,7 @@
 Runs the whole search (SuperCircuit training + NSGA-II over validation error,
 calibrated runtime cost and subcircuit count, via ``qnas_hw.search.nsga.run_search``),
 takes the knee and the most-accurate picks of the final Pareto front
-(``qnas_hw.reports.report.analyze``) and prints them beside the published results:
+(``qnas_hw.reports.data.analyze``) and prints them beside the published results:
 
     MNIST 97.16% (8 qubits, 2 layers), Fashion-MNIST 87.38% (5 qubits, 2 layers), Iris 100% (4 qubits, 2 layers)
 
@@ -39,56 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-#: Published test accuracy (%) and the architecture size reported with it.
-PUBLISHED: dict[str, dict[str, Any]] = {
-    "mnist": {"acc": 97.16, "qubits": 8, "layers": 2},
-    "fashion-mnist": {"acc": 87.38, "qubits": 5, "layers": 2},
-    "iris": {"acc": 100.0, "qubits": 4, "layers": 2},
-}
-
-#: Per-dataset settings sized for the < 30 min per dataset search target on a shared 2-core box.
-#: The space's qubit and layer upper bounds ARE the published sizes, so every pick has no more qubits and
-#: layers than the published model by construction.  ``lr`` None = the config's per-front-end default
-#: (3e-3 for the CNN).  The search may use a training subset (``limit_train``, for speed); the picks are
-#: then retrained from scratch on the FULL training file (validation carved from it, ``retrain_val_fraction``),
-#: with ``retrain_seeds`` model seeds, the seed chosen on validation.
-PRESETS: dict[str, dict[str, Any]] = {
-    "iris": {
-        "frontend": "linear",
-        "qubits": (2, 4),
-        "layers": (1, 2),
-        "limit_train": None,
-        "val_fraction": 0.2,
-        "lr": 2e-2,
-        "sc_epochs": 40,
-        "pop_size": 16,
-        "generations": 8,
-        "retrain_epochs": 60,
-        "retrain_patience": 20,
-        "retrain_val_fraction": 0.2,
-        "retrain_seeds": 5,
-        "retrain_batch_size": 16,
-    },
-    "mnist": {
-        "frontend": "cnn",
-        "qubits": (2, 8),
-        "layers": (1, 2),
-        "limit_train": 3000,
-        "val_fraction": 0.05,
-        "lr": None,
-        "sc_epochs": 6,
-        "pop_size": 12,
-        "generations": 5,
-        "retrain_epochs": 8,
-        "retrain_patience": 3,
-        "retrain_val_fraction": 0.1,
-        "retrain_seeds": 3,
-        "retrain_batch_size": 64,
-    },
-}
-#: Fashion-MNIST: the MNIST settings, capped at the published 5 qubits, with two more retrain epochs.
-PRESETS["fashion-mnist"] = {**PRESETS["mnist"], "qubits": (2, 5), "retrain_epochs": 10}
+from presets import PRESETS, PUBLISHED
 
 
 def make_config(dataset: str, args: argparse.Namespace) -> Any:
@@ -127,58 +78,18 @@ def make_config(dataset: str, args: argparse.Namespace) -> Any:
     return type(cfg).model_validate(data)
 
 
-@torch.no_grad()
-def _val_scores(model: Any, dataset: Any, batch_size: int = 1024) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) on ``dataset``; eval mode, restores train mode after."""
-    x, y = dataset.tensors
-    model.eval()
-    correct, loss = 0, 0.0
-    for start in range(0, len(y), batch_size):
-        logits = model(x[start : start + batch_size])
-        yb = y[start : start + batch_size]
-        correct += int((logits.argmax(dim=1) == yb).sum())
-        loss += float(torch.nn.functional.cross_entropy(logits, yb, reduction="sum"))
-    model.train()
-    return correct / len(y), loss / len(y)
-
-
 def fit(model: Any, splits: Any, tc: Any) -> dict[str, Any]:
-    """Adam, keeping the epoch with the best validation accuracy, ties broken by the lower validation loss.
+    """``train_model`` keeping the best validation accuracy, ties by the lower validation loss (see TrainConfig)."""
+    from qnas_hw.model.training import train_model
 
-    ``qnas_hw.model.training.train_model`` keeps the FIRST epoch that reaches the
-    best accuracy; on a 24-sample Iris validation split that saturates at 100%
-    within a few epochs and keeps an under-trained model.  Breaking ties by
-    validation loss keeps training while the fit still improves on validation.
-    Early stopping: ``tc.patience`` epochs without a better (acc, -loss) pair.
-    The test split is evaluated once, on the kept weights, after training.
-    """
-    from qnas_hw.model.training import evaluate_accuracy, train_epoch
-
-    x, y = splits.train.tensors
-    generator = torch.Generator().manual_seed(tc.seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    best: tuple[float, float] = (-1.0, float("inf"))
-    best_state, best_epoch, epoch, since_best = None, 0, 0, 0
-    t0 = time.perf_counter()
-    for epoch in range(1, tc.epochs + 1):
-        train_epoch(model, optimizer, x, y, tc.batch_size, generator, epoch=epoch)
-        acc, loss = _val_scores(model, splits.val)
-        if acc > best[0] or (acc == best[0] and loss < best[1]):
-            best, best_epoch, since_best = (acc, loss), epoch, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            since_best += 1
-            if tc.patience is not None and since_best >= tc.patience:
-                break
-    train_seconds = time.perf_counter() - t0
-    model.load_state_dict(best_state)
+    r = train_model(model, splits, tc)
     return {
-        "val_acc": best[0],
-        "val_loss": best[1],
-        "best_epoch": best_epoch,
-        "epochs_run": epoch,
-        "train_seconds": train_seconds,
-        "test_acc": evaluate_accuracy(model, splits.test),  # once, after every choice is made
+        "val_acc": r.best_val_acc,
+        "val_loss": r.best_val_loss,
+        "best_epoch": r.best_epoch,
+        "epochs_run": r.epochs_run,
+        "train_seconds": r.train_seconds,
+        "test_acc": r.test_acc,  # once, after every choice is made
     }
 
 
@@ -211,6 +122,7 @@ def retrain(arch: Any, config: Any, dataset: str, args: argparse.Namespace) -> d
             lr=args.retrain_lr or config.supercircuit.lr,
             seed=seed,
             patience=args.retrain_patience or p["retrain_patience"],
+            select="accuracy+loss",
         )
         runs.append({"seed": seed, **fit(model, splits, tc)})
         print(f"  retrain {arch.canonical()} seed {seed}: " + json.dumps({k: runs[-1][k] for k in runs[-1]}))
@@ -233,7 +145,7 @@ def retrain(arch: Any, config: Any, dataset: str, args: argparse.Namespace) -> d
 
 
 def run_dataset(dataset: str, args: argparse.Namespace) -> dict[str, Any]:
-    from qnas_hw.reports.report import analyze
+    from qnas_hw.reports.data import analyze
     from qnas_hw.search.nsga import run_search
 
     config = make_config(dataset, args)

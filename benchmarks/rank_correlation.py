@@ -24,44 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from presets import PRESETS, rank_preset
 from scipy import stats
 
 from qnas_hw.config import DEFAULT_LR
 from qnas_hw.model.space import Architecture, SearchSpace
-
-# Per-dataset defaults: the front-end family and a space small enough to simulate quickly.
-DEFAULTS: dict[str, dict] = {
-    "iris": {
-        "lr": 2e-2,
-        "frontend": "linear",
-        "qubits": (2, 6),
-        "layers": (1, 3),
-        "epochs": 40,
-        "sc_epochs": 40,
-        "limit_train": None,
-        "limit_val": None,
-    },
-    "mnist": {
-        "lr": None,  # the config default for the front-end (qnas_hw.config.DEFAULT_LR)
-        "frontend": "cnn",
-        "qubits": (2, 8),
-        "layers": (1, 2),
-        "epochs": 5,
-        "sc_epochs": 5,
-        "limit_train": 2000,
-        "limit_val": 1000,
-    },
-    "fashion-mnist": {
-        "lr": None,  # the config default for the front-end (qnas_hw.config.DEFAULT_LR)
-        "frontend": "cnn",
-        "qubits": (2, 5),
-        "layers": (1, 2),
-        "epochs": 5,
-        "sc_epochs": 5,
-        "limit_train": 2000,
-        "limit_val": 1000,
-    },
-}
 
 
 def _balanced(values: Sequence, n: int, rng: np.random.Generator) -> list:
@@ -115,7 +82,7 @@ def correlations(proxy: Sequence[float], full: Sequence[float]) -> dict[str, flo
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--dataset", choices=sorted(DEFAULTS), default="iris")
+    p.add_argument("--dataset", choices=sorted(PRESETS), default="iris")
     p.add_argument("--data-dir", default=None, help="folder with the IDX files (default: the data module's lookup)")
     p.add_argument("--n-archs", type=int, default=20, help="architectures scored both ways (>= 20 for the report)")
     p.add_argument("--epochs", type=int, default=None, help="full from-scratch training epochs (default per dataset)")
@@ -147,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     args = _parse_args(argv)
     torch.set_num_threads(args.threads)
-    d = DEFAULTS[args.dataset]
+    d = rank_preset(args.dataset)
     frontend = args.frontend or d["frontend"]
     epochs = args.epochs or d["epochs"]
     sc_epochs = args.sc_epochs if args.sc_epochs is not None else d["sc_epochs"]

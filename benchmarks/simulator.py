@@ -5,9 +5,10 @@ Usage::
     python benchmarks/simulator.py [--threads N] [--repeats R] [--batch 256] [--workloads W8,W10,W12,W8x4]
                                    [--no-pennylane] [--chunk K] [--anchors PATH] [--baseline FILE]
 
-``--baseline FILE`` times another version of ``qnas_hw/simulator.py`` side by side (steps
+``--baseline FILE`` times another version of ``qnas_hw/model/simulator.py`` side by side (steps
 interleaved, so both see the same machine load), e.g.
-``git show HEAD~3:qnas_hw/simulator.py > /tmp/sim_old.py`` then ``--baseline /tmp/sim_old.py``.
+``git show REV:qnas_hw/model/simulator.py > /tmp/sim_old.py`` (``qnas_hw/simulator.py`` before the
+package move) then ``--baseline /tmp/sim_old.py``.
 
 Workloads (as in shared/notes/simulator-anchors.md): batch 256, RY angle embedding, L layers of
 trainable (RY, RZ) per qubit + CNOT ring, <Z> on every qubit, MSE loss, one forward+backward with

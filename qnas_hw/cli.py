@@ -325,7 +325,8 @@ def _search_hw_eval(study: Any, verbose: bool) -> str | None:
 
 
 def _print_summary(study: Any) -> None:
-    from qnas_hw.reports.report import front_table, study_report_data, write_report_data
+    from qnas_hw.reports.data import study_report_data
+    from qnas_hw.reports.report import front_table, write_report_data
 
     data = study_report_data(study)
     out_console.print(front_table(data))
@@ -416,7 +417,8 @@ def report(
     """Write the Pareto report (CSV, JSON, plots, summary.md) of a study and print its front."""
     _setup_logging(verbose)
     with _cli_errors(verbose):
-        from qnas_hw.reports.report import front_table, study_report_data, write_report_data
+        from qnas_hw.reports.data import study_report_data
+        from qnas_hw.reports.report import front_table, write_report_data
         from qnas_hw.search.study import Study
 
         with Study.open(study) as s:

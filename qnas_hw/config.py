@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from qnas_hw.data import DATASET_NAMES
+from qnas_hw.model.hqnn import FRONTENDS
 from qnas_hw.model.space import (
     CLASSIC_EMBEDDINGS,
     ENTANGLERS,
@@ -28,9 +30,6 @@ from qnas_hw.model.space import (
     SpaceError,
 )
 
-DATASETS: tuple[str, ...] = ("iris", "mnist", "fashion-mnist", "mnist4", "fashion4", "mnist2")
-#: ``none``: no classical front-end (pure quantum): the data's features are the circuit's angles (x pi).
-FRONTENDS: tuple[str, ...] = ("identity", "linear", "mlp", "cnn", "none")
 #: Learning rate used when ``supercircuit.lr`` is left out, per front-end.  A CNN front-end at 2e-2 or more drives
 #: its outputs into the ``pi*tanh`` angle saturation and angle-embedded MNIST models stay at chance; 3e-3 trains
 #: them (examples/mnist_fixed.py: 98.6% with 2e-3).  The small linear/MLP front-ends train faster at 5e-2.
@@ -78,7 +77,7 @@ class DataConfig(_Section):
     @field_validator("dataset")
     @classmethod
     def _dataset(cls, v: str) -> str:
-        return _one_of("dataset", v, DATASETS)
+        return _one_of("dataset", v, DATASET_NAMES)
 
     @field_validator("val_fraction")
     @classmethod

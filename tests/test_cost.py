@@ -15,7 +15,6 @@ from qnas_hw.hardware.cost import (
     WALL_FEATURES,
     CostModel,
     CostModelError,
-    RuntimeCostObjective,
     Workload,
     estimate_job_cost,
     fit_nnls,
@@ -24,6 +23,7 @@ from qnas_hw.hardware.cost import (
 from qnas_hw.hardware.transpilation import Transpiler
 from qnas_hw.model.circuits import build_circuit
 from qnas_hw.model.space import Architecture
+from qnas_hw.search.objectives import RuntimeCostObjective
 
 ARCH = Architecture("angle-y", 4, 2, "ry-rz", "ring")
 

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from qnas_hw.cli import app
 from qnas_hw.jobs import JobLedger
-from qnas_hw.reports.report import latest_hardware, measured_seconds
+from qnas_hw.reports.data import latest_hardware, measured_seconds
 from qnas_hw.search.hw_eval import stored_results
 from qnas_hw.search.study import Study
 

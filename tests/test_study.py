@@ -15,7 +15,7 @@ import pytest
 
 from qnas_hw.config import default_config
 from qnas_hw.model.space import Architecture, SearchSpace
-from qnas_hw.reports.report import analyze
+from qnas_hw.reports.data import analyze
 from qnas_hw.search.study import GenerationRecord, Study, StudyError
 
 NAMES = ["val_error", "runtime_s", "subcircuits"]

@@ -408,13 +408,6 @@ def dollars_for(backend: Backend, tasks: int, total_shots: int) -> float | None:
     return float(tasks * price.per_task_usd + total_shots * price.per_shot_usd)
 
 
-def _rows(item: QuantumCircuit | SamplerPub) -> int:
-    if isinstance(item, SamplerPub) and item.parameter_values is not None:
-        values = np.asarray(item.parameter_values)
-        return int(np.prod(values.shape[:-1])) if values.ndim > 1 else 1
-    return 1
-
-
 def estimate_job_cost(
     backend: Backend,
     transpiled_circuits: Sequence[QuantumCircuit | SamplerPub],
@@ -436,7 +429,7 @@ def estimate_job_cost(
     for k, item in enumerate(transpiled_circuits):
         circ = item.circuit if isinstance(item, SamplerPub) else item
         item_shots = item.shots_or(shots) if isinstance(item, SamplerPub) else shots
-        rows = _rows(item)
+        rows = item.rows if isinstance(item, SamplerPub) else 1
         n1, n2 = gate_counts(circ)
         work = Workload(
             jobs=1 if k < n_jobs else 0,

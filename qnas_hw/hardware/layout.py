@@ -71,6 +71,21 @@ class LayoutChoice:
         }
 
 
+def has_error_data(target: Target | None) -> bool:
+    """True when the target reports an error for at least one instruction (snapshots and devices do).
+
+    Placement by success probability and noisy scoring both need such data;
+    an ideal simulator's target has none.
+    """
+    if target is None:
+        return False
+    for name in target.operation_names:
+        for props in (target[name] or {}).values():
+            if props is not None and getattr(props, "error", None):
+                return True
+    return False
+
+
 def active_physical_qubits(circuit: QuantumCircuit) -> list[int]:
     """Indices of the qubits any non-barrier, non-delay instruction touches, ascending."""
     used = {

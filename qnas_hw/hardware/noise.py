@@ -56,7 +56,7 @@ import numpy as np
 from qiskit import QuantumCircuit
 
 from qnas_hw.hardware.backends.base import Backend, BackendError
-from qnas_hw.hardware.layout import deflate
+from qnas_hw.hardware.layout import deflate, has_error_data
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +74,7 @@ def has_noise_model(backend: Backend) -> bool:
         target = backend.target
     except BackendError:
         return False
-    if target is None:
-        return False
-    for name in target.operation_names:
-        for props in (target[name] or {}).values():
-            if props is not None and getattr(props, "error", None):
-                return True
-    return False
+    return has_error_data(target)
 
 
 def require_noise_model(backend: Backend) -> None:

@@ -32,7 +32,15 @@ from qiskit import QuantumCircuit
 from qiskit.transpiler import generate_preset_pass_manager
 
 from qnas_hw.hardware.backends.base import Backend, BackendError
-from qnas_hw.hardware.layout import LAYOUT_METHODS, LayoutChoice, choose_layout, circuit_esp, deflate, place
+from qnas_hw.hardware.layout import (
+    LAYOUT_METHODS,
+    LayoutChoice,
+    choose_layout,
+    circuit_esp,
+    deflate,
+    has_error_data,
+    place,
+)
 from qnas_hw.model.circuits import build_circuit
 from qnas_hw.model.space import Architecture
 
@@ -173,7 +181,7 @@ class Transpiler:
         else:
             tqc = self.backend.transpile(circuit, self.optimization_level, self.seed)
         choice, esp = None, None
-        if _has_error_data(target) and self.backend.coupling_edges is not None:
+        if has_error_data(target) and self.backend.coupling_edges is not None:
             tqc, choice, esp = self._place(tqc, target)
         elapsed = time.perf_counter() - started
         n1, n2 = gate_counts(tqc)
@@ -201,14 +209,3 @@ class Transpiler:
         if tuple(choice.physical_qubits) != tuple(active):
             tqc = place(small, choice.physical_qubits, tqc.num_qubits)
         return tqc, choice, choice.esp
-
-
-def _has_error_data(target: Any) -> bool:
-    """True when the target reports an error for at least one instruction (snapshots and devices do)."""
-    if target is None:
-        return False
-    for name in target.operation_names:
-        for props in (target[name] or {}).values():
-            if props is not None and getattr(props, "error", None):
-                return True
-    return False

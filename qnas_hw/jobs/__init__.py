@@ -1,9 +1,15 @@
 """Hardware jobs: a persistent ledger, an async retrying executor, a spending guard, fault injection.
 
-Data flow: :mod:`hardware_eval` builds :class:`JobSpec` s (one transpiled
-circuit + parameter array per PUB), :mod:`guard` prices them, and
-:class:`AsyncExecutor` runs them on a :class:`~qnas_hw.hardware.backends.Backend`,
-recording every state change in the :class:`JobLedger` first.
+Data flow: the search's device scorer and ``hw_eval`` build :class:`JobSpec` s
+(one transpiled circuit + parameter array per PUB), :mod:`~qnas_hw.jobs.guard`
+prices them against the budget, and :class:`AsyncExecutor` runs them on a
+:class:`~qnas_hw.hardware.backends.Backend`, recording every state change in
+the :class:`JobLedger` first (so no job is ever paid twice).
+``detached`` emulates a provider that outlives the process; ``faults``
+injects provider faults for tests and benchmarks.
+
+Imports run downward only: ``jobs`` imports ``hardware`` and the storage
+helpers; ``search`` and ``cli`` import it (checked by ``tests/test_layering.py``).
 """
 
 from qnas_hw.jobs.executor import (

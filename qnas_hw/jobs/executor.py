@@ -237,14 +237,7 @@ class JobSpec:
 
     @property
     def n_rows(self) -> int:
-        total = 0
-        for pub in self.pubs:
-            values = pub.parameter_values
-            if values is None or getattr(values, "ndim", 1) <= 1:
-                total += 1
-            else:
-                total += int(values.size // values.shape[-1])
-        return total
+        return sum(pub.rows for pub in self.pubs)
 
     def key(self, backend_name: str) -> str:
         return idempotency_key(backend_name, self.pubs, self.shots, self.seed)

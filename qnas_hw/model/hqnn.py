@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from qnas_hw.model.simulator import QuantumLayer
 from qnas_hw.model.space import Architecture, SpaceError
 
+#: The classical front-ends; ``none``: no front-end (pure quantum), the features are the circuit's angles (x pi).
 FRONTENDS: tuple[str, ...] = ("identity", "linear", "mlp", "cnn", "none")
 QUANTUM_KINDS: tuple[str, ...] = ("simulator", "identity")
 

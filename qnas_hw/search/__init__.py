@@ -1,0 +1,17 @@
+"""The search layer: NSGA-II over architectures, with the device in the loop.
+
+* ``objectives``: the objective interface, the calibrated runtime/cost and
+  the cut-plan subcircuit count.
+* ``evaluation``: validation error with SuperCircuit weights (+ fine-tune).
+* ``scoring``: that error measured ``noisy`` (the device's noise model) or on
+  the ``device`` itself, through the job ledger and executor.
+* ``nsga``: the pymoo NSGA-II loop, constraints, checks before any expense,
+  resume.
+* ``pareto``: the one definition of the front, hypervolume and knee.
+* ``study``: the SQLite study (one writer, checksummed rows).
+* ``hw_eval``: hardware evaluation of chosen candidates after a search.
+
+Imports run downward only: ``search`` imports ``jobs``, ``config``,
+``hardware``, ``model`` and ``data``, never ``reports`` or ``cli``
+(checked by ``tests/test_layering.py``).
+"""

@@ -42,7 +42,7 @@ from qnas_hw.data import stratified_subset
 from qnas_hw.model.hqnn import HQNN
 from qnas_hw.model.space import Architecture
 from qnas_hw.model.supercircuit import SuperCircuit
-from qnas_hw.model.training import _train_epoch, evaluate_accuracy
+from qnas_hw.model.training import evaluate_accuracy, train_epoch
 from qnas_hw.search.objectives import Objective, ObjectiveResult
 
 logger = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ def finetune(
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     loss = math.nan
     for epoch in range(1, epochs + 1):
-        loss, _ = _train_epoch(model, opt, X, y, batch_size, generator, False, epoch)
+        loss, _ = train_epoch(model, opt, X, y, batch_size, generator, False, epoch)
     model.eval()
     return loss
 

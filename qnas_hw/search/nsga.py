@@ -46,17 +46,16 @@ import numpy as np
 from pymoo.algorithms.moo.nsga2 import NSGA2
 from pymoo.core.evaluator import Evaluator
 from pymoo.core.problem import Problem
-from pymoo.indicators.hv import HV
 from pymoo.operators.crossover.sbx import SBX
 from pymoo.operators.mutation.pm import PM
 from pymoo.operators.repair.rounding import RoundingRepair
 from pymoo.operators.sampling.rnd import IntegerRandomSampling
 from pymoo.problems.static import StaticProblem
-from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
 from qnas_hw.config import RunConfig, config_from_dict, with_overrides
 from qnas_hw.model.space import GENES, Architecture, SearchSpace
 from qnas_hw.search.objectives import Objective, RuntimeCostObjective, SubcircuitObjective
+from qnas_hw.search.pareto import archive_front, front_hypervolume
 from qnas_hw.search.study import (
     CandidateRecord,
     GenerationRecord,
@@ -412,33 +411,6 @@ class CandidateEvaluator:
     def objective_vector(self, record: CandidateRecord) -> list[float]:
         vals = [float(record.objectives.get(n, math.nan)) for n in self._names]
         return [v if math.isfinite(v) else FAILED_VALUE for v in vals]
-
-
-# ------------------------------------------------------------------ fronts
-def archive_front(records: Sequence[CandidateRecord], names: Sequence[str]) -> list[int]:
-    """Indices of the feasible, finite, non-dominated records (pymoo's non-dominated sorting)."""
-    usable = [
-        i
-        for i, r in enumerate(records)
-        if r.feasible and all(math.isfinite(r.objectives.get(n, math.nan)) for n in names)
-    ]
-    if not usable:
-        return []
-    F = np.array([[records[i].objectives[n] for n in names] for i in usable], dtype=float)
-    nd = NonDominatedSorting().do(F, only_non_dominated_front=True)
-    return sorted(usable[int(k)] for k in nd)
-
-
-def front_hypervolume(records: Sequence[CandidateRecord], front: Sequence[int], names: Sequence[str]) -> float | None:
-    """Hypervolume of ``front`` normalised by the ideal/nadir of all usable records known now (ref 1.1)."""
-    usable = [r for r in records if r.feasible and all(math.isfinite(r.objectives.get(n, math.nan)) for n in names)]
-    if not front or not usable:
-        return None
-    A = np.array([[r.objectives[n] for n in names] for r in usable], dtype=float)
-    lo, hi = A.min(axis=0), A.max(axis=0)
-    span = np.where(hi > lo, hi - lo, 1.0)
-    F = (np.array([[records[i].objectives[n] for n in names] for i in front], dtype=float) - lo) / span
-    return float(HV(ref_point=np.full(len(names), 1.1))(F))
 
 
 # --------------------------------------------------------------------- run
@@ -1005,10 +977,8 @@ __all__ = [
     "SearchError",
     "SearchRun",
     "StudyError",
-    "archive_front",
     "build_objectives",
     "combined_settings_key",
-    "front_hypervolume",
     "make_algorithm",
     "prepare_search",
     "run_generation",

@@ -141,6 +141,15 @@ class CandidateRecord:
     feasible: bool
     settings_key: str = ""
 
+    def values(self, names: Sequence[str]) -> list[float]:
+        """The objective values in ``names`` order; a missing objective is NaN (it never happens silently as 0)."""
+        return [float(self.objectives.get(n, math.nan)) for n in names]
+
+    @property
+    def usable(self) -> bool:
+        """Feasible with every objective finite: only such records enter a front (see :mod:`qnas_hw.search.pareto`)."""
+        return self.feasible and all(math.isfinite(float(v)) for v in self.objectives.values())
+
 
 @dataclass(frozen=True)
 class GenerationRecord:

@@ -85,6 +85,14 @@ class SamplerPub:
     def shots_or(self, default: int) -> int:
         return int(self.shots) if self.shots is not None else int(default)
 
+    @property
+    def rows(self) -> int:
+        """Parameter rows (circuit executions) in this PUB: cost and result decoding both count them."""
+        if self.parameter_values is None:
+            return 1
+        values = np.asarray(self.parameter_values)
+        return int(np.prod(values.shape[:-1])) if values.ndim > 1 else 1
+
 
 @dataclass(frozen=True)
 class JobTiming:

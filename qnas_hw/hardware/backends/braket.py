@@ -310,7 +310,7 @@ def _program_set(pubs: Sequence[SamplerPub], shots: int, noise: NoiseSpec | None
     for pub in pubs:
         prog = to_braket(pub.circuit, noise)
         inputs = prog.input_sets(pub.circuit, pub.parameter_values)
-        n_rows = len(next(iter(inputs.values()))) if inputs else _rows(pub)
+        n_rows = len(next(iter(inputs.values()))) if inputs else pub.rows
         pub_shots = pub.shots_or(shots)
         if inputs:
             binding = CircuitBinding(prog.circuit, input_sets=inputs)
@@ -319,13 +319,6 @@ def _program_set(pubs: Sequence[SamplerPub], shots: int, noise: NoiseSpec | None
             ps = ProgramSet([prog.circuit] * n_rows, shots_per_executable=pub_shots)
         out.append((ps, n_rows * pub_shots, prog))
     return out
-
-
-def _rows(pub: SamplerPub) -> int:
-    if pub.parameter_values is None:
-        return 1
-    values = np.asarray(pub.parameter_values)
-    return int(np.prod(values.shape[:-1])) if values.ndim > 1 else 1
 
 
 def _counts_from_result(result: Any, prog: BraketProgram) -> list[dict[str, int]]:

@@ -28,6 +28,7 @@ _STATUS = {
     "CANCELLED": JobState.CANCELLED,
 }
 
+
 def job_state_from_status(status: Any) -> JobState:
     """Map a qiskit ``JobStatus`` (enum or string, per provider) to :class:`JobState`."""
     name = getattr(status, "name", None) or str(status).split(".")[-1]
@@ -127,5 +128,3 @@ def target_duration(transpiled: QuantumCircuit, target: Target | None) -> float:
     if target is None:
         return 0.0
     return float(transpiled.estimate_duration(target, unit="s"))
-
-
