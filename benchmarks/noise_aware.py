@@ -12,7 +12,9 @@ seed, four searches at the same seed and evaluation budget:
   1024 shots, mthree mitigation);
 * ``noisy+nat``: the same with noise-aware training (SuperCircuit and
   fine-tunes under the target's dominant errors on the placed qubits);
-* ``random-noisy``: as many distinct random architectures, scored like ``noisy``.
+* ``random-noisy``: as many distinct random architectures, scored like ``noisy``;
+* ``classical`` (once per data set and seed): the classical ablation, the
+  circuit replaced by a trainable linear map of its width (16 -> 5 -> 4).
 
 Each search's knee and most-accurate picks are retrained from scratch as the
 search would (same data, noise-aware for ``noisy+nat``; epoch chosen on the
@@ -128,6 +130,44 @@ def retrain_and_test(config: Any, arch_text: str, seed: int, epochs: int) -> dic
     }
 
 
+def classical_ablation(config: Any, seed: int, epochs: int, width: int = 5) -> dict[str, Any]:
+    """The same inputs and head with the circuit replaced by a trainable linear map of the circuit's width.
+
+    16 pooled features -> linear ``width`` -> linear 4 classes, trained like the
+    picks (same data, epochs, optimiser, epoch chosen on validation) and
+    tested once.  If this matches the quantum picks, the quantum part does not
+    decide the headline figure.
+    """
+    from qnas_hw.data import load_dataset
+    from qnas_hw.model.hqnn import HQNN
+    from qnas_hw.model.space import Architecture
+    from qnas_hw.model.training import TrainConfig, train_model
+
+    d = config.data
+    splits = load_dataset(
+        d.dataset, d.data_dir, val_fraction=d.val_fraction, seed=config.seed, limit_train=d.limit_train
+    )
+    arch = Architecture.parse(f"4x4-ryzxy|q{width}|l1|ry|none|z")
+    model = HQNN(arch, tuple(splits.input_shape), splits.n_classes, frontend="linear", quantum="identity", seed=seed)
+    t0 = time.perf_counter()
+    result = train_model(model, splits, TrainConfig(epochs=epochs, batch_size=64, lr=0.05, seed=seed))
+    model.eval()
+    X, y = splits.test.tensors
+    with torch.no_grad():
+        acc = float((model(X).argmax(-1) == y).float().mean())
+    return {
+        "test_acc_noisy": acc,  # no circuit, so no device noise: the same figure both ways
+        "test_acc_ideal": acc,
+        "val_acc_best": result.best_val_acc,
+        "n_qubits": 0,
+        "n_2q": 0,
+        "layout": None,
+        "esp": None,
+        "retrain_seconds": time.perf_counter() - t0,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+
+
 def ci95(values: list[float]) -> float:
     from scipy import stats
 
@@ -136,58 +176,8 @@ def ci95(values: list[float]) -> float:
     return float(stats.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / math.sqrt(len(values)))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "datasets"))
-    ap.add_argument("--datasets", default="mnist4,fashion4")
-    ap.add_argument("--backends", default="fake_quito,fake_kolkata")
-    ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--modes", default=",".join(MODES))
-    ap.add_argument("--retrain-epochs", type=int, default=10)
-    ap.add_argument("--quick", action="store_true", help="tiny settings (a smoke test, not a result)")
-    ap.add_argument("--out", type=Path, default=None)
-    args = ap.parse_args()
-    torch.set_num_threads(1)
-    from qnas_hw.search.nsga import run_search
-
-    work = Path(tempfile.mkdtemp(prefix="qnas-noise-aware-"))
-    runs: list[dict[str, Any]] = []
-    t_all = time.perf_counter()
-    for dataset in args.datasets.split(","):
-        for backend in args.backends.split(","):
-            for seed in (int(s) for s in args.seeds.split(",")):
-                for mode in args.modes.split(","):
-                    config = pure_quantum_config(dataset, backend, mode, seed, args.data_dir, args.quick)
-                    out = work / f"{dataset}-{backend}-{mode}-{seed}"
-                    t0 = time.perf_counter()
-                    study = (
-                        random_search(config, out)
-                        if mode == "random-noisy"
-                        else run_search(config, out, progress=False)
-                    )
-                    search_s = time.perf_counter() - t0
-                    chosen = picks(study)
-                    study.close()
-                    for pick, arch in chosen.items():
-                        r = retrain_and_test(config, arch, seed, 2 if args.quick else args.retrain_epochs)
-                        runs.append(
-                            {
-                                "dataset": dataset,
-                                "backend": backend,
-                                "mode": mode,
-                                "seed": seed,
-                                "pick": pick,
-                                "architecture": arch,
-                                "search_seconds": search_s,
-                                **r,
-                            }
-                        )
-                        print(
-                            f"{dataset} {backend} {mode:<13} seed {seed} {pick:<13} {arch:<36} test noisy "
-                            f"{r['test_acc_noisy']:.3f} ideal {r['test_acc_ideal']:.3f} search {search_s:.0f}s",
-                            flush=True,
-                        )
-                    shutil.rmtree(out, ignore_errors=True)
+def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and 95% CI over search seeds per (data set, device, mode, pick)."""
     rows = []
     keys = sorted({(r["dataset"], r["backend"], r["mode"], r["pick"]) for r in runs})
     for dataset, backend, mode, pick in keys:
@@ -214,12 +204,114 @@ def main() -> None:
                 "search_seconds": float(np.mean([r["search_seconds"] for r in sel])),
             }
         )
+    return rows
+
+
+def write(out: Path, argv: list[str], runs: list[dict[str, Any]], seconds: float, complete: bool) -> None:
+    """Rewrite the result file after every run, so a long campaign that is stopped keeps what it measured."""
+    import qiskit
+    import qiskit_aer
+
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
+    out.parent.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "command": "python benchmarks/noise_aware.py " + " ".join(argv),
+        "commit": commit.strip(),
+        "complete": complete,
+        "machine": {
+            "cores": os.cpu_count(),
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "qiskit": qiskit.__version__,
+            "qiskit_aer": qiskit_aer.__version__,
+        },
+        "seconds": seconds,
+        "rows": summarize(runs),
+        "runs": runs,
+    }
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, indent=1, default=str) + "\n")
+    tmp.replace(out)
+
+
+def search_and_pick(config: Any, mode: str, out: Path) -> tuple[dict[str, str], float]:
+    t0 = time.perf_counter()
+    study = random_search(config, out) if mode == "random-noisy" else run_search_quiet(config, out)
+    search_s = time.perf_counter() - t0
+    chosen = picks(study)
+    study.close()
+    shutil.rmtree(out, ignore_errors=True)
+    return chosen, search_s
+
+
+def run_search_quiet(config: Any, out: Path) -> Any:
+    from qnas_hw.search.nsga import run_search
+
+    return run_search(config, out, progress=False)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "datasets"))
+    ap.add_argument("--datasets", default="mnist4,fashion4")
+    ap.add_argument("--backends", default="fake_quito,fake_kolkata")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--modes", default=",".join(MODES + ("classical",)))
+    ap.add_argument("--retrain-epochs", type=int, default=10)
+    ap.add_argument("--quick", action="store_true", help="tiny settings (a smoke test, not a result)")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    argv = sys.argv[1:]
+    work = Path(tempfile.mkdtemp(prefix="qnas-noise-aware-"))
+    runs: list[dict[str, Any]] = []
+    t_all = time.perf_counter()
+    epochs = 2 if args.quick else args.retrain_epochs
+    for dataset in args.datasets.split(","):
+        for backend in args.backends.split(","):
+            for seed in (int(s) for s in args.seeds.split(",")):
+                for mode in args.modes.split(","):
+                    config = pure_quantum_config(
+                        dataset, backend, "ideal" if mode == "classical" else mode, seed, args.data_dir, args.quick
+                    )
+                    if mode == "classical":
+                        if any(r["dataset"] == dataset and r["mode"] == mode and r["seed"] == seed for r in runs):
+                            continue  # backend-independent: once per data set and seed
+                        chosen, search_s, backend_label = {"no-circuit": "linear-16-5-4"}, 0.0, "-"
+                    else:
+                        chosen, search_s = search_and_pick(config, mode, work / f"{dataset}-{backend}-{mode}-{seed}")
+                        backend_label = backend
+                    for pick, arch in chosen.items():
+                        r = (
+                            classical_ablation(config, seed, epochs)
+                            if mode == "classical"
+                            else retrain_and_test(config, arch, seed, epochs)
+                        )
+                        runs.append(
+                            {
+                                "dataset": dataset,
+                                "backend": backend_label,
+                                "mode": mode,
+                                "seed": seed,
+                                "pick": pick,
+                                "architecture": arch,
+                                "search_seconds": search_s,
+                                **r,
+                            }
+                        )
+                        print(
+                            f"{dataset} {backend_label} {mode:<13} seed {seed} {pick:<13} {arch:<36} test noisy "
+                            f"{r['test_acc_noisy']:.3f} ideal {r['test_acc_ideal']:.3f} search {search_s:.0f}s",
+                            flush=True,
+                        )
+                        if args.out is not None:
+                            write(args.out, argv, runs, time.perf_counter() - t_all, complete=False)
     total = time.perf_counter() - t_all
     print(
         f"{'dataset':<9} {'backend':<13} {'mode':<13} {'pick':<13} {'test acc under noise':>22} {'ideal':>7} "
         f"{'search s':>8}"
     )
-    for r in rows:
+    for r in summarize(runs):
         print(
             f"{r['dataset']:<9} {r['backend']:<13} {r['mode']:<13} {r['pick']:<13} "
             f"{100 * r['test_acc_noisy_mean']:>12.1f} +- {100 * r['test_acc_noisy_ci95']:>5.1f} "
@@ -227,32 +319,7 @@ def main() -> None:
         )
     print(f"wall time {total / 60:.1f} min")
     if args.out is not None:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
-        import qiskit
-        import qiskit_aer
-
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(
-            json.dumps(
-                {
-                    "command": "python benchmarks/noise_aware.py " + " ".join(sys.argv[1:]),
-                    "commit": commit.strip(),
-                    "machine": {
-                        "cores": os.cpu_count(),
-                        "platform": platform.platform(),
-                        "torch": torch.__version__,
-                        "qiskit": qiskit.__version__,
-                        "qiskit_aer": qiskit_aer.__version__,
-                    },
-                    "seconds": total,
-                    "rows": rows,
-                    "runs": runs,
-                },
-                indent=1,
-                default=str,
-            )
-            + "\n"
-        )
+        write(args.out, argv, runs, total, complete=True)
 
 
 if __name__ == "__main__":
