@@ -163,6 +163,12 @@ def search(
         ),
     ] = None,
     shots: Annotated[int | None, typer.Option("--shots", help="Shots per validation sample (noisy/device).")] = None,
+    generations: Annotated[
+        int | None,
+        typer.Option(
+            "--generations", help="NSGA-II generations; with --resume, extends a finished study to this many."
+        ),
+    ] = None,
     threads: Annotated[
         int | None,
         typer.Option("--threads", help="Torch threads (recorded in the study; a resume uses the recorded count)."),
@@ -210,6 +216,7 @@ def search(
             "hardware.qubit_budget": qubit_budget,
             "search.accuracy": accuracy,
             "search.shots": shots,
+            "search.generations": generations,
             "compute.threads": threads,
         }
         budget = {
@@ -225,7 +232,8 @@ def search(
             cfg = (
                 _resolve_config(None, study=resume) if resume is not None else _resolve_config(config, None, overrides)
             )
-            _print_search_estimate(with_overrides(cfg, **budget) if budget else cfg)
+            extra = {**budget, **({"search.generations": generations} if resume is not None and generations else {})}
+            _print_search_estimate(with_overrides(cfg, **extra) if extra else cfg)
             return
         if resume is not None:
             flags = {
@@ -242,9 +250,10 @@ def search(
             if given:
                 _fail(
                     f"--resume continues {resume} with its stored configuration; drop {', '.join(given)} "
-                    "(start a new study to change settings; only --max-cost/--max-qpu-seconds/--max-shots may change)"
+                    "(start a new study to change settings; only --generations (to extend it) and "
+                    "--max-cost/--max-qpu-seconds/--max-shots may change)"
                 )
-            study = run_search(None, resume=resume, progress=progress, budget_overrides=budget)
+            study = run_search(None, resume=resume, progress=progress, budget_overrides=budget, generations=generations)
         else:
             cfg = _resolve_config(config, overrides=overrides)
             run_dir = out if out is not None else Path("runs") / f"search-{_timestamp()}"

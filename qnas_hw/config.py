@@ -12,6 +12,7 @@ to edit.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -35,7 +36,9 @@ from qnas_hw.model.space import (
 #: them (examples/mnist_fixed.py: 98.6% with 2e-3).  The small linear/MLP front-ends train faster at 5e-2.
 DEFAULT_LR: dict[str, float] = {"identity": 5e-2, "linear": 5e-2, "mlp": 5e-2, "cnn": 3e-3, "none": 5e-2}
 #: Objectives the search knows how to build, in the order they are reported.
-KNOWN_OBJECTIVES: tuple[str, ...] = ("val_error", "runtime_s", "subcircuits")
+KNOWN_OBJECTIVES: tuple[str, ...] = ("val_error", "runtime_s", "subcircuits", "cost_usd")
+#: What a search minimises when ``search.objectives`` is left out (``cost_usd`` needs a priced backend: opt-in).
+DEFAULT_OBJECTIVES: tuple[str, ...] = ("val_error", "runtime_s", "subcircuits")
 #: How ``val_error`` is measured: exact simulator, the target's noise model offline, or the target itself.
 ACCURACY_MODES: tuple[str, ...] = ("ideal", "noisy", "device")
 #: Local simulators without a device's error data: ``noisy`` cannot be their default.
@@ -248,7 +251,7 @@ class SearchConfig(_Section):
     pop_size: int = 12
     generations: int = 5
     finetune_epochs: int = 1
-    objectives: list[str] = Field(default_factory=lambda: list(KNOWN_OBJECTIVES))
+    objectives: list[str] = Field(default_factory=lambda: list(DEFAULT_OBJECTIVES))
     constraints: ConstraintsConfig = Field(default_factory=ConstraintsConfig)
     accuracy: Literal["ideal", "noisy", "device"] | None = None
     shots: int = 1024
@@ -323,6 +326,12 @@ class HardwareConfig(_Section):
     shots: int = 1024
     n_circuits: int = 32
     layout: Literal["calibrated", "default"] = "calibrated"
+    #: constraints: a candidate whose evaluation workload (n_circuits x shots, as its cut plan runs it) is
+    #: predicted to take longer / cost more than this is infeasible (None: no cap).  A sampling-overhead cap alone
+    #: admitted plans needing weeks of QPU time; an hour of QPU time (IBM pay-as-you-go bills it by the second)
+    #: and 100 USD per candidate are already far beyond what a user would pay to run one candidate.
+    max_candidate_runtime_s: float | None = 3600.0
+    max_candidate_usd: float | None = 100.0
 
     @field_validator("backend")
     @classmethod
@@ -359,6 +368,13 @@ class HardwareConfig(_Section):
     def _positive(cls, v: int, info: Any) -> int:
         if v < 1:
             raise ValueError(f"{info.field_name}={v} must be >= 1")
+        return v
+
+    @field_validator("max_candidate_runtime_s", "max_candidate_usd")
+    @classmethod
+    def _cap(cls, v: float | None, info: Any) -> float | None:
+        if v is not None and not (math.isfinite(v) and v > 0):
+            raise ValueError(f"hardware.{info.field_name}={v} must be a positive number, or omitted for no cap")
         return v
 
 
@@ -512,6 +528,10 @@ class RunConfig(_Section):
                 "none (no device error rates); use accuracy 'ideal', or a backend with one: any fake_* IBM snapshot "
                 f"(e.g. fake_kolkata, fake_quito), aer_noisy, {braket}, or a real ibm:<device> / braket:<ARN>"
             )
+        if "cost_usd" in self.search.objectives:
+            problem = _unpriced_backend(self.hardware.backend)
+            if problem is not None:
+                raise ValueError(problem)
         if self.space.layers[1] > MAX_LAYERS:  # pragma: no cover - SearchSpace already rejects it
             raise ValueError(f"space.layers upper bound must be <= {MAX_LAYERS}")
         return self
@@ -522,6 +542,29 @@ class RunConfig(_Section):
     def resolved(self) -> dict[str, Any]:
         """The JSON-safe dict stored in a study (paths as strings)."""
         return self.model_dump(mode="json")
+
+
+def _unpriced_backend(name: str) -> str | None:
+    """Why ``cost_usd`` cannot be an objective on backend ``name`` (None when the backend publishes prices).
+
+    Asks the backend itself (``Backend.pricing``), so the rule is the one the
+    objective applies; building a backend by name never contacts a cloud.  An
+    unknown name is left to the backend validator's own message.
+    """
+    from qnas_hw.hardware.backends import BackendError, get_backend  # lazy: the providers are heavy to import
+    from qnas_hw.hardware.backends.braket import load_snapshot, snapshot_names
+
+    try:
+        if get_backend(name).pricing is not None:
+            return None
+    except BackendError:
+        return None
+    priced = [f"braket_{s}" for s in snapshot_names() if load_snapshot(s).get("pricing")]
+    return (
+        f"search.objectives lists 'cost_usd', but backend {name!r} publishes no per-task/per-shot prices (IBM bills "
+        f"QPU time, simulators are free); use 'runtime_s' instead, or a priced Braket backend: "
+        f"{', '.join(priced) or 'none found'} (or its braket:<ARN>)"
+    )
 
 
 def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
@@ -559,8 +602,34 @@ def config_from_dict(data: dict[str, Any], source: str = "configuration") -> Run
         raise ConfigError(f"invalid {source}:\n{_format_errors(exc)}") from None
 
 
+#: The embedded offline default job (``qnas-hw search`` with no arguments), as overrides of the section defaults.
+#: Chosen so its three objectives really trade off on a 2-core laptop in under 3 minutes: scikit-learn's 8x8 digits
+#: 0-3 pooled to 16 features (bundled, no download; 30% validation so one sample is 0.6 points), 2-5 qubits behind a
+#: linear front-end (accuracy grows with the qubits the head reads), and a 2-qubit cut budget on fake_kolkata so
+#: 3-5 qubit candidates run as real 2- and 3-piece cut plans (measured: a 3-point front with 1, 2 and 3
+#: subcircuits at 5.3 s, 8.7 s and 12.0 s; Iris, the earlier default, tied 17 of 90 candidates at val_error 0).
+DEFAULT_JOB: dict[str, Any] = {
+    "data": {"dataset": "digits4", "val_fraction": 0.3},
+    "space": {"qubits": [2, 5], "layers": [1, 3]},
+    "supercircuit": {"epochs": 20},
+    "search": {"finetune_epochs": 6},
+    "hardware": {"backend": "fake_kolkata", "qubit_budget": 2},
+}
+
+
+def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` on top of ``base``, table by table (a key set in ``over`` always wins)."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 def load_config(path: Path | str) -> RunConfig:
-    """Read a TOML config; missing sections/keys take the defaults of :func:`default_config`."""
+    """Read a TOML config; missing sections/keys take the default job's values (:func:`default_config`)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist; pass an existing TOML file (see examples/)")
@@ -570,17 +639,14 @@ def load_config(path: Path | str) -> RunConfig:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"config file {path} is not UTF-8 text: {exc}") from None
-    return config_from_dict(data, source=f"config file {path}")
+    if not isinstance(data, dict):  # pragma: no cover - tomllib always returns a table
+        raise ConfigError(f"config file {path}: expected a table of sections")
+    return config_from_dict(_merged(DEFAULT_JOB, data), source=f"config file {path}")
 
 
 def default_config() -> RunConfig:
-    """The embedded offline default: Iris, linear front-end, 2..6 qubits, fake_kolkata with a 4-qubit budget.
-
-    Sized so ``qnas-hw search`` with no arguments finishes in a few minutes on
-    two CPU cores while still exercising every objective (6-qubit candidates
-    need cutting under the 4-qubit budget).
-    """
-    return RunConfig()
+    """The embedded offline default job: :data:`DEFAULT_JOB` over the section defaults (see its comment for why)."""
+    return config_from_dict(DEFAULT_JOB, source="the default job")
 
 
 def with_overrides(config: RunConfig, **overrides: Any) -> RunConfig:

@@ -43,10 +43,14 @@ PURE_QUANTUM: dict[str, tuple[str, tuple[int, ...], int]] = {
     "fashion4": ("fashion-mnist", (0, 1, 2, 3), 4),
     "mnist2": ("mnist", (3, 6), 4),
 }
-DATASET_NAMES: tuple[str, ...] = ("iris", "mnist", "fashion-mnist", *PURE_QUANTUM)
+#: Bundled with scikit-learn (offline, no download): Iris, and ``digits4``, classes 0-3 of the 8x8 handwritten
+#: digits average-pooled to 4x4 = 16 features in [0, 1] (the pure-quantum setting of :data:`PURE_QUANTUM` on data
+#: every install has, so the embedded default search runs without any download).
+BUNDLED: tuple[str, ...] = ("iris", "digits", "digits4")
+DATASET_NAMES: tuple[str, ...] = ("iris", "digits", "digits4", "mnist", "fashion-mnist", *PURE_QUANTUM)
 ENV_DATA_DIR = "QNAS_DATA_DIR"
 
-#: Fraction of Iris held out as its test split (Iris ships no official test set).
+#: Fraction of Iris and digits held out as their test split (neither ships an official test set).
 IRIS_TEST_FRACTION = 0.2
 #: The Iris test split is drawn with this fixed seed so that runs with different
 #: ``seed`` values are still compared on the same test samples.
@@ -316,13 +320,11 @@ def _tensor_dataset(x: np.ndarray, y: np.ndarray) -> TensorDataset:
     )
 
 
-def _load_iris(
-    val_fraction: float, seed: int, limit_train: int | None, limit_val: int | None, limit_test: int | None
+def _load_bundled(
+    name: str, val_fraction: float, seed: int, limit_train: int | None, limit_val: int | None, limit_test: int | None
 ) -> DatasetSplits:
-    from sklearn.datasets import load_iris
-
-    bunch = load_iris()
-    x, y = bunch.data.astype(np.float64), bunch.target.astype(np.int64)
+    """Iris or digits4 from scikit-learn: a fixed stratified 20% test hold-out, validation carved from the rest."""
+    x, y, n_classes = _bundled_arrays(name)
     rest, test_idx = train_test_split(
         np.arange(len(y)), test_size=IRIS_TEST_FRACTION, stratify=y, random_state=IRIS_TEST_SEED
     )
@@ -330,20 +332,36 @@ def _load_iris(
     train_rel, val_rel = _carve(y[rest], val_fraction, seed, limit_train, limit_val)
     train_idx, val_idx = rest[train_rel], rest[val_rel]
     test_idx = _stratified_subset(np.sort(test_idx), y, limit_test, seed + 3)
-    # Standardise with training statistics only, so nothing about val/test leaks into the inputs.
-    mean = x[train_idx].mean(axis=0)
-    std = x[train_idx].std(axis=0)
-    std[std == 0] = 1.0
-    z = (x - mean) / std
+    if name == "iris":
+        # Standardise with training statistics only, so nothing about val/test leaks into the inputs.
+        mean = x[train_idx].mean(axis=0)
+        std = x[train_idx].std(axis=0)
+        std[std == 0] = 1.0
+        x = (x - mean) / std
     return DatasetSplits(
-        name="iris",
-        train=_tensor_dataset(z[train_idx], y[train_idx]),
-        val=_tensor_dataset(z[val_idx], y[val_idx]),
-        test=_tensor_dataset(z[test_idx], y[test_idx]),
-        n_classes=3,
-        input_shape=(4,),
+        name=name,
+        train=_tensor_dataset(x[train_idx], y[train_idx]),
+        val=_tensor_dataset(x[val_idx], y[val_idx]),
+        test=_tensor_dataset(x[test_idx], y[test_idx]),
+        n_classes=n_classes,
+        input_shape=(x.shape[1],),
         indices={"train": train_idx, "val": val_idx, "test": test_idx},
     )
+
+
+def _bundled_arrays(name: str) -> tuple[np.ndarray, np.ndarray, int]:
+    if name == "iris":
+        from sklearn.datasets import load_iris
+
+        bunch = load_iris()
+        return bunch.data.astype(np.float64), bunch.target.astype(np.int64), 3
+    from sklearn.datasets import load_digits
+
+    n_class = 4 if name == "digits4" else 10
+    bunch = load_digits(n_class=n_class)  # 8x8 images with values 0..16
+    images = bunch.images.astype(np.float32) / np.float32(16.0)
+    pooled = images.reshape(len(images), 4, 2, 4, 2).mean(axis=(2, 4)).reshape(len(images), 16)
+    return pooled, bunch.target.astype(np.int64), n_class
 
 
 def _images(x: np.ndarray) -> np.ndarray:
@@ -425,24 +443,25 @@ def load_dataset(
     limit_val: int | None = None,
     limit_test: int | None = None,
 ) -> DatasetSplits:
-    """Load ``name`` ("iris", "mnist", "fashion-mnist", or a pure-quantum preset) as disjoint splits.
+    """Load ``name`` ("iris", "digits4", "mnist", "fashion-mnist", or a pure-quantum preset) as disjoint splits.
 
     Presets (:data:`PURE_QUANTUM`): ``mnist4`` / ``fashion4`` keep classes
     0-3, ``mnist2`` digits 3 and 6 (relabelled 0, 1); images are average-pooled
-    to 4x4 = 16 features in [0, 1].
+    to 4x4 = 16 features in [0, 1].  ``digits4`` does the same with
+    scikit-learn's bundled 8x8 digits (2x2 blocks), offline.
 
     ``val_fraction`` of the training file becomes the validation split
     (stratified, seeded by ``seed``).  ``limit_train`` / ``limit_val`` /
     ``limit_test`` take seeded stratified subsets for fast runs; the test split
     is still drawn only from the official test file.  Images are float32 in
     [0, 1] with shape (1, 28, 28); Iris is standardised with training-split
-    statistics.  ``data_dir`` is ignored for Iris (bundled with scikit-learn).
+    statistics.  ``data_dir`` is ignored for Iris and digits4 (bundled with scikit-learn).
     """
     _check_args(name, val_fraction, limit_train, limit_val)
     if limit_test is not None and (isinstance(limit_test, bool) or not isinstance(limit_test, int) or limit_test < 1):
         raise DatasetError(f"limit_test={limit_test!r} must be a positive integer or None")
-    if name == "iris":
-        splits = _load_iris(val_fraction, seed, limit_train, limit_val, limit_test)
+    if name in BUNDLED:
+        splits = _load_bundled(name, val_fraction, seed, limit_train, limit_val, limit_test)
     elif name in PURE_QUANTUM:
         splits = _load_pure_quantum(name, data_dir, download, val_fraction, seed, limit_train, limit_val, limit_test)
     else:

@@ -10,6 +10,9 @@ import torch
 #: A search small enough for CLI tests: Iris, 2-3 qubits, 4 candidates x 2 generations, qubit budget 2.
 TINY_SEARCH_TOML = """
 seed = 5
+[data]
+dataset = "iris"
+val_fraction = 0.2
 [space]
 qubits = [2, 3]
 layers = [1, 1]
@@ -19,6 +22,7 @@ epochs = 1
 [search]
 pop_size = 4
 generations = 2
+finetune_epochs = 1
 objectives = ["val_error", "subcircuits"]
 [hardware]
 qubit_budget = 2

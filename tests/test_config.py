@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from qnas_hw.config import ConfigError, RunConfig, config_from_dict, default_config, load_config, with_overrides
+from qnas_hw.config import ConfigError, config_from_dict, default_config, load_config, with_overrides
 from qnas_hw.model.space import SearchSpace
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "iris_search.toml"
 
 
-def test_default_is_offline_iris_on_fake_kolkata() -> None:
+def test_default_is_offline_digits4_on_fake_kolkata() -> None:
     cfg = default_config()
-    assert cfg.data.dataset == "iris"
+    assert cfg.data.dataset == "digits4"  # bundled with scikit-learn: no download
     assert cfg.hardware.backend == "fake_kolkata"
     assert cfg.model.frontend == "linear"
     space = cfg.search_space()
@@ -107,7 +107,10 @@ def test_partial_file_keeps_defaults(tmp_path: Path) -> None:
     f = tmp_path / "c.toml"
     f.write_text('seed = 7\n[search]\npop_size = 6\n[space]\nqubits = [2, 4]\nentanglers = ["ring"]\n')
     cfg = load_config(f)
-    assert cfg.seed == 7 and cfg.search.pop_size == 6 and cfg.search.generations == RunConfig().search.generations
+    # every key the file leaves out is the default job's (what `qnas-hw search` runs with no config)
+    default = default_config()
+    assert cfg.seed == 7 and cfg.search.pop_size == 6 and cfg.search.generations == default.search.generations
+    assert (cfg.data.dataset, cfg.hardware.qubit_budget) == (default.data.dataset, default.hardware.qubit_budget)
     assert cfg.search_space().entanglers == ("ring",)
     assert cfg.search_space().qubits == (2, 4)
 

@@ -9,8 +9,12 @@ import math
 import numpy as np
 import pytest
 
+from qnas_hw.config import ConfigError, config_from_dict
 from qnas_hw.hardware.backends import SamplerPub, calibration_dir, get_backend
+from qnas_hw.hardware.backends.ibm import fake_backend_instance
 from qnas_hw.hardware.cost import (
+    BRAKET_PRIOR,
+    IBM_PRIOR,
     SCHEMA_VERSION,
     WALL_FEATURES,
     CostModel,
@@ -18,12 +22,14 @@ from qnas_hw.hardware.cost import (
     Workload,
     estimate_job_cost,
     fit_nnls,
+    init_duration_s,
     mape,
 )
 from qnas_hw.hardware.transpilation import Transpiler
 from qnas_hw.model.circuits import build_circuit
 from qnas_hw.model.space import Architecture
-from qnas_hw.search.objectives import RuntimeCostObjective
+from qnas_hw.search.nsga import SearchError, build_objectives
+from qnas_hw.search.objectives import CostUsdObjective, RuntimeCostObjective
 
 ARCH = Architecture("angle-y", 4, 2, "ry-rz", "ring")
 
@@ -64,11 +70,14 @@ def test_device_model_is_schedule_times_shots_plus_overheads():
     model = CostModel(
         backend="x",
         timing_source="device",
-        device={"per_job_s": 2.0, "per_circuit_s": 0.1, "duration_scale": 1.0},
+        device={"per_job_s": 2.0, "per_circuit_s": 0.1, "duration_scale": 1.5},
         rep_delay_s=250e-6,
     )
     work = Workload(jobs=1, circuits=32, shots=1000, n_gates=50, width=4, duration_s=20e-6)
-    assert model.predict(work) == pytest.approx(2.0 + 3.2 + 32 * 1000 * (20e-6 + 250e-6))
+    assert model.predict(work) == pytest.approx(2.0 + 3.2 + 32 * 1000 * (20e-6 + 250e-6) * 1.5)
+    # IBM's init (reset) time is one more per-shot term, scaled like the rest of the shot
+    with_init = Workload(jobs=1, circuits=32, shots=1000, n_gates=50, width=4, duration_s=20e-6, init_s=5e-6)
+    assert model.predict(with_init) == pytest.approx(2.0 + 3.2 + 32 * 1000 * (20e-6 + 250e-6 + 5e-6) * 1.5)
 
 
 def test_shipped_calibration_files_load_and_predict_positive():
@@ -134,7 +143,30 @@ def test_stale_file_warns_or_errors(tmp_path):
         CostModel.load(path, backend_name="aer_ideal", max_age_days=180, on_stale="error")
 
 
+def _ibm_reset_s(backend) -> float:
+    """The init time IBM's usage example adds per execution: ``backend.target["reset"][(0,)].duration``."""
+    return float(backend.target["reset"][(0,)].duration)
+
+
+def test_ibm_prior_is_ibm_s_documented_usage_formula_with_its_source():
+    assert (IBM_PRIOR["per_job_s"], IBM_PRIOR["per_circuit_s"], IBM_PRIOR["duration_scale"]) == (2.0, 0.0, 1.0)
+    for cited in (
+        "https://quantum.cloud.ibm.com/docs/en/guides/estimate-job-run-time",
+        "Estimate usage before submitting a job",
+        "033a72ba4c6e84570958ac66e94976af91cb3b04",
+        "2026-11-30",
+        "one sub-job",
+    ):
+        assert cited in IBM_PRIOR["source"], cited
+    assert "no external document" in BRAKET_PRIOR["source"] and "2026-11-25" in BRAKET_PRIOR["source"]
+    # the shipped fake_kolkata file stores today's prior beside its wall fit
+    model = CostModel.for_backend(get_backend("fake_kolkata"), max_age_days=None)
+    assert model.device == {"per_job_s": 2.0, "per_circuit_s": 0.0, "duration_scale": 1.0}
+    assert model.provenance["device_model"] == {"fitted": False, "source": IBM_PRIOR["source"]}
+
+
 def test_runtime_objective_predicts_device_time_not_wall_clock():
+    """runtime_s on an IBM snapshot = IBM's formula: 2 s + executions x (rep_delay + circuit length + reset)."""
     backend = get_backend("fake_kolkata")
     t = Transpiler(backend)
     model = CostModel.for_backend(backend, max_age_days=None)
@@ -144,11 +176,31 @@ def test_runtime_objective_predicts_device_time_not_wall_clock():
     big = obj.evaluate(Architecture("angle-y", 4, 4, "ry", "linear"))
     assert small.value > 0 and big.value > small.value
     d = big.details
-    expected = model.device["per_job_s"] + 10 * model.device["per_circuit_s"]
-    expected += 10 * 1000 * (d["duration_s"] + backend.rep_delay_s) * model.device["duration_scale"]
-    assert d["qpu_seconds"] == pytest.approx(expected) == pytest.approx(big.value)
+    # by hand, from the device's own figures: its configuration's rep delay and its target's reset and schedule
+    rep_delay = fake_backend_instance("fake_kolkata").configuration().default_rep_delay
+    length = t.transpile(Architecture("angle-y", 4, 4, "ry", "linear")).circuit.estimate_duration(backend.target, "s")
+    expected = 2.0 + 10 * 1000 * (rep_delay + length + _ibm_reset_s(backend))
+    assert d["qpu_seconds"] == pytest.approx(expected, rel=1e-12) == pytest.approx(big.value, rel=1e-12)
+    assert _ibm_reset_s(backend) > 0  # the init term is really there (kolkata: under 1 us of its 100 us rep delay)
+    assert big.value - 2.0 > 10 * 1000 * (rep_delay + length)
     assert d["shots"] == 10_000 and d["dollars"] is None
     assert obj.name == "runtime_s" and "fake_kolkata" in obj.settings_key()
+
+
+def test_estimate_job_cost_on_ibm_adds_init_per_execution_and_braket_does_not():
+    """The spending guard prices a job as the objective does: per job 2 s, then every execution's shot time."""
+    ibm = get_backend("fake_kolkata")
+    tqc = ibm.transpile(build_circuit(ARCH, measure=True), 1, 0)
+    pubs = [SamplerPub(tqc, np.zeros((8, tqc.num_parameters))), SamplerPub(tqc, np.zeros((2, tqc.num_parameters)))]
+    est = estimate_job_cost(ibm, pubs, shots=100, n_jobs=1)
+    per_shot = tqc.estimate_duration(ibm.target, "s") + ibm.rep_delay_s + _ibm_reset_s(ibm)
+    assert est.seconds == pytest.approx(2.0 + 10 * 100 * per_shot, rel=1e-12)
+    assert init_duration_s(ibm) == _ibm_reset_s(ibm)
+    braket = get_backend("braket_iqm_garnet")
+    assert init_duration_s(braket) == 0.0 and init_duration_s(get_backend("aer_ideal")) == 0.0
+    bqc = braket.transpile(build_circuit(ARCH, measure=True), 1, 0)
+    est = estimate_job_cost(braket, [SamplerPub(bqc, np.zeros((8, bqc.num_parameters)))], shots=100)
+    assert est.seconds == pytest.approx(800 * (bqc.estimate_duration(braket.target, "s") + braket.rep_delay_s))
 
 
 def test_braket_dollars_and_estimate_job_cost():
@@ -177,17 +229,87 @@ def test_cut_plan_scales_circuits_and_shots():
     cut = RuntimeCostObjective(backend, Transpiler(backend), model, planner, shots=100, n_circuits=2).evaluate(arch)
     plan = planner.plan(arch)
     assert cut.details["circuits"] == 2 * plan.n_subexperiments
-    # every subexperiment the addon generates is run with its QPD term's allotment, ceil(shots * gamma * |c|)
+    n_experiments, per_row = _addon_subexperiments(planner, arch, 100)
+    assert n_experiments == plan.n_subexperiments
+    assert cut.details["shots"] == 2 * per_row
+    assert per_row >= 100 * plan.sampling_overhead  # never fewer shots than the overhead asks for
+    assert cut.value > plain.value
+    # IBM's formula on the cut workload: one job, every subexperiment execution's shots at the uncut schedule's length
+    length = Transpiler(backend).transpile(arch).circuit.estimate_duration(backend.target, "s")
+    shot_s = length + backend.rep_delay_s + _ibm_reset_s(backend)
+    assert cut.value == pytest.approx(2.0 + 2 * per_row * shot_s, rel=1e-12)
+
+
+def _addon_subexperiments(planner, arch: Architecture, shots: int) -> tuple[int, int]:
+    """Subexperiments qiskit-addon-cutting generates for ``arch`` and their shots per input row, counted directly.
+
+    Every subexperiment runs with its QPD term's allotment ``ceil(shots * gamma * |c|)``: the independent
+    reference for what the objectives count.
+    """
+    from qnas_hw.hardware import cutting
+
+    plan = planner.plan(arch)
     problem, _, _ = planner.cut_problem(cutting.representative_circuit(arch, 0), cutting.observable_list(arch))
     experiments, coefficients = cutting.generate_cutting_experiments(
         circuits=problem.subcircuits, observables=problem.subobservables, num_samples=np.inf
     )
     gamma = math.sqrt(plan.sampling_overhead)
     per_row = sum(
-        math.ceil(100 * gamma * abs(coefficients[k * len(coefficients) // len(exps)][0]) - 1e-9)
+        math.ceil(shots * gamma * abs(coefficients[k * len(coefficients) // len(exps)][0]) - 1e-9)
         for exps in experiments.values()
         for k in range(len(exps))
     )
-    assert cut.details["shots"] == 2 * per_row
-    assert per_row >= 100 * plan.sampling_overhead  # never fewer shots than the overhead asks for
-    assert cut.value > plain.value
+    return sum(len(exps) for exps in experiments.values()), per_row
+
+
+def _garnet_prices() -> tuple[float, float, dict]:
+    snap = json.loads((calibration_dir() / "devices" / "iqm_garnet.json").read_text())
+    return snap["pricing"]["per_task_usd"]["value"], snap["pricing"]["per_shot_usd"]["value"], snap
+
+
+def test_cost_usd_is_tasks_times_task_price_plus_shots_times_shot_price():
+    """Uncut: one task of n_circuits x shots; cut: one task per subexperiment, each with its QPD term's shots."""
+    cutting = pytest.importorskip("qnas_hw.hardware.cutting")
+    backend = get_backend("braket_iqm_garnet")
+    per_task, per_shot, snap = _garnet_prices()
+    transpiler = Transpiler(backend)
+    plain = CostUsdObjective(backend, transpiler, None, shots=500, n_circuits=8).evaluate(ARCH)
+    assert plain.value == pytest.approx(1 * per_task + 8 * 500 * per_shot)
+    assert plain.details["tasks"] == 1 and plain.details["shots"] == 4000
+    assert "aws.amazon.com/braket/pricing" in plain.details["price_source"]
+    assert plain.details["price_retrieved"] == snap["retrieved"]
+
+    planner = cutting.CutPlanner(qubit_budget=4, seed=0)
+    arch = Architecture("angle-y", 6, 1, "ry", "linear")
+    cut_obj = CostUsdObjective(backend, transpiler, planner, shots=100, n_circuits=2)
+    cut = cut_obj.evaluate(arch)
+    n_experiments, per_row = _addon_subexperiments(planner, arch, 100)
+    assert n_experiments > 1
+    assert cut.details["tasks"] == n_experiments and cut.details["shots"] == 2 * per_row
+    assert cut.value == pytest.approx(n_experiments * per_task + 2 * per_row * per_shot)
+    # the same workload runtime_s prices: its stored dollar figure is this objective's value
+    runtime = RuntimeCostObjective(
+        backend, transpiler, CostModel.for_backend(backend, max_age_days=None), planner, shots=100, n_circuits=2
+    ).evaluate(arch)
+    assert runtime.details["dollars"] == pytest.approx(cut.value) and runtime.details["shots"] == cut.details["shots"]
+    assert cut_obj.name == "cost_usd" and "usd0.3/task" in cut_obj.settings_key()
+
+
+def _search(backend: str, objectives: list[str]) -> dict:
+    return {"hardware": {"backend": backend}, "search": {"objectives": objectives}}
+
+
+def test_cost_usd_objective_is_configured_on_priced_backends_and_refused_elsewhere():
+    cfg = config_from_dict(_search("braket_iqm_garnet", ["val_error", "cost_usd", "subcircuits"]))
+    assert cfg.search.objectives == ["val_error", "cost_usd", "subcircuits"]
+    with pytest.raises(ConfigError, match=r"'cost_usd'.*backend 'fake_kolkata'.*use 'runtime_s'.*braket_iqm_garnet"):
+        config_from_dict(_search("fake_kolkata", ["val_error", "cost_usd", "subcircuits"]))
+    assert config_from_dict({}).search.objectives == ["val_error", "runtime_s", "subcircuits"]  # opt-in only
+
+    priced = config_from_dict(_search("braket_iqm_garnet", ["runtime_s", "cost_usd"]))
+    runtime, dollars = build_objectives(priced, None)
+    assert isinstance(dollars, CostUsdObjective) and dollars.transpiler is runtime.transpiler
+    assert dollars.cut_planner is runtime.cut_planner and dollars.shots == priced.hardware.shots
+    # a caller handing build_objectives an unpriced backend is refused the same way
+    with pytest.raises(SearchError, match=r"'cost_usd'.*'fake_kolkata' has none.*'runtime_s'"):
+        build_objectives(priced, None, backend=get_backend("fake_kolkata"))

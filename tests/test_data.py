@@ -202,3 +202,28 @@ def test_pure_quantum_presets_pool_and_relabel_the_chosen_classes(name: str, bas
     train = set(splits.indices["train"].tolist())
     assert not train & set(splits.indices["val"].tolist())  # validation carved from the training file
     assert float(splits.train.tensors[0].max()) <= 1.0 and float(splits.train.tensors[0].min()) >= 0.0
+
+
+def test_digits4_is_bundled_pooled_and_split_disjointly() -> None:
+    """Reference: scikit-learn's 8x8 digits filtered to labels 0-3 and pooled by hand with a Python loop."""
+    from sklearn.datasets import load_digits
+
+    splits = load_dataset("digits4", val_fraction=0.2, seed=0)
+    assert splits.input_shape == (16,) and splits.n_classes == 4
+    bunch = load_digits()
+    keep = np.flatnonzero(bunch.target < 4)
+    rows = splits.indices["test"]
+    images = bunch.images[keep][rows]
+    expected = np.array(
+        [
+            [img[2 * r : 2 * r + 2, 2 * c : 2 * c + 2].mean() / 16.0 for r in range(4) for c in range(4)]
+            for img in images
+        ]
+    )
+    np.testing.assert_allclose(splits.test.tensors[0].numpy(), expected, atol=1e-6)
+    assert splits.test.tensors[1].tolist() == bunch.target[keep][rows].tolist()
+    parts = [set(splits.indices[p].tolist()) for p in ("train", "val", "test")]
+    assert not (parts[0] & parts[1]) and not (parts[0] & parts[2]) and not (parts[1] & parts[2])
+    assert sum(map(len, parts)) == len(keep)
+    # the test hold-out does not move with the seed (only validation is carved per seed)
+    assert load_dataset("digits4", val_fraction=0.2, seed=5).indices["test"].tolist() == rows.tolist()

@@ -41,7 +41,8 @@ def trained():
     splits = load_dataset("iris", seed=0)
     poisoned = dataclasses.replace(splits, test=PoisonedSplit())
     sc = SuperCircuit(SPACE, splits.input_shape, splits.n_classes, seed=0)
-    train_supercircuit(sc, poisoned, SuperTrainConfig(epochs=15, batch_size=16, sampling="sandwich", seed=0))
+    # random sandwich corners spread 3 steps over every category: 15 epochs (105 steps) leave the loss at ln 3
+    train_supercircuit(sc, poisoned, SuperTrainConfig(epochs=40, batch_size=16, lr=0.05, sampling="sandwich", seed=0))
     return sc, poisoned
 
 

@@ -10,6 +10,7 @@ the candidates the victim had not stored (nothing lost, nothing repeated).
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -35,7 +36,9 @@ from qnas_hw.search.nsga import (
     Constraints,
     SearchError,
     build_objectives,
+    decode,
     make_algorithm,
+    remember_evaluated,
     run_search,
 )
 from qnas_hw.search.objectives import RuntimeCostObjective, SubcircuitObjective
@@ -51,6 +54,9 @@ TINY = {
 }
 TINY_TOML = """
 seed = 3
+[data]
+dataset = "iris"
+val_fraction = 0.2
 [space]
 qubits = [2, 4]
 layers = [1, 2]
@@ -74,25 +80,48 @@ def _cfg(**extra: dict) -> RunConfig:
 
 
 # ------------------------------------------------------------ encoding/operators
-def test_operators_only_produce_valid_distinct_architectures() -> None:
+def test_operators_only_produce_valid_architectures_never_seen_before() -> None:
+    """Mixed-variable offspring are valid, and none repeats an architecture of any earlier generation."""
+    from pymoo.core.evaluator import Evaluator
+    from pymoo.problems.static import StaticProblem
+
     cfg = default_config()
     space = cfg.search_space()
     algo = make_algorithm(pop_size=20)
     problem = ArchitectureProblem(space, n_obj=2, n_constr=1)
-    algo.setup(problem, termination=("n_gen", 4), seed=11)
+    algo.setup(problem, termination=("n_gen", 6), seed=11)
     rng = np.random.default_rng(0)
-    for _ in range(4):
+    seen: set[str] = set()
+    embeddings: set[str] = set()
+    for _ in range(6):
         pop = algo.ask()
-        X = pop.get("X")
-        archs = [space.decode(list(row)) for row in X]  # raises if a gene is fractional or out of bounds
-        assert len({a.canonical() for a in archs}) == len(archs), "duplicate elimination failed"
-        F = rng.random((len(X), 2))
-        pop.set("F", F, "G", np.zeros((len(X), 1)))
-        from pymoo.core.evaluator import Evaluator
-        from pymoo.problems.static import StaticProblem
-
-        Evaluator().eval(StaticProblem(problem, F=F, G=np.zeros((len(X), 1))), pop)
+        archs = [decode(x, space) for x in pop.get("X")]  # raises if a gene is invalid or outside the space
+        keys = [a.canonical() for a in archs]
+        assert len(set(keys)) == len(keys), "duplicate within a generation"
+        assert not seen & set(keys), f"re-asked for evaluated architectures: {sorted(seen & set(keys))}"
+        seen |= set(keys)
+        embeddings |= {a.embedding for a in archs}
+        remember_evaluated(algo, archs)
+        F = rng.random((len(archs), 2))
+        Evaluator().eval(StaticProblem(problem, F=F, G=np.zeros((len(archs), 1))), pop)
         algo.tell(infills=pop)
+    assert embeddings == set(space.embeddings)  # categorical genes are explored, not stuck on neighbours
+    assert len(seen) >= 100  # 20 + 5 x ~20 offspring, every one new
+
+
+def test_a_resumed_algorithm_remembers_the_archive() -> None:
+    """The archive travels with the pickled algorithm, so a resume never re-asks for an evaluated architecture."""
+    import pickle
+
+    space = default_config().search_space()
+    algo = make_algorithm(pop_size=8)
+    algo.setup(ArchitectureProblem(space, n_obj=2, n_constr=1), termination=("n_gen", 3), seed=3)
+    archs = [decode(x, space) for x in algo.ask().get("X")]
+    remember_evaluated(algo, archs)
+    again = pickle.loads(pickle.dumps(algo))
+    assert again.eliminate_duplicates is again.mating.eliminate_duplicates  # one archive, shared
+    assert again.eliminate_duplicates.archive == algo.eliminate_duplicates.archive
+    assert len(again.eliminate_duplicates.archive) == len({a.canonical() for a in archs})
 
 
 def test_constraint_values() -> None:
@@ -334,3 +363,65 @@ def test_stored_failure_is_retried_once_by_a_later_process(tmp_path: Path) -> No
     assert ids == [1]  # replaced in place: the study's order is kept
     second.evaluate(arch, generation=4)
     assert (second.evaluated, second.reused, second.retried) == (1, 1, 1)
+
+
+# --------------------------------------------------------- issue 14: caps, extension, one hypervolume box
+def test_candidate_cost_caps_are_constraints_in_decades_over_the_cap() -> None:
+    c = Constraints(max_runtime_s=3600.0, max_usd=100.0)
+    assert c.names == ["evaluation", "cut_plan", "max_candidate_runtime_s", "max_candidate_usd"]
+    a = Architecture("angle-y", 3, 1, "ry", "ring")
+    assert c.values(a, {"runtime_s": 36000.0, "usd": 10.0}) == pytest.approx([0.0, 0.0, 1.0, -1.0])
+    assert c.values(a, {"runtime_s": math.inf, "usd": 1.0})[2] > 1e5  # an infinite prediction is infeasible
+    assert c.values(a, {"failed": True})[2:] == [0.0, 0.0]  # already infeasible through "evaluation"
+
+
+def test_a_plan_needing_days_of_qpu_time_is_infeasible(tmp_path: Path) -> None:
+    """The issue's example: angle-y|q5|l3|rx-ry|ring|z under a 4-qubit budget is within gamma <= 1024 yet weeks long."""
+    cfg = _cfg(hardware={"qubit_budget": 4}, search={"objectives": ["runtime_s", "subcircuits"]})
+    backend = get_backend(cfg.hardware.backend)
+    study = Study.create(tmp_path / "s.sqlite", cfg.resolved(), objective_names=["runtime_s", "subcircuits"])
+    planner = CutPlanner(4, seed=0, max_qubits=backend.num_qubits)
+    objectives = [
+        RuntimeCostObjective(backend, Transpiler(backend), CostModel.for_backend(backend), cut_planner=planner),
+        SubcircuitObjective(planner),
+    ]
+    caps = Constraints(max_runtime_s=cfg.hardware.max_candidate_runtime_s)
+    ev = CandidateEvaluator(study, objectives, caps, planner=planner)
+    long, _ = ev.evaluate(Architecture.parse("angle-y|q5|l3|rx-ry|ring|z"), generation=0)
+    constraints = long.details["constraints"]
+    assert constraints["cut_plan"] <= 0  # the plan is within the planner's gamma cap: only the runtime cap stops it
+    assert long.objectives["runtime_s"] > 86400 and constraints["max_candidate_runtime_s"] > 1 and not long.feasible
+    short, _ = ev.evaluate(Architecture.parse("angle-y|q4|l1|ry|linear|z"), generation=0)
+    assert short.feasible and short.details["constraints"]["max_candidate_runtime_s"] < 0
+
+
+def test_generations_extend_a_finished_study_exactly(tmp_path: Path) -> None:
+    """search 2 generations, then --resume --generations 3 == a straight 3-generation search."""
+    short = run_search(_cfg(search={"generations": 2}), tmp_path / "a", progress=False)
+    short.close()
+    with pytest.raises(SearchError, match="extended, not shortened"):
+        run_search(None, resume=tmp_path / "a" / "study.sqlite", progress=False, generations=1)
+    extended = run_search(None, resume=tmp_path / "a" / "study.sqlite", progress=False, generations=3)
+    straight = run_search(_cfg(search={"generations": 3}), tmp_path / "b", progress=False)
+    assert len(extended.generations()) == 3
+    assert _snapshot(extended) == _snapshot(straight)
+    assert [g.hypervolume for g in extended.generations()] == [g.hypervolume for g in straight.generations()]
+
+
+def test_one_hypervolume_box_for_log_study_and_report(tiny_study: Study, tmp_path: Path) -> None:
+    from qnas_hw.reports.data import hypervolume_history
+    from qnas_hw.reports.report import write_report
+    from qnas_hw.search.pareto import HV_BOX_META
+
+    box = tiny_study.meta_json(HV_BOX_META)
+    assert box is not None and [a["name"] for a in box["axes"]] == tiny_study.objective_names
+    runtime = next(a for a in box["axes"] if a["name"] == "runtime_s")
+    assert runtime["log"] and runtime["nadir"] == 3600.0  # the configured per-candidate cap
+    stored = [(g.index, g.hypervolume) for g in tiny_study.generations()]
+    history = hypervolume_history(tiny_study)
+    assert [i for i, _ in history] == [i for i, _ in stored]
+    assert [v for _, v in history] == pytest.approx([v for _, v in stored])
+    assert stored[0][1] < stored[-1][1] or stored[0][1] < 1.1**3 * 0.99  # not saturated at generation 0
+    write_report(tiny_study, tmp_path / "rep")
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert {k: v for k, v in report["hypervolume_box"].items() if k != "source"} == box

@@ -233,9 +233,11 @@ def test_a_full_disk_stops_the_search_and_resume_evaluates_what_was_not_stored(r
 def _toml(tmp_path: Path) -> Path:
     path = tmp_path / "small.toml"
     path.write_text(
-        'seed = 2\n[space]\nqubits = [2, 3]\nlayers = [1, 1]\nembeddings = ["angle-x", "angle-y"]\n'
+        'seed = 2\n[data]\ndataset = "iris"\nval_fraction = 0.2\n'
+        '[space]\nqubits = [2, 3]\nlayers = [1, 1]\nembeddings = ["angle-x", "angle-y"]\n'
         "[supercircuit]\nepochs = 1\n"
-        '[search]\npop_size = 4\ngenerations = 2\nobjectives = ["val_error", "subcircuits"]\naccuracy = "ideal"\n'
+        "[search]\npop_size = 4\ngenerations = 2\nfinetune_epochs = 1\n"
+        'objectives = ["val_error", "subcircuits"]\naccuracy = "ideal"\n'
         "[hardware]\nqubit_budget = 3\n[compute]\nthreads = 1\n"
     )
     return path

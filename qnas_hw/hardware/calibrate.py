@@ -2,9 +2,10 @@
 
 A designed set of HQNN circuits varies width, depth, shots and the number of
 circuit executions per job; each is run through the backend's own
-``submit`` and timed by the backend's own clock (IBM ``usage`` quantum
-seconds for real devices, submission-to-result wall clock for local
-simulators).  Coefficients are fitted by non-negative least squares on a
+``submit`` and timed by the backend's own clock: for real IBM devices the
+usage IBM reports for the job (``RuntimeJobV2.metrics()["usage"]``, the figure
+``job.usage()`` returns, waited for until it is final), for local simulators
+the submission-to-result wall clock.  Coefficients are fitted by non-negative least squares on a
 training split and judged on *held-out* circuits (R^2, MAPE), so a good
 score means the model generalises to circuits it has not seen.
 """
@@ -17,6 +18,7 @@ import logging
 import os
 import platform
 import statistics
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from qnas_hw.hardware.backends import get_backend
-from qnas_hw.hardware.backends.base import Backend, SamplerPub
+from qnas_hw.hardware.backends.base import Backend, JobHandle, SamplerPub
 from qnas_hw.hardware.cost import (
     DEVICE_COEFFS,
     WALL_FEATURES,
@@ -33,6 +35,7 @@ from qnas_hw.hardware.cost import (
     Workload,
     calibration_path,
     fit_nnls,
+    init_duration_s,
     mape,
     r2_score,
 )
@@ -43,6 +46,10 @@ from qnas_hw.model.space import Architecture
 log = logging.getLogger(__name__)
 
 IDEAL_SIMULATORS = ("aer_ideal", "braket_local_sv")
+#: IBM computes a job's usage after the job finishes (``usage.status`` stays ``pending`` meanwhile): poll this often,
+#: for at most this long, before calling the figure missing.
+USAGE_POLL_S = 5.0
+USAGE_WAIT_S = 600.0
 
 PACKAGES = (
     "qiskit",
@@ -68,6 +75,10 @@ class DesignPoint:
 
     def arch(self) -> Architecture:
         return Architecture("angle-y", self.width, self.layers, "ry-rz", "ring" if self.width > 2 else "linear")
+
+
+#: First job of every calibration, never part of the fit: it pays imports, JIT and (on a QPU) a cold start.
+WARM_UP = DesignPoint(2, 1, 100, 1, 1, heldout=False)
 
 
 @dataclass(frozen=True)
@@ -145,13 +156,42 @@ def _workload(backend: Backend, rec: TranspileRecord, p: DesignPoint) -> Workloa
         width=rec.width,
         duration_s=rec.duration_s,
         rep_delay_s=backend.rep_delay_s,
+        init_s=init_duration_s(backend),
     )
 
 
-def _run_point(backend: Backend, rec: TranspileRecord, p: DesignPoint, rng: np.random.Generator, repeats: int) -> float:
-    """Seconds by the backend's own clock (QPU usage where reported, else wall); min over repeats."""
+def _reported_usage(handle: JobHandle, backend_name: str) -> tuple[float, dict[str, Any]]:
+    """The job's QPU seconds as the provider reports them, waiting while IBM still computes the figure.
+
+    Returns the seconds and what the calibration file records about them
+    (job id, which usage field, running-to-finished time from the timestamps).
+    """
+    deadline = time.monotonic() + USAGE_WAIT_S
+    while True:
+        timing = handle.timing()
+        source = timing.extra.get("usage_source", "none")
+        if timing.quantum_seconds is not None:
+            info = {"job_id": handle.job_id, "usage_source": source}
+            if "running_to_finished_s" in timing.extra:
+                info["running_to_finished_s"] = timing.extra["running_to_finished_s"]
+            return float(timing.quantum_seconds), info
+        if source != "pending" or time.monotonic() >= deadline:
+            waited = "" if source != "pending" else f" after waiting {USAGE_WAIT_S:g} s"
+            raise RuntimeError(
+                f"backend {backend_name}: job {handle.job_id} reported no QPU usage{waited} ({source}); a device "
+                "calibration fits on the usage IBM reports, so re-run `qnas-hw calibrate --backend "
+                f"{backend_name}` once the job's usage shows in its metrics"
+            )
+        log.info("job %s: usage still pending, asking again in %g s", handle.job_id, USAGE_POLL_S)
+        time.sleep(USAGE_POLL_S)
+
+
+def _run_point(
+    backend: Backend, rec: TranspileRecord, p: DesignPoint, rng: np.random.Generator, repeats: int
+) -> tuple[float, dict[str, Any]]:
+    """Seconds by the backend's own clock (QPU usage where reported, else wall), min over repeats, and job info."""
     circ = rec.circuit
-    times: list[float] = []
+    times: list[tuple[float, dict[str, Any]]] = []
     for r in range(repeats):
         values = rng.uniform(0, 2 * np.pi, size=(p.rows, circ.num_parameters))
         pubs = [SamplerPub(circ, values) for _ in range(p.pubs)]
@@ -159,14 +199,16 @@ def _run_point(backend: Backend, rec: TranspileRecord, p: DesignPoint, rng: np.r
         counts = handle.counts()
         if sum(counts[0][0].values()) != p.shots:
             raise RuntimeError(f"calibration job returned {sum(counts[0][0].values())} shots, expected {p.shots}")
-        timing = handle.timing()
-        device = backend.timing_source == "device" and not backend.is_simulator
-        seconds = timing.quantum_seconds if device else timing.wall_seconds
-        if seconds is None:
-            raise RuntimeError(f"backend {backend.name} reported no {'QPU usage' if device else 'wall'} time")
-        times.append(float(seconds))
+        if backend.timing_source == "device" and not backend.is_simulator:
+            seconds, info = _reported_usage(handle, backend.name)
+        else:
+            wall = handle.timing().wall_seconds
+            if wall is None:
+                raise RuntimeError(f"backend {backend.name} reported no wall time for job {handle.job_id}")
+            seconds, info = float(wall), {}
+        times.append((seconds, info))
         log.debug("point %s repeat %d: %.4f s", p, r, seconds)
-    return min(times)
+    return min(times, key=lambda t: t[0])
 
 
 def _versions() -> dict[str, str]:
@@ -214,15 +256,15 @@ def _calibrate(backend: Any, target_path: Path, seed: int, quick: bool, repeats:
     max_width = min(10 if ideal else 8, backend.num_qubits)
     points = design(seed, quick or real_qpu, max_width)
 
-    # warm-up: first calls pay imports and JIT; never part of the fit
-    warm = DesignPoint(2, 1, 100, 1, 1, heldout=False)
-    _run_point(backend, transpiler.transpile(warm.arch()), warm, rng, 1)
+    _run_point(backend, transpiler.transpile(WARM_UP.arch()), WARM_UP, rng, 1)
 
     measured: list[tuple[DesignPoint, Workload, float, TranspileRecord]] = []
+    jobs: list[dict[str, Any]] = []
     for p in points:
         rec = transpiler.transpile(p.arch())
-        seconds = _run_point(backend, rec, p, rng, reps)
+        seconds, info = _run_point(backend, rec, p, rng, reps)
         measured.append((p, _workload(backend, rec, p), seconds, rec))
+        jobs.append(info)
         log.info("calibration %s: %s -> %.4f s", backend.name, p, seconds)
 
     if real_qpu:
@@ -253,8 +295,12 @@ def _calibrate(backend: Any, target_path: Path, seed: int, quick: bool, repeats:
                 "n_gates": w.n_gates,
                 "width": w.width,
                 "duration_s": w.duration_s,
+                "rep_delay_s": w.rep_delay_s,
+                "init_s": w.init_s,
+                "executions": w.shots_total,
+                **({"job": info} if info else {}),
             }
-            for (p, w, s, _), pr in zip(measured, preds, strict=True)
+            for (p, w, s, _), pr, info in zip(measured, preds, jobs, strict=True)
         ],
     }
     model = replace(model, fit=fit, created=created, provenance={**model.provenance, "calibration": provenance})
@@ -305,7 +351,13 @@ def _fit_wall(backend: Backend, measured: list) -> tuple[CostModel, FitQuality, 
 
 
 def _fit_device(backend: Backend, measured: list) -> tuple[CostModel, FitQuality, np.ndarray]:
-    X = np.array([[w.jobs, w.circuits, w.shots_total * (w.duration_s + w.rep_delay_s)] for _, w, _, _ in measured])
+    """NNLS of reported QPU seconds on IBM's usage terms: per job, per circuit, executions x (length + delay + init).
+
+    The same features :meth:`CostModel.predict_device` multiplies, so IBM's
+    documented formula is the special case (2 s, 0, 1) and a fit says how the
+    device departs from it.
+    """
+    X = np.stack([w.device_features(backend.rep_delay_s) for _, w, _, _ in measured])
     y = np.array([s for _, _, s, _ in measured])
     train, held = _split(measured, X, y)
     coef = fit_nnls(X[train], y[train])
@@ -315,7 +367,14 @@ def _fit_device(backend: Backend, measured: list) -> tuple[CostModel, FitQuality
         timing_source="device",
         device=dict(zip(DEVICE_COEFFS, map(float, coef), strict=True)),
         rep_delay_s=backend.rep_delay_s,
-        provenance={"device_model": {"fitted": True, "source": "NNLS on provider-reported QPU usage seconds"}},
+        provenance={
+            "device_model": {
+                "fitted": True,
+                "source": "NNLS on the QPU usage seconds IBM reported for the calibration jobs (RuntimeJobV2.metrics()"
+                "['usage'], the figure job.usage() returns), on the features jobs, circuits and executions x "
+                "(scheduled duration + rep_delay + reset/init duration)",
+            }
+        },
     )
     return model, _quality(y, pred, train, held), pred
 

@@ -6,14 +6,17 @@ Two models, never mixed up:
   Braket device snapshots, real devices): what the *QPU* would spend,
 
       seconds = jobs * per_job_s + circuits * per_circuit_s
-                + total_shots * (scheduled_duration + rep_delay) * duration_scale
+                + total_shots * (scheduled_duration + rep_delay + init) * duration_scale
 
-  with the scheduled duration from the device's own instruction durations and
-  its repetition delay.  Overheads come from provider-reported timings
-  (IBM ``usage``) when ``qnas-hw calibrate ibm:<device>`` has been run, else
-  from documented priors (see ``calibration/README.md``), flagged
-  ``fitted: false``.  Simulating a snapshot locally says nothing about the
-  QPU's time, so local wall-clock is never used here.
+  with the scheduled duration from the device's own instruction durations, its
+  repetition delay and, on IBM devices, the qubit-initialisation (``reset``)
+  time IBM adds to every execution.  For IBM this is IBM's own documented
+  usage estimate (see :data:`IBM_PRIOR`); ``qnas-hw calibrate --backend
+  ibm:<device>`` refits the three coefficients on the jobs' reported usage.
+  Without such a fit the coefficients are documented priors (see
+  ``calibration/README.md``), flagged ``fitted: false``.  Simulating a
+  snapshot locally says nothing about the QPU's time, so local wall-clock is
+  never used here.
 * **wall** model, for local simulators: wall-clock seconds, fitted by
   non-negative least squares on measured runs (``qnas-hw calibrate``):
 
@@ -68,29 +71,36 @@ WALL_FEATURES: tuple[str, ...] = (
 OPTIONAL_WALL_FEATURES: frozenset[str] = frozenset({"pub_gates"})
 DEVICE_COEFFS: tuple[str, ...] = ("per_job_s", "per_circuit_s", "duration_scale")
 
-#: Prior device overheads for IBM QPUs when no real usage has been fitted.  IBM's
-#: "Workload usage" guide shows ``usage_estimation`` = 4.1 quantum seconds for a one-circuit
-#: job; at 4096 shots x (250 us rep delay + ~5 us circuit) that leaves ~3 s per job.  IBM
-#: publishes no per-circuit figure; every circuit execution (parameter set) loads new
-#: waveforms into the control electronics, assumed here to cost 5 ms so that a cut
-#: candidate's thousands of subexperiment circuits are never free.
+#: Where IBM documents its usage formula, as read for :data:`IBM_PRIOR`.
+IBM_USAGE_GUIDE = (
+    "IBM Quantum Platform guide 'Workload usage', section 'Estimate usage before submitting a job', "
+    "https://quantum.cloud.ibm.com/docs/en/guides/estimate-job-run-time (source: Qiskit/documentation "
+    "docs/guides/estimate-job-run-time.ipynb at commit 033a72ba4c6e84570958ac66e94976af91cb3b04, read 2026-11-30)"
+)
+#: Prior device coefficients for IBM QPUs when no real usage has been fitted: IBM's documented estimate
+#: ``<per sub-job overhead, about 2 s> + (rep_delay + <circuit length>) * <num executions>``, executions = circuits
+#: after PUB broadcasting x shots, plus the ``reset`` (init) duration per execution that IBM's code example adds when
+#: ``init_qubits`` is on (the default).  IBM's formula has no per-circuit term, so none is assumed here.
 IBM_PRIOR = {
-    "per_job_s": 3.0,
-    "per_circuit_s": 0.005,
+    "per_job_s": 2.0,
+    "per_circuit_s": 0.0,
     "duration_scale": 1.0,
-    "source": "prior, not fitted: per-job overhead derived from the usage_estimation example "
-    "(4.1 s for one circuit) in https://quantum.cloud.ibm.com/docs/guides/estimate-job-run-time "
-    "minus 4096 shots x (rep_delay + circuit); per-circuit overhead 5 ms per circuit execution is an "
-    "assumption (IBM publishes no figure; circuits of a job run column-wise, "
-    "https://quantum.cloud.ibm.com/docs/guides/repetition-rate-execution). "
-    "Fit real values with `qnas-hw calibrate --backend ibm:<device>`.",
+    "source": "prior, not fitted: IBM's documented usage estimate, "
+    "usage = <per sub-job overhead, about 2 s> + (rep_delay + <circuit length>) x <num executions>, with "
+    "<num executions> = circuits after PUB broadcasting x shots, rep_delay = backend.default_rep_delay and the "
+    "target's reset (init) duration added per execution as in IBM's code example (init_qubits on, the default); no "
+    f"per-circuit term. {IBM_USAGE_GUIDE}. One job is counted as one sub-job: IBM does not document when it splits "
+    "a job into several. Fit the device's own values with `qnas-hw calibrate --backend ibm:<device>`.",
 }
 BRAKET_PRIOR = {
     "per_job_s": 0.0,
     "per_circuit_s": 0.0,
     "duration_scale": 1.0,
-    "source": "prior, not fitted: Braket reports no QPU seconds; device time = shots x (schedule + shot "
-    "overhead from the snapshot). Braket bills per task and per shot (dollars are exact given prices).",
+    "source": "prior, not fitted, and no external document behind it: Braket reports no QPU seconds, so device "
+    "time is modelled as shots x (scheduled duration + shot overhead), both from the device snapshot "
+    "(calibration/devices/<device>.json, retrieved 2026-11-25, see calibration/README.md), with zero per-task and "
+    "per-circuit overheads. Braket bills per task and per shot: the dollar figure uses the snapshot's prices, "
+    "which were recalled and not re-verified on 2026-11-25.",
 }
 
 
@@ -105,6 +115,8 @@ class Workload:
     ``circuits`` counts circuit executions (parameter rows); ``total_shots``
     defaults to circuits * shots and differs when cutting redistributes shots.
     ``tasks`` counts provider tasks (Braket: one program set per PUB).
+    ``init_s`` is the per-shot qubit initialisation IBM adds to every execution
+    (:func:`init_duration_s`; 0 where the provider documents none).
     """
 
     jobs: int
@@ -116,6 +128,7 @@ class Workload:
     rep_delay_s: float = 0.0
     total_shots: int | None = None
     tasks: int | None = None
+    init_s: float = 0.0
 
     @property
     def shots_total(self) -> int:
@@ -125,6 +138,15 @@ class Workload:
     def pubs(self) -> int:
         """PUBs (distinct circuits) executed: one per provider task, else one per job."""
         return self.tasks if self.tasks is not None else self.jobs
+
+    def device_features(self, rep_delay_fallback: float = 0.0) -> np.ndarray:
+        """``[jobs, circuits, executions x (duration + rep_delay + init)]``: what the device coefficients multiply.
+
+        One definition for prediction and for the calibration fit, so a fitted
+        ``duration_scale`` means the same thing wherever it is used.
+        """
+        per_shot = self.duration_s + (self.rep_delay_s or rep_delay_fallback) + self.init_s
+        return np.array([float(self.jobs), float(self.circuits), self.shots_total * per_shot])
 
     def wall_features(self) -> np.ndarray:
         c, g, w = float(self.circuits), float(self.n_gates), float(self.width)
@@ -203,12 +225,8 @@ class CostModel:
         if self.device is None:
             raise CostModelError(f"cost model for {self.backend!r} has no device coefficients")
         d = self.device
-        per_shot = work.duration_s + (work.rep_delay_s or self.rep_delay_s)
-        return float(
-            work.jobs * d["per_job_s"]
-            + work.circuits * d["per_circuit_s"]
-            + work.shots_total * per_shot * d["duration_scale"]
-        )
+        jobs, circuits, shot_time = work.device_features(self.rep_delay_s)
+        return float(jobs * d["per_job_s"] + circuits * d["per_circuit_s"] + shot_time * d["duration_scale"])
 
     def predict_wall(self, work: Workload) -> float:
         if self.wall is None:
@@ -408,6 +426,30 @@ def dollars_for(backend: Backend, tasks: int, total_shots: int) -> float | None:
     return float(tasks * price.per_task_usd + total_shots * price.per_shot_usd)
 
 
+def init_duration_s(backend: Backend) -> float:
+    """Seconds of qubit initialisation IBM adds to every circuit execution; 0 for other providers.
+
+    IBM's usage estimate (:data:`IBM_USAGE_GUIDE`) adds
+    ``backend.target["reset"][(0,)].duration`` per execution when
+    ``init_qubits`` is on, which is the runtime's default and what our jobs
+    use.  Qubit 0's reset is read as IBM's example does; a target without it
+    falls back to the longest reset of any qubit (an upper bound, never free).
+    Braket snapshots model their per-shot overhead in ``rep_delay_s`` already,
+    and simulators have no such time, so both get 0.
+    """
+    if backend.provider != "ibm":
+        return 0.0
+    target = backend.target
+    if target is None or "reset" not in target.operation_names:
+        return 0.0
+    props = target["reset"]
+    first = props.get((0,))
+    if first is not None and first.duration is not None:
+        return float(first.duration)
+    durations = [p.duration for p in props.values() if p is not None and p.duration is not None]
+    return float(max(durations, default=0.0))
+
+
 def estimate_job_cost(
     backend: Backend,
     transpiled_circuits: Sequence[QuantumCircuit | SamplerPub],
@@ -424,6 +466,7 @@ def estimate_job_cost(
     if shots <= 0 or n_jobs <= 0:
         raise ValueError(f"shots and n_jobs must be positive, got shots={shots}, n_jobs={n_jobs}")
     model = cost_model or CostModel.for_backend(backend)
+    init_s = init_duration_s(backend)
     seconds = 0.0
     total_shots = 0
     for k, item in enumerate(transpiled_circuits):
@@ -440,6 +483,7 @@ def estimate_job_cost(
             width=len(active_qubits(circ)),
             duration_s=backend.scheduled_duration(circ),
             rep_delay_s=backend.rep_delay_s,
+            init_s=init_s,
         )
         seconds += model.predict(work)
         total_shots += rows * item_shots

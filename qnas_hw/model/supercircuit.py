@@ -36,9 +36,10 @@ tensors.  Templates (and the simulator plans inside them) are cached per
 architecture inside the object, bounded LRU.
 
 Training (:func:`train_supercircuit`) samples one sub-architecture per batch:
-``uniform``, ``sandwich`` (largest + smallest + one random architecture each
-step, gradients accumulated: the corners bound what every other architecture
-sees, which is what makes inherited weights a usable ranking proxy) or
+``uniform``, ``sandwich`` (the largest and smallest qubit/layer corners, their
+categorical genes drawn at random, + one random architecture each step,
+gradients accumulated: the corners bound what every other architecture sees,
+which is what makes inherited weights a usable ranking proxy) or
 ``restricted`` (at most ``restricted_genes`` genes change from the previous
 step's architecture, a smoother curriculum).  Training checkpoints after every
 epoch so an interrupted run resumes where it stopped, bit-for-bit.
@@ -331,7 +332,8 @@ class ArchSampler:
     def step(self) -> list[Architecture]:
         """Architectures to train on in one optimizer step (gradients are accumulated over them)."""
         if self.mode == "sandwich":
-            return [self.space.largest(), self.space.smallest(), self.space.sample(self.rng)]
+            rng = self.rng
+            return [self.space.corner("largest", rng), self.space.corner("smallest", rng), self.space.sample(rng)]
         if self.mode == "restricted" and self.previous is not None:
             arch = self.neighbour(self.previous)
         else:

@@ -29,7 +29,19 @@ from typing import Any
 import numpy as np
 
 from qnas_hw.model.space import Architecture
-from qnas_hw.search.pareto import HV_REFERENCE, box, hypervolume, knee_point, pareto_front
+from qnas_hw.search.objectives import resolutions_for
+from qnas_hw.search.pareto import (
+    HV_BOX_META,
+    Axis,
+    HypervolumeBox,
+    Resolution,
+    archive_front,
+    best_within_resolution,
+    front_hypervolume,
+    knee_point,
+    pareto_front,
+    resolved_front,
+)
 from qnas_hw.search.study import CandidateRecord, GenerationRecord, Study
 
 #: The objective the "most accurate" pick minimises when the study has it.
@@ -52,8 +64,15 @@ class ReportData:
     knee: int | None = None  # index into candidates
     most_accurate: int | None = None  # index into candidates
     hypervolumes: list[tuple[int, float]] = field(default_factory=list)
-    ideal: list[float] = field(default_factory=list)
-    nadir: list[float] = field(default_factory=list)
+    #: the study's fixed hypervolume box (None for studies made before boxes were stored: a box of the data)
+    box: HypervolumeBox | None = None
+    box_source: str = ""
+    #: each objective's resolution: values closer than this tie on the front and in the picks
+    resolutions: dict[str, Resolution] = field(default_factory=dict)
+    #: the exact Pareto front (no resolution), indices into candidates; ``front`` is the one shown
+    exact_front: list[int] = field(default_factory=list)
+    #: constraint name -> number of candidates that violate it
+    violations: dict[str, int] = field(default_factory=dict)
     #: latest stored hardware result per architecture (canonical) and backend, see :func:`latest_hardware`
     hardware: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
@@ -127,61 +146,6 @@ def _latest_per_arch(records: Sequence[Any]) -> list[CandidateRecord]:
     return list(latest.values())
 
 
-def _hv_box(F: np.ndarray, usable: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return box(F[usable])
-
-
-def _generation_sets(cands: list[CandidateRecord], gens: list[GenerationRecord]) -> list[tuple[int, list[int]]]:
-    """Candidate indices alive in each generation.
-
-    Uses the study's per-generation population when it is recorded; without
-    generation records, falls back to everything evaluated up to that
-    generation (the archive), which is what an elitist search can keep.
-    """
-    pos = {c.arch.canonical(): i for i, c in enumerate(cands)}
-    if gens:
-        out = []
-        for g in sorted(gens, key=lambda g: g.index):
-            members = g.population or g.front
-            out.append((g.index, [pos[a] for a in members if a in pos]))
-        return out
-    indices = sorted({c.generation for c in cands})
-    return [(g, [i for i, c in enumerate(cands) if c.generation <= g]) for g in indices]
-
-
-def hypervolume_history_from_records(
-    candidates: Sequence[Any],
-    generations: Sequence[Any],
-    objective_names: Sequence[str],
-    reference: float = HV_REFERENCE,
-) -> list[tuple[int, float]]:
-    """``[(generation, hypervolume)]`` in one fixed normalised box (see module docstring).
-
-    Each generation's value is the hypervolume of the non-dominated usable
-    members of its population, normalised with the ideal/nadir of all usable
-    candidates in the study and the reference point ``reference``.
-    """
-    cands = _latest_per_arch(candidates)
-    gens = [_as_generation(g) for g in generations]
-    return _hv_history(cands, gens, list(objective_names), reference)
-
-
-def _hv_history(
-    cands: list[CandidateRecord], gens: list[GenerationRecord], names: list[str], reference: float
-) -> list[tuple[int, float]]:
-    if not cands or not names:
-        return []
-    F = np.array([c.values(names) for c in cands], dtype=float)
-    usable = np.array([c.usable for c in cands], dtype=bool)
-    ideal, nadir = _hv_box(F, usable)
-    history = []
-    for index, members in _generation_sets(cands, gens):
-        alive = [i for i in members if usable[i]]
-        hv = hypervolume(F[alive], ideal, nadir, reference) if alive else 0.0
-        history.append((index, hv))
-    return history
-
-
 def _as_generation(g: Any) -> GenerationRecord:
     return GenerationRecord(
         index=int(g.index),
@@ -192,17 +156,76 @@ def _as_generation(g: Any) -> GenerationRecord:
     )
 
 
-def hypervolume_history(study: Study, reference: float = HV_REFERENCE) -> list[tuple[int, float]]:
-    """Per-generation hypervolume of ``study`` as ``[(generation, hv)]`` (normalised units).
+#: Objectives measured in money or time: log-scaled in the knee and in a data-derived box.
+_LOG_OBJECTIVES = frozenset({"runtime_s", "cost_usd"})
 
-    The ideal/nadir box is fixed over the whole study (all feasible
-    candidates) and the reference point is ``reference`` (default 1.1) in every
-    normalised objective, so values of different generations are comparable
-    and a flat tail means the search stopped improving.  This is recomputed
-    from the stored candidates rather than read from the generation records,
-    whose values were taken in whatever box was known at the time.
+
+def data_box(records: Sequence[CandidateRecord], names: Sequence[str]) -> HypervolumeBox:
+    """A box from the usable records themselves (studies made before boxes were stored; knee normalisation).
+
+    Unlike a study's fixed box it moves when an outlier arrives, so it is
+    labelled as such wherever it is reported.
     """
-    return hypervolume_history_from_records(study.candidates(), study.generations(), study.objective_names, reference)
+    usable = [r for r in records if r.usable]
+    F = np.array([r.values(names) for r in usable], dtype=float).reshape(len(usable), len(names))
+    axes = []
+    for j, n in enumerate(names):
+        col = F[:, j] if len(F) else np.array([0.0, 1.0])
+        log = n in _LOG_OBJECTIVES and bool(len(col)) and float(col.min()) > 0
+        lo, hi = float(col.min()), float(col.max())
+        if log:
+            hi = hi if hi > lo else lo * 10.0
+        elif hi <= lo:
+            hi = lo + 1.0
+        axes.append(Axis(n, lo, hi, log=log))
+    return HypervolumeBox(tuple(axes))
+
+
+def hypervolume_history_from_records(
+    candidates: Sequence[Any],
+    generations: Sequence[Any],
+    objective_names: Sequence[str],
+    box: HypervolumeBox | None = None,
+) -> list[tuple[int, float]]:
+    """``[(generation, hypervolume)]``: the archive front after each generation, in one box.
+
+    Exactly what the search stores per generation (:func:`~qnas_hw.search.pareto.front_hypervolume`
+    of every record first evaluated up to that generation) when ``box`` is
+    the study's stored box, so the log, the study and the report agree.
+    Without it, the box of all usable records (a moving frame, see
+    :func:`data_box`).  Non-decreasing by construction.
+    """
+    names = list(objective_names)
+    cands = _latest_per_arch(candidates)
+    if not cands or not names:
+        return []
+    box = box if box is not None else data_box(cands, names)
+    indices = sorted({int(g.index) for g in generations} | {c.generation for c in cands})
+    history = []
+    for g in indices:
+        upto = [c for c in cands if c.generation <= g]
+        value = front_hypervolume(upto, archive_front(upto, names), names, box)
+        history.append((g, 0.0 if value is None else value))
+    return history
+
+
+def hypervolume_history(study: Study) -> list[tuple[int, float]]:
+    """Per-generation hypervolume of ``study`` in its stored box (see :func:`hypervolume_history_from_records`)."""
+    stored = study.meta_json(HV_BOX_META)
+    box = HypervolumeBox.from_dict(stored) if stored is not None else None
+    return hypervolume_history_from_records(study.candidates(), study.generations(), study.objective_names, box)
+
+
+def _preference(cands: list[CandidateRecord], names: list[str]) -> Any:
+    """Tie-break key: fewer qubits, then fewer subcircuits, then lower cost, then the objectives themselves."""
+
+    def key(i: int) -> tuple[Any, ...]:
+        c = cands[i]
+        subcircuits = c.objectives.get("subcircuits", 0.0)
+        cost = c.objectives.get("cost_usd", c.objectives.get("runtime_s", 0.0))
+        return (c.arch.n_qubits, subcircuits, cost, *c.values(names), *_size(c.arch), c.arch.canonical())
+
+    return key
 
 
 def analyze(
@@ -211,13 +234,22 @@ def analyze(
     objective_names: Sequence[str],
     config: dict[str, Any] | None = None,
     hardware: Sequence[dict[str, Any]] = (),
+    box: HypervolumeBox | None = None,
 ) -> ReportData:
     """Front, knee, most-accurate pick and hypervolume history from study records.
 
     ``candidates``/``generations`` are the study's ``CandidateRecord`` /
     ``GenerationRecord`` objects (anything with the same attributes);
     ``hardware`` the stored hardware results, newest first (see
-    :func:`stored_hardware_results`).
+    :func:`stored_hardware_results`); ``box`` the study's hypervolume box.
+
+    The front shown is resolution-aware (:func:`~qnas_hw.search.pareto.resolved_front`):
+    candidates that differ from a better one by less than each objective's
+    resolution are ties, and ties go to fewer qubits, then fewer subcircuits,
+    then lower cost.  The most accurate pick is the preferred candidate among
+    those within resolution of the best validation error; the knee is the
+    front's best compromise (:func:`~qnas_hw.search.pareto.knee_point`) with
+    runtime and dollars on a log scale.
     """
     names = list(objective_names)
     if not names:
@@ -231,26 +263,34 @@ def analyze(
         config=dict(config or {}),
         hardware=latest_hardware(hardware),
     )
+    data.box = box.for_names(names) if box is not None else data_box(cands, names)
+    data.box_source = "fixed when the study was created" if box is not None else "range of this study's candidates"
+    data.resolutions = resolutions_for(names, [c for c in cands if c.usable])
+    data.violations = _violations(cands)
     F = data.matrix()
     usable = np.array([c.usable for c in cands], dtype=bool)
-    ideal, nadir = _hv_box(F, usable) if cands else (np.zeros(len(names)), np.ones(len(names)))
-    data.ideal, data.nadir = ideal.tolist(), nadir.tolist()
     if usable.any():
-        rows = np.flatnonzero(usable)
-        # equal objective vectors (e.g. 2 and 5 qubits in the same scheduled time) tie on every pick; the smaller
-        # circuit comes first so the picks, which break ties by position, prefer it (less noise, same cost)
-        data.front = sorted(
-            (int(rows[i]) for i in pareto_front(F[rows])),
-            key=lambda i: (*F[i].tolist(), *_size(cands[i].arch), cands[i].arch.canonical()),
-        )
-        FF = F[data.front]
-        data.knee = data.front[knee_point(FF)]
+        rows = [int(i) for i in np.flatnonzero(usable)]
+        prefer = _preference(cands, names)
+        data.exact_front = sorted(rows[i] for i in pareto_front(F[rows]))
+        res = [data.resolutions[n] for n in names]
+        shown = resolved_front(F[rows], res, lambda i: prefer(rows[i]))
+        data.front = sorted((rows[i] for i in shown), key=lambda i: (*F[i].tolist(), *prefer(i)))
+        Z = data.box.normalize(F[data.front])
+        data.knee = data.front[knee_point(Z)]
         acc_col = names.index(ACCURACY_OBJECTIVE) if ACCURACY_OBJECTIVE in names else 0
-        # Lexicographic: best accuracy, then the other objectives, so the pick is itself non-dominated.
-        keys = [FF[:, j] for j in reversed(range(FF.shape[1])) if j != acc_col] + [FF[:, acc_col]]
-        data.most_accurate = data.front[int(np.lexsort(keys)[0])]
-    data.hypervolumes = _hv_history(cands, gens, names, HV_REFERENCE)
+        data.most_accurate = best_within_resolution(F, data.front, acc_col, res[acc_col], prefer)
+    data.hypervolumes = hypervolume_history_from_records(cands, gens, names, box)
     return data
+
+
+def _violations(cands: list[CandidateRecord]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for c in cands:
+        for name, value in (c.details.get("constraints") or {}).items():
+            if name != "G" and isinstance(value, int | float) and value > 0:
+                out[name] = out.get(name, 0) + 1
+    return out
 
 
 # -------------------------------------------------------------- hardware results
@@ -309,10 +349,12 @@ def measured_seconds(result: dict[str, Any]) -> tuple[float | None, str]:
 
 def study_report_data(study: Study) -> ReportData:
     """Analyse a study's stored records (front, knee, picks, hypervolume) and its hardware results."""
+    stored = study.meta_json(HV_BOX_META)
     return analyze(
         study.candidates(),
         study.generations(),
         study.objective_names,
         study.config,
         hardware=stored_hardware_results(study),
+        box=HypervolumeBox.from_dict(stored) if stored is not None else None,
     )

@@ -179,7 +179,10 @@ def report_json(data: ReportData) -> dict[str, Any]:
         "config": data.config,
         "n_candidates": len(data.candidates),
         "n_generations": len(data.generations),
-        "normalisation": {"ideal": data.ideal, "nadir": data.nadir, "hv_reference": HV_REFERENCE},
+        "hypervolume_box": {**(data.box.to_dict() if data.box else {}), "source": data.box_source},
+        "resolutions": {n: r.to_dict() for n, r in data.resolutions.items()},
+        "exact_front": [data.candidates[i].arch.canonical() for i in data.exact_front],
+        "constraint_violations": data.violations,
         "hypervolume": [{"generation": g, "hypervolume": hv} for g, hv in data.hypervolumes],
         "hardware_backends": data.hw_backends,
         "knee": pick(data.knee),
@@ -263,6 +266,27 @@ def _md_cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+def _resolutions(data: ReportData) -> str:
+    return ", ".join(f"{n} {r.describe()}" for n, r in data.resolutions.items()) or "exact"
+
+
+def _box_text(data: ReportData) -> str:
+    if data.box is None:
+        return "none"
+    return ", ".join(f"{a.name} {_fmt(a.ideal)}..{_fmt(a.nadir)}{' (log10)' if a.log else ''}" for a in data.box.axes)
+
+
+def _constraints_lines(data: ReportData) -> list[str]:
+    """The caps the candidates were held to, and how many each rejected."""
+    hw = data.config.get("hardware", {}) or {}
+    caps = [f"{k} = {hw[k]:g}" for k in ("max_candidate_runtime_s", "max_candidate_usd") if hw.get(k) is not None]
+    lines = [f"- per-candidate caps (constraints): {', '.join(caps)}"] if caps else []
+    if data.violations:
+        counts = ", ".join(f"{n}: {k}" for n, k in sorted(data.violations.items()))
+        lines.append(f"- candidates violating each constraint: {counts}")
+    return lines
+
+
 def summary_markdown(data: ReportData, files: Sequence[Path] = ()) -> str:
     seed = data.config.get("seed", "not recorded")
     acc_name = ACCURACY_OBJECTIVE if ACCURACY_OBJECTIVE in data.objective_names else "the first objective"
@@ -274,20 +298,23 @@ def summary_markdown(data: ReportData, files: Sequence[Path] = ()) -> str:
         f"- candidates evaluated: {len(data.candidates)} "
         f"({sum(not c.usable for c in data.candidates)} infeasible or failed)",
         f"- generations: {len(data.generations)}",
-        f"- Pareto front size: {len(data.front)}",
+        f"- Pareto front size: {len(data.front)} ({len(data.exact_front)} before ties within resolution)",
+        f"- resolution (closer values tie): {_resolutions(data)}",
         f"- seed: {seed}",
+        *_constraints_lines(data),
         "",
         "## Picks",
         "",
-        f"- **knee** (best compromise; farthest from the plane through the normalised extremes): "
-        f"{_describe(data, data.knee)}",
-        f"- **most accurate** (lowest {acc_name}, ties by the other objectives): {_describe(data, data.most_accurate)}",
+        f"- **knee** (best compromise; farthest from the plane through the normalised extremes, runtime and dollars "
+        f"on a log scale): {_describe(data, data.knee)}",
+        f"- **most accurate** (lowest {acc_name} within its resolution; ties go to fewer qubits, then fewer "
+        f"subcircuits, then lower cost): {_describe(data, data.most_accurate)}",
         "",
         *_front_section(data),
         "## Hypervolume",
         "",
-        f"Normalised with ideal={[_fmt(v) for v in data.ideal]}, nadir={[_fmt(v) for v in data.nadir]} "
-        f"(all feasible candidates), reference point {HV_REFERENCE} per objective.",
+        f"Box ({data.box_source}): {_box_text(data)}; reference point {HV_REFERENCE} per normalised objective. "
+        "Each generation's value is the hypervolume of the front of everything evaluated up to it.",
         "",
     ]
     if data.hypervolumes:

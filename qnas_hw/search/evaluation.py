@@ -169,7 +169,13 @@ class ValidationErrorObjective(Objective):
         if self.weights_dir is not None:
             _save_weights(model, self.weights_dir / f"{arch.key()}.pt")
         n_params = sum(p.numel() for p in model.parameters())
-        details: dict[str, Any] = {"val_acc": val_acc, "finetune_loss": loss, "n_params": int(n_params)}
+        details: dict[str, Any] = {
+            "val_acc": val_acc,
+            "finetune_loss": loss,
+            "n_params": int(n_params),
+            # the samples val_error is measured on: its resolution (standard error) depends on it
+            "n_scored": len(self.splits.val) if self.scorer is None else len(self.scored_split()[1]),
+        }
         timings: dict[str, Any] = {"finetune_seconds": finetune_seconds}
         if self.scorer is not None:
             details["ideal_val_acc"] = val_acc

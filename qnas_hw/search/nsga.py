@@ -15,12 +15,15 @@ Consequences:
 * objective values do not depend on evaluation order (see
   :mod:`qnas_hw.search.evaluation`), so the resumed study equals an uninterrupted one.
 
-Encoding: the five genes of :data:`qnas_hw.model.space.GENES` as integers within
-:attr:`SearchSpace.bounds`, with pymoo's integer recipe: random integer
-sampling, SBX crossover and polynomial mutation on floats with
-``RoundingRepair`` (pymoo's own mixed-variable defaults for ``Integer``), and
-duplicate elimination so a generation never spends an evaluation on an
-architecture already in the population.
+Encoding: pymoo mixed variables.  Qubits and layers are ordered
+(``Integer``: SBX crossover and polynomial mutation with rounding); embedding,
+rotation and entangler are categories (``Choice``: uniform crossover and random
+resetting), because "angle-z is between angle-y and amplitude" means nothing
+and integer operators on such genes bias the search toward neighbouring labels.
+Parents are chosen by NSGA-II's binary tournament (rank, then crowding).
+Duplicates are eliminated against the whole study archive, not only the
+population, so no offspring spends a generation slot on an architecture that
+was already evaluated (:class:`ArchiveDuplicateElimination`).
 
 Constraints are pymoo inequality constraints (``G <= 0`` feasible):
 ``evaluation`` (a failed evaluation is infeasible, never silently dropped),
@@ -43,19 +46,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pymoo.algorithms.moo.nsga2 import NSGA2
+from pymoo.algorithms.moo.nsga2 import NSGA2, binary_tournament
+from pymoo.core.duplicate import DuplicateElimination
 from pymoo.core.evaluator import Evaluator
+from pymoo.core.mixed import MixedVariableMating, MixedVariableSampling
 from pymoo.core.problem import Problem
-from pymoo.operators.crossover.sbx import SBX
-from pymoo.operators.mutation.pm import PM
-from pymoo.operators.repair.rounding import RoundingRepair
-from pymoo.operators.sampling.rnd import IntegerRandomSampling
+from pymoo.core.variable import Choice, Integer
+from pymoo.operators.selection.tournament import TournamentSelection
 from pymoo.problems.static import StaticProblem
+from pymoo.termination.max_gen import MaximumGenerationTermination
 
 from qnas_hw.config import RunConfig, config_from_dict, with_overrides
 from qnas_hw.model.space import GENES, Architecture, SearchSpace
 from qnas_hw.search.objectives import Objective, RuntimeCostObjective, SubcircuitObjective
-from qnas_hw.search.pareto import archive_front, front_hypervolume
+from qnas_hw.search.pareto import HV_BOX_META, archive_front, front_hypervolume
 from qnas_hw.search.study import (
     CandidateRecord,
     GenerationRecord,
@@ -82,29 +86,99 @@ class SearchError(RuntimeError):
 
 # ---------------------------------------------------------------- problem
 class ArchitectureProblem(Problem):
-    """Bounds and sizes only: evaluation happens in :func:`run_generation` (ask/tell), never in pymoo.
+    """Variables, sizes and nothing else: evaluation happens in :func:`run_generation` (ask/tell), never in pymoo.
 
     Module-level and free of references to models or data so the pickled
     algorithm that embeds it stays small and loads in any later process.
     """
 
     def __init__(self, space: SearchSpace, n_obj: int, n_constr: int) -> None:
-        lo, hi = space.bounds
-        super().__init__(n_var=len(GENES), n_obj=n_obj, n_ieq_constr=n_constr, xl=lo, xu=hi, vtype=int)
+        variables: dict[str, Any] = {
+            "embedding": Choice(options=list(space.embeddings)),
+            "n_qubits": Integer(bounds=space.qubits),
+            "n_layers": Integer(bounds=space.layers),
+            "rotation": Choice(options=list(space.rotations)),
+            "entangler": Choice(options=list(space.entanglers)),
+        }
+        super().__init__(vars=variables, n_obj=n_obj, n_ieq_constr=n_constr)
 
     def _evaluate(self, x: Any, out: dict[str, Any], *args: Any, **kwargs: Any) -> None:
         raise SearchError("ArchitectureProblem is evaluated by the search loop (ask/tell), not by pymoo")
 
 
+def decode(x: Any, space: SearchSpace) -> Architecture:
+    """An individual's architecture: a mixed-variable dict, or the integer genome of studies made before them."""
+    if isinstance(x, dict):
+        arch = Architecture(
+            embedding=str(x["embedding"]),
+            n_qubits=int(x["n_qubits"]),
+            n_layers=int(x["n_layers"]),
+            rotation=str(x["rotation"]),
+            entangler=str(x["entangler"]),
+        )
+        space.check(arch)
+        return arch
+    return space.decode([int(v) for v in x])
+
+
+def _individual_key(ind: Any) -> str:
+    x = ind.X
+    if isinstance(x, dict):
+        return "|".join(str(x[g]) for g in GENES)
+    return "|".join(str(int(v)) for v in x)
+
+
+class ArchiveDuplicateElimination(DuplicateElimination):
+    """Duplicates within the offspring, against the population, and against every architecture already evaluated.
+
+    pymoo's own eliminators compare with the current population only; on a
+    space of a few thousand architectures that let about a third of the
+    offspring repeat earlier generations (measured: 38 of 128), each one a
+    wasted slot.  :attr:`archive` holds the individuals' gene keys and is
+    pickled with the algorithm, so a resumed search asks for exactly the
+    offspring an uninterrupted one would.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.archive: set[str] = set()
+
+    def _do(self, pop: Any, other: Any, is_duplicate: np.ndarray) -> np.ndarray:
+        seen = set(self.archive)
+        if other is not None:
+            seen.update(_individual_key(o) for o in other)
+        for i, ind in enumerate(pop):
+            k = _individual_key(ind)
+            if k in seen:
+                is_duplicate[i] = True
+            else:
+                seen.add(k)
+        return is_duplicate
+
+
+def archive_key(arch: Architecture) -> str:
+    """The gene key :class:`ArchiveDuplicateElimination` stores for an evaluated architecture."""
+    return "|".join(str(getattr(arch, g)) for g in GENES)
+
+
 def make_algorithm(pop_size: int) -> NSGA2:
-    """NSGA-II with pymoo's integer recipe (see the module docstring)."""
+    """NSGA-II on pymoo's mixed variables, tournament parents, archive-wide duplicate elimination (module doc)."""
+    dedupe = ArchiveDuplicateElimination()
     return NSGA2(
         pop_size=pop_size,
-        sampling=IntegerRandomSampling(),
-        crossover=SBX(prob=0.9, eta=15, vtype=float, repair=RoundingRepair()),
-        mutation=PM(prob=1.0, eta=20, vtype=float, repair=RoundingRepair()),
-        eliminate_duplicates=True,
+        sampling=MixedVariableSampling(),
+        mating=MixedVariableMating(
+            selection=TournamentSelection(func_comp=binary_tournament), eliminate_duplicates=dedupe
+        ),
+        eliminate_duplicates=dedupe,
     )
+
+
+def remember_evaluated(algorithm: NSGA2, archs: Sequence[Architecture]) -> None:
+    """Add evaluated architectures to the algorithm's archive (older pickled algorithms have none: no-op)."""
+    dedupe = getattr(algorithm, "eliminate_duplicates", None)
+    if isinstance(dedupe, ArchiveDuplicateElimination):
+        dedupe.archive.update(archive_key(a) for a in archs)
 
 
 # ------------------------------------------------------------- objectives
@@ -122,19 +196,29 @@ def build_objectives(
     built on the trained SuperCircuit; required when ``val_error`` is
     configured).  The hardware objectives are built here from
     ``config.hardware``: the transpiler, the calibrated cost model of the
-    backend and one shared cut planner, so ``runtime_s`` and ``subcircuits``
-    read the same plan.
+    backend and one shared cut planner, so ``runtime_s``, ``cost_usd`` and
+    ``subcircuits`` read the same plan.  ``cost_usd`` on a backend without
+    prices is refused here too (the config validator refuses it first, before
+    any training; this guards callers that build objectives directly).
     """
     from qnas_hw.hardware.backends import get_backend
     from qnas_hw.hardware.cost import CostModel
+    from qnas_hw.search.objectives import CostUsdObjective
 
     hw = config.hardware
     names = list(config.search.objectives)
-    hardware_needed = any(n in names for n in ("runtime_s", "subcircuits"))
+    hardware_needed = any(n in names for n in ("runtime_s", "cost_usd", "subcircuits"))
     if hardware_needed and backend is None:
         backend = get_backend(hw.backend)
     if hardware_needed and planner is None:
         planner = make_planner(config, backend)
+    if ("runtime_s" in names or "cost_usd" in names) and transpiler is None:
+        transpiler = make_transpiler(config, backend)  # one transpiler: both price the same placed circuits
+    if "cost_usd" in names and backend.pricing is None:
+        raise SearchError(
+            f"objective 'cost_usd' needs a backend with per-task/per-shot prices, and backend {backend.name!r} has "
+            "none; use 'runtime_s' instead, or a priced Braket backend (e.g. braket_iqm_garnet)"
+        )
     out: list[Objective] = []
     for name in names:
         if name == "val_error":
@@ -145,8 +229,19 @@ def build_objectives(
             out.append(
                 RuntimeCostObjective(
                     backend,
-                    transpiler if transpiler is not None else make_transpiler(config, backend),
+                    transpiler,
                     CostModel.for_backend(backend),
+                    cut_planner=planner,
+                    shots=hw.shots,
+                    n_circuits=hw.n_circuits,
+                    cut_shots=config.search.cut_shots,
+                )
+            )
+        elif name == "cost_usd":
+            out.append(
+                CostUsdObjective(
+                    backend,
+                    transpiler,
                     cut_planner=planner,
                     shots=hw.shots,
                     n_circuits=hw.n_circuits,
@@ -220,11 +315,19 @@ def combined_settings_key(objectives: Sequence[Objective]) -> str:
 # ------------------------------------------------------------ constraints
 @dataclass(frozen=True)
 class Constraints:
-    """Names and evaluation of the pymoo inequality constraints (``<= 0`` feasible)."""
+    """Names and evaluation of the pymoo inequality constraints (``<= 0`` feasible).
+
+    ``max_runtime_s`` / ``max_usd``: caps on what one candidate's evaluation
+    workload is predicted to take on the device (from the ``runtime_s``
+    objective) and to cost (Braket and other priced backends); violations are
+    in decades over the cap, so "ten times too expensive" is a violation of 1.
+    """
 
     max_qubits: int | None = None
     max_sampling_overhead: float | None = None
     cut_plan: bool = True
+    max_runtime_s: float | None = None
+    max_usd: float | None = None
 
     @property
     def names(self) -> list[str]:
@@ -235,10 +338,14 @@ class Constraints:
             names.append("max_qubits")
         if self.max_sampling_overhead is not None:
             names.append("max_sampling_overhead")
+        if self.max_runtime_s is not None:
+            names.append("max_candidate_runtime_s")
+        if self.max_usd is not None:
+            names.append("max_candidate_usd")
         return names
 
     def values(self, arch: Architecture, facts: dict[str, Any]) -> list[float]:
-        """``facts``: ``failed`` plus the cut plan's ``sampling_overhead``/``feasible`` (see :func:`_facts`)."""
+        """``facts``: ``failed``, the cut plan's ``sampling_overhead``/``feasible``, ``runtime_s``, ``usd``."""
         g = [1.0 if facts.get("failed") else 0.0]
         overhead = facts.get("sampling_overhead")
         if self.cut_plan:
@@ -251,11 +358,30 @@ class Constraints:
             else:
                 # log base 9: one gate cut (kappa = 3, overhead 9) over the limit is a violation of 1
                 g.append(math.log(max(float(overhead), 1e-300) / self.max_sampling_overhead, 9.0))
+        if self.max_runtime_s is not None:
+            g.append(_decades_over(facts.get("runtime_s"), self.max_runtime_s, facts.get("failed", False)))
+        if self.max_usd is not None:
+            g.append(_decades_over(facts.get("usd"), self.max_usd, facts.get("failed", False)))
         return g
 
 
-def _facts(details: dict[str, Any], error: str | None) -> dict[str, Any]:
-    """What the constraints read, from the per-objective details (cut plan from subcircuits or runtime_s)."""
+#: Violation recorded for an infinite or unknown predicted cost (pymoo needs finite constraint values).
+_UNBOUNDED_VIOLATION = 1e6
+
+
+def _decades_over(value: Any, cap: float, failed: bool) -> float:
+    if value is None:
+        return 0.0 if failed else _UNBOUNDED_VIOLATION  # a failed candidate is already infeasible by "evaluation"
+    v = float(value)
+    if math.isnan(v):
+        return 0.0 if failed else _UNBOUNDED_VIOLATION
+    if math.isinf(v):
+        return _UNBOUNDED_VIOLATION
+    return math.log10(max(v, 1e-300) / cap)
+
+
+def _facts(details: dict[str, Any], error: str | None, objectives: dict[str, float] | None = None) -> dict[str, Any]:
+    """What the constraints read: the cut plan (from subcircuits or runtime_s details) and the predicted cost."""
     facts: dict[str, Any] = {"failed": error is not None}
     cut = details.get("subcircuits") or details.get("cut_plan") or {}
     runtime = details.get("runtime_s") or {}
@@ -265,6 +391,13 @@ def _facts(details: dict[str, Any], error: str | None) -> dict[str, Any]:
         facts["sampling_overhead"] = runtime["sampling_overhead"]
     if "feasible" in cut:
         facts["cut_feasible"] = bool(cut["feasible"])
+    objectives = objectives or {}
+    if "runtime_s" in objectives:
+        facts["runtime_s"] = objectives["runtime_s"]
+    if "cost_usd" in objectives:
+        facts["usd"] = objectives["cost_usd"]
+    elif runtime.get("dollars") is not None:
+        facts["usd"] = runtime["dollars"]
     return facts
 
 
@@ -335,7 +468,7 @@ class CandidateEvaluator:
                 self.reused += 1
             else:
                 fresh.discard(arch.key())  # a duplicate later in the list counts as reused
-            out.append((record, self._g(arch, record.details)))
+            out.append((record, self._g(arch, record)))
         return out
 
     def _evaluate_batch(self, archs: list[Architecture], generation: int, retries: dict[str, CandidateRecord]) -> None:
@@ -391,7 +524,7 @@ class CandidateEvaluator:
         if error is None and self.planner is not None and "subcircuits" not in details:
             # constraints read the cut plan even when subcircuits is not an objective
             details["cut_plan"] = self.planner.plan(arch).details()
-        g = self.constraints.values(arch, _facts(details, error))
+        g = self.constraints.values(arch, _facts(details, error, objectives))
         feasible = all(v <= 0 for v in g) and all(math.isfinite(v) for v in objectives.values())
         details["constraints"] = dict(zip(self.constraints.names, g, strict=True)) | {"G": g}
         if error is not None:
@@ -405,8 +538,9 @@ class CandidateEvaluator:
         )
         self.evaluated += 1
 
-    def _g(self, arch: Architecture, details: dict[str, Any]) -> list[float]:
-        return self.constraints.values(arch, _facts(details, details.get("error")))
+    def _g(self, arch: Architecture, record: CandidateRecord) -> list[float]:
+        details = record.details
+        return self.constraints.values(arch, _facts(details, details.get("error"), record.objectives))
 
     def objective_vector(self, record: CandidateRecord) -> list[float]:
         vals = [float(record.objectives.get(n, math.nan)) for n in self._names]
@@ -427,6 +561,7 @@ class SearchRun:
     next_generation: int
     progress: bool = False
     ledger: Any | None = None  # the study's job ledger (accuracy = "device")
+    box: Any | None = None  # the study's fixed hypervolume box (qnas_hw.search.pareto.HypervolumeBox)
 
     @property
     def names(self) -> list[str]:
@@ -718,7 +853,8 @@ def estimate_search_cost(config: RunConfig, hw: Hardware) -> SearchCostEstimate:
     algorithm = make_algorithm(s.pop_size)
     algorithm.setup(problem, termination=("n_gen", s.generations), seed=config.seed, verbose=False)
     pop = copy.deepcopy(algorithm).ask()
-    archs = [config.search_space().decode([int(v) for v in row]) for row in np.asarray(pop.get("X"))]
+    space = config.search_space()
+    archs = [decode(x, space) for x in pop.get("X")]
     builder = ProgramBuilder(
         hw.backend, hw.transpiler, hw.planner, s.shots, s.cut_shots, max_cut_experiments=s.cut_max_experiments
     )
@@ -789,6 +925,7 @@ def prepare_search(
     *,
     backend: Any | None = None,
     budget_overrides: dict[str, Any] | None = None,
+    generations: int | None = None,
 ) -> SearchRun:
     """Create (or reopen for ``resume``) the study, train the SuperCircuit, build objectives and the algorithm.
 
@@ -796,7 +933,9 @@ def prepare_search(
     (:func:`check_before_training`), so a bad setting never costs a
     SuperCircuit training.  ``backend`` replaces the configured one (same
     name; tests and benchmarks wrap it with fault injection);
-    ``budget_overrides`` (``search.device.*`` limits) may change on resume.
+    ``budget_overrides`` (``search.device.*`` limits) may change on resume, and
+    so may ``generations``: a finished study is extended to that many
+    generations (never shortened below the ones it holds).
     """
     if resume is not None:
         study = Study.open(resume, write=True, purpose="qnas-hw search --resume")
@@ -807,8 +946,12 @@ def prepare_search(
                 f"(see {study.config_json_path}); drop --config/--seed/--backend/--qubit-budget when resuming"
             )
         config = stored
-        if budget_overrides:
-            config = with_overrides(config, **budget_overrides)
+        overrides = dict(budget_overrides or {})
+        if generations is not None:
+            _check_extension(study, generations)
+            overrides["search.generations"] = generations
+        if overrides:
+            config = with_overrides(config, **overrides)
             study.update_config(config.resolved())
         out_dir = study.path.parent
         hw = make_hardware(config, backend)
@@ -819,8 +962,8 @@ def prepare_search(
         if out_dir is None:
             raise SearchError("run_search needs an output directory for a new study")
         out_dir = Path(out_dir)
-        if budget_overrides:
-            config = with_overrides(config, **budget_overrides)
+        if budget_overrides or generations is not None:
+            config = with_overrides(config, **(budget_overrides or {}), **{"search.generations": generations})
         if config.compute.threads is None:  # the study records the thread count it is computed with
             import torch
 
@@ -851,10 +994,10 @@ def prepare_search(
         planner=planner,
         transpiler=hw.transpiler if hw is not None else None,
     )
-    c = config.search.constraints
-    constraints = Constraints(c.max_qubits, c.max_sampling_overhead, cut_plan=planner is not None)
+    constraints = make_constraints(config, hw, names)
     evaluator = CandidateEvaluator(study, objectives, constraints, planner=planner)
     problem = ArchitectureProblem(space, len(objectives), len(constraints.names))
+    box = _hypervolume_box(study, config, objectives, space)
 
     state = study.last_algorithm_state()
     if state is None:
@@ -863,28 +1006,117 @@ def prepare_search(
         next_generation = 0
     else:
         algorithm = pickle.loads(state.state)
+        _check_resumable(algorithm, problem, study)
+        # the stored config's generation count is the run's length (it grows when a study is extended)
+        algorithm.termination = MaximumGenerationTermination(config.search.generations)
         next_generation = state.generation + 1
         logger.info("resuming %s after generation %d", study.path, state.generation)
-    run = SearchRun(config, study, space, evaluator, algorithm, problem, next_generation, progress=progress)
+    run = SearchRun(config, study, space, evaluator, algorithm, problem, next_generation, progress=progress, box=box)
     run.ledger = ledger
     return run
+
+
+def make_constraints(config: RunConfig, hw: Hardware | None, names: Sequence[str]) -> Constraints:
+    """The study's constraints; the cost caps apply where the objectives predict that cost."""
+    c, h = config.search.constraints, config.hardware
+    priced = hw is not None and getattr(hw.backend, "pricing", None) is not None
+    return Constraints(
+        c.max_qubits,
+        c.max_sampling_overhead,
+        cut_plan=hw is not None and hw.planner is not None,
+        max_runtime_s=h.max_candidate_runtime_s if "runtime_s" in names else None,
+        max_usd=h.max_candidate_usd if priced and ("runtime_s" in names or "cost_usd" in names) else None,
+    )
+
+
+def _check_extension(study: Study, generations: int) -> None:
+    """``--generations N`` on resume: at least the generations the study already holds."""
+    done = len(study.generations())
+    if generations < max(done, 1):
+        raise SearchError(
+            f"--generations {generations} is fewer than the {done} generations {study.path} already holds; a study "
+            f"can be extended, not shortened (use --generations {done + 1} or more to continue it)"
+        )
+
+
+def _check_resumable(algorithm: Any, problem: ArchitectureProblem, study: Study) -> None:
+    """A pickled algorithm whose problem has other sizes was made by another qnas-hw version: refuse, clearly."""
+    old = getattr(algorithm, "problem", None)
+    if old is None:
+        return
+    if (old.n_obj, old.n_ieq_constr) != (problem.n_obj, problem.n_ieq_constr):
+        raise SearchError(
+            f"{study.path} was made by a qnas-hw version with {old.n_ieq_constr} constraints and {old.n_obj} "
+            f"objectives; this one has {problem.n_ieq_constr} and {problem.n_obj}, so its stored optimiser cannot "
+            "continue. Start a new study (its candidates are kept and reported as they are)"
+        )
+
+
+def _hypervolume_box(study: Study, config: RunConfig, objectives: Sequence[Objective], space: SearchSpace) -> Any:
+    """The study's fixed hypervolume box: read back on resume, derived once (and stored) otherwise."""
+    from qnas_hw.search.pareto import HypervolumeBox
+
+    stored = study.meta_json(HV_BOX_META)
+    if stored is not None:
+        return HypervolumeBox.from_dict(stored)
+    box = derive_box(config, objectives, space)
+    study.set_meta_json(HV_BOX_META, box.to_dict())
+    logger.info("hypervolume box (fixed for this study): %s", box.to_dict())
+    return box
+
+
+def derive_box(config: RunConfig, objectives: Sequence[Objective], space: SearchSpace) -> Any:
+    """Each objective's fixed ideal and nadir, from the space's bounds and the configured caps.
+
+    * ``val_error``: 0 to 1.
+    * ``runtime_s`` / ``cost_usd`` (log10): from the smallest architecture of
+      the space (fewest qubits and layers, no entangler) to the per-candidate
+      cap (``hardware.max_candidate_runtime_s`` / ``max_candidate_usd``), or
+      four decades above the smallest when there is no cap.
+    * ``subcircuits``: 1 to the widest architecture's qubit count (each piece
+      holds at least one qubit).
+    """
+    from qnas_hw.search.pareto import Axis, HypervolumeBox
+
+    caps = {"runtime_s": config.hardware.max_candidate_runtime_s, "cost_usd": config.hardware.max_candidate_usd}
+    axes = []
+    for obj in objectives:
+        if obj.name == "val_error":
+            axes.append(Axis("val_error", 0.0, 1.0))
+        elif obj.name == "subcircuits":
+            axes.append(Axis("subcircuits", 1.0, float(max(space.qubits[1], 2))))
+        elif obj.name in caps:
+            smallest = float(obj.evaluate(space.smallest()).value)
+            if not (math.isfinite(smallest) and smallest > 0):
+                raise SearchError(f"{obj.name} of the smallest architecture is {smallest}; cannot fix the box")
+            cap = caps[obj.name]
+            nadir = cap if cap is not None and cap > smallest else smallest * 1e4
+            axes.append(Axis(obj.name, smallest, nadir, log=True))
+        else:
+            raise SearchError(f"no hypervolume axis is defined for objective {obj.name!r}")
+    return HypervolumeBox(tuple(axes))
 
 
 def run_generation(run: SearchRun, generation: int) -> GenerationRecord:
     """Ask, evaluate through the study, tell, and commit the generation with the algorithm state."""
     algo = run.algorithm
     pop = algo.ask()
-    X = np.asarray(pop.get("X"))
-    archs = [run.space.decode([int(v) for v in row]) for row in X]
+    archs = [decode(x, run.space) for x in pop.get("X")]
     F, G = [], []
     for record, g in run.evaluator.evaluate_many(archs, generation):
         F.append(run.evaluator.objective_vector(record))
         G.append(g)
-    static = StaticProblem(run.problem, F=np.array(F, dtype=float), G=np.array(G, dtype=float))
+    remember_evaluated(algo, archs)
+    n_obj, n_constr = run.problem.n_obj, run.problem.n_ieq_constr
+    static = StaticProblem(
+        run.problem,
+        F=np.array(F, dtype=float).reshape(len(archs), n_obj),
+        G=np.array(G, dtype=float).reshape(len(archs), n_constr),
+    )
     Evaluator().eval(static, pop)
     algo.tell(infills=pop)
 
-    population = [run.space.decode([int(v) for v in x]).canonical() for x in algo.pop.get("X")]
+    population = [decode(x, run.space).canonical() for x in algo.pop.get("X")]
     records = run.study.candidates(settings_key=run.evaluator.settings_key)
     names = run.names
     front_idx = archive_front(records, names)
@@ -892,7 +1124,7 @@ def run_generation(run: SearchRun, generation: int) -> GenerationRecord:
         index=generation,
         population=population,
         front=[records[i].arch.canonical() for i in front_idx],
-        hypervolume=front_hypervolume(records, front_idx, names),
+        hypervolume=front_hypervolume(records, front_idx, names, run.box),
     )
     rng_state = algo.random_state.bit_generator.state if algo.random_state is not None else None
     return run.study.commit_generation(record, pickle.dumps(algo), _jsonable(rng_state))
@@ -910,15 +1142,18 @@ def run_search(
     *,
     backend: Any | None = None,
     budget_overrides: dict[str, Any] | None = None,
+    generations: int | None = None,
 ) -> Study:
     """Run (or resume) a whole search; returns the study with every candidate and generation committed.
 
     ``config`` may be None when resuming (the study's stored config is used);
     a config that differs from the stored one is refused rather than mixed in.
-    ``backend`` and ``budget_overrides``: see :func:`prepare_search`.
+    ``backend``, ``budget_overrides`` and ``generations``: see :func:`prepare_search`.
     """
     started = now_iso()
-    run = prepare_search(config, out_dir, resume, progress, backend=backend, budget_overrides=budget_overrides)
+    run = prepare_search(
+        config, out_dir, resume, progress, backend=backend, budget_overrides=budget_overrides, generations=generations
+    )
     try:
         return _run_generations(run, started, resume)
     finally:
@@ -942,7 +1177,7 @@ def _run_generations(run: SearchRun, started: str, resume: Path | None) -> Study
             rec = run_generation(run, generation)
             ev = run.evaluator
             logger.info(
-                "generation %d: front %d, hypervolume %s (box of the records so far), evaluated %d new / reused %d "
+                "generation %d: front %d, hypervolume %s (the study's fixed box), evaluated %d new / reused %d "
                 "(failed %d)",
                 generation,
                 len(rec.front),
@@ -979,8 +1214,10 @@ __all__ = [
     "StudyError",
     "build_objectives",
     "combined_settings_key",
+    "decode",
     "make_algorithm",
     "prepare_search",
+    "remember_evaluated",
     "run_generation",
     "run_search",
 ]

@@ -6,6 +6,7 @@ imports the other's job machinery (they used to import each other).
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from typing import Any
@@ -90,37 +91,95 @@ class PrimitiveJobHandle(JobHandle):
         return out
 
     def timing(self) -> JobTiming:
-        self.result()
-        return JobTiming(quantum_seconds=self._quantum_seconds(), wall_seconds=self._wall, extra=self._extra())
+        """Provider-reported QPU usage (IBM runtime jobs) and our wall clock; re-read on every call.
 
-    def _quantum_seconds(self) -> float | None:
-        """Provider-reported QPU usage (IBM runtime jobs); local jobs have none."""
+        ``metrics()`` is read once per call: its ``usage`` block is what
+        ``RuntimeJobV2.usage()`` itself returns, so a second request is not
+        needed; ``usage()`` is only asked when the payload has no usage figure.
+        ``quantum_seconds`` stays ``None`` while IBM still computes the usage
+        (status ``pending``), and for local jobs, which report 0.
+        """
+        self.result()
+        metrics = self._metrics()
+        seconds, source = reported_usage(metrics) if metrics is not None else (None, "no metrics")
+        if seconds is None and source in ("no metrics", "no usage figure"):
+            seconds, source = self._usage_call()
+        extra: dict[str, Any] = {} if source == "no usage" else {"usage_source": source}
+        if metrics is not None:
+            extra["metrics"] = metrics
+            running = running_seconds(metrics)
+            if running is not None:
+                extra["running_to_finished_s"] = running
+        return JobTiming(quantum_seconds=seconds, wall_seconds=self._wall, extra=extra)
+
+    def _metrics(self) -> dict[str, Any] | None:
+        metrics = getattr(self._job, "metrics", None)
+        if metrics is None:
+            return None
+        try:
+            data = metrics()
+        except Exception as exc:  # local primitive jobs have no metrics; a network error must not lose the counts
+            log.debug("job %s has no metrics: %s", self.job_id, exc)
+            return None
+        return data if isinstance(data, dict) else None
+
+    def _usage_call(self) -> tuple[float | None, str]:
         usage = getattr(self._job, "usage", None)
         if usage is None:
-            return None
+            return None, "no usage"
         try:
             value = usage()
         except Exception as exc:  # local jobs may not implement usage
             log.debug("job %s has no usage: %s", self.job_id, exc)
-            return None
-        return float(value) if isinstance(value, int | float) and value > 0 else None
-
-    def _extra(self) -> dict[str, Any]:
-        metrics = getattr(self._job, "metrics", None)
-        if metrics is None:
-            return {}
-        try:
-            data = metrics()
-        except Exception as exc:
-            log.debug("job %s has no metrics: %s", self.job_id, exc)
-            return {}
-        return {"metrics": data} if isinstance(data, dict) else {}
+            return None, "no usage"
+        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+            return float(value), "usage()"
+        return None, f"usage() = {value!r}"
 
     def cancel(self) -> None:
         try:
             self._job.cancel()
         except Exception as exc:  # best effort by contract
             log.warning("could not cancel job %s: %s", self.job_id, exc)
+
+
+#: Keys of a runtime job's ``metrics()["usage"]`` block that hold its QPU seconds, in the order they are read:
+#: ``qpu_charge_time_seconds`` is what qiskit-ibm-runtime 0.51's ``RuntimeJobV2.usage()`` returns; the older
+#: ``quantum_seconds`` and ``seconds`` fields of the same block are read when it is absent.
+USAGE_KEYS: tuple[str, ...] = ("qpu_charge_time_seconds", "quantum_seconds", "seconds")
+
+
+def reported_usage(metrics: dict[str, Any]) -> tuple[float | None, str]:
+    """QPU seconds from a ``RuntimeJobV2.metrics()`` payload and where they came from (or why there are none).
+
+    Mirrors ``RuntimeJobV2.usage()`` (qiskit-ibm-runtime 0.51): while
+    ``usage.status`` is ``pending`` the figure is not final and nothing is
+    returned.  A figure of 0 is what local (``LocalRuntimeJob``) jobs and
+    system-failed jobs report: no QPU time, so ``None``.
+    """
+    usage = metrics.get("usage")
+    if not isinstance(usage, dict):
+        return None, "no usage figure"
+    if str(usage.get("status", "")).lower() == "pending":
+        return None, "pending"
+    for key in USAGE_KEYS:
+        value = usage.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return (float(value), f"metrics.usage.{key}") if value > 0 else (None, f"metrics.usage.{key} = {value}")
+    return None, "no usage figure"
+
+
+def running_seconds(metrics: dict[str, Any]) -> float | None:
+    """Seconds from the ``running`` to the ``finished`` timestamp of a job's metrics (ISO 8601, ``Z`` = UTC)."""
+    stamps = metrics.get("timestamps")
+    if not isinstance(stamps, dict):
+        return None
+    try:
+        start = dt.datetime.fromisoformat(str(stamps["running"]).replace("Z", "+00:00"))
+        end = dt.datetime.fromisoformat(str(stamps["finished"]).replace("Z", "+00:00"))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return (end - start).total_seconds()
 
 
 def target_duration(transpiled: QuantumCircuit, target: Target | None) -> float:

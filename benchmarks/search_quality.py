@@ -1,0 +1,225 @@
+"""Search quality: our NSGA-II against Optuna's NSGA-II and random search, same evaluator and budget.
+
+Per search seed, three searches of the same configuration (the README's
+default main job unless ``--config`` names another), each in its own study:
+
+* ``nsga2``: ``qnas-hw search`` itself (pymoo NSGA-II, mixed variables,
+  duplicates eliminated against the whole study archive);
+* ``optuna-nsga2``: Optuna's ``NSGAIISampler`` (same population size, same
+  objectives, the same constraint values through ``constraints_func``) driving
+  the same :class:`~qnas_hw.search.nsga.CandidateEvaluator`;
+* ``random``: distinct architectures drawn uniformly from the space.
+
+The budget is the number of distinct architectures evaluated (pop_size x
+generations); a proposal of an architecture already evaluated is answered
+from the study and not counted, for Optuna as for us.  Every search trains
+its own SuperCircuit with the same seed (identical weights), so an
+architecture gets the same objective values whichever method proposes it.
+Hypervolume is measured in the one fixed box the study derives from the
+config (:func:`~qnas_hw.search.nsga.derive_box`), over every feasible record.
+
+    python benchmarks/search_quality.py --seeds 0,1,2 --out benchmarks/results/search_quality.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = ("nsga2", "optuna-nsga2", "random")
+
+
+def load(config_path: str | None, seed: int) -> Any:
+    from qnas_hw.config import default_config, load_config, with_overrides
+
+    base = load_config(Path(config_path)) if config_path else default_config()
+    return with_overrides(base, seed=seed, **{"compute.threads": 1})
+
+
+def budget_of(config: Any) -> int:
+    return config.search.pop_size * config.search.generations
+
+
+def run_nsga2(config: Any, out: Path) -> Any:
+    from qnas_hw.search.nsga import run_search
+
+    return run_search(config, out, progress=False)
+
+
+def run_random(config: Any, out: Path) -> Any:
+    from qnas_hw.search.nsga import prepare_search
+
+    run = prepare_search(config, out)
+    rng = np.random.default_rng(config.seed + 7777)
+    seen: dict[str, Any] = {}
+    tries = 0
+    while len(seen) < budget_of(config) and tries < 100 * budget_of(config):
+        arch = run.space.sample(rng)
+        seen.setdefault(arch.key(), arch)
+        tries += 1
+    archs = list(seen.values())
+    pop = config.search.pop_size
+    for g in range(math.ceil(len(archs) / pop)):
+        run.evaluator.evaluate_many(archs[g * pop : (g + 1) * pop], g)
+    return run.study
+
+
+def run_optuna(config: Any, out: Path) -> Any:
+    """Optuna's NSGA-II asking for architectures one trial at a time; repeats are told the stored values."""
+    import optuna
+
+    from qnas_hw.model.space import Architecture
+    from qnas_hw.search.nsga import prepare_search
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    run = prepare_search(config, out)
+    space = run.space
+    pop = config.search.pop_size
+    sampler = optuna.samplers.NSGAIISampler(
+        population_size=pop, seed=config.seed, constraints_func=lambda t: t.user_attrs["constraints"]
+    )
+    study = optuna.create_study(directions=["minimize"] * len(run.names), sampler=sampler)
+    distinct: set[str] = set()
+    budget = budget_of(config)
+    trials = 0
+    while len(distinct) < budget and trials < 20 * budget:
+        trial = study.ask()
+        arch = Architecture(
+            embedding=trial.suggest_categorical("embedding", list(space.embeddings)),
+            n_qubits=trial.suggest_int("n_qubits", *space.qubits),
+            n_layers=trial.suggest_int("n_layers", *space.layers),
+            rotation=trial.suggest_categorical("rotation", list(space.rotations)),
+            entangler=trial.suggest_categorical("entangler", list(space.entanglers)),
+        )
+        record, g = run.evaluator.evaluate(arch, len(distinct) // pop)
+        distinct.add(arch.key())
+        trial.set_user_attr("constraints", [float(v) for v in g])
+        study.tell(trial, run.evaluator.objective_vector(record))
+        trials += 1
+    return run.study
+
+
+def measure(study: Any, config: Any) -> dict[str, Any]:
+    """Final fixed-box hypervolume, best val_error after each evaluation, distinct evaluations."""
+    from qnas_hw.search.pareto import HV_BOX_META, HypervolumeBox, archive_front, front_hypervolume
+
+    names = study.objective_names
+    box = HypervolumeBox.from_dict(study.meta_json(HV_BOX_META)).for_names(names)
+    records = sorted(study.candidates(), key=lambda r: r.generation)  # evaluation order within a generation
+    curve, best = [], math.inf
+    for k, r in enumerate(records, start=1):
+        if r.usable:
+            best = min(best, float(r.objectives["val_error"]))
+        curve.append([k, None if math.isinf(best) else best])
+    hv = front_hypervolume(records, archive_front(records, names), names, box)
+    return {
+        "evaluations": len(records),
+        "hypervolume": 0.0 if hv is None else hv,
+        "best_val_error": None if math.isinf(best) else best,
+        "best_val_error_curve": curve,
+        "feasible": sum(r.usable for r in records),
+        "box": box.to_dict(),
+        "embeddings_on_front": sorted(records[i].arch.embedding for i in archive_front(records, names)),
+    }
+
+
+def ci95(values: list[float]) -> float:
+    from scipy import stats
+
+    if len(values) < 2:
+        return math.nan
+    return float(stats.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / math.sqrt(len(values)))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", default=None, help="a qnas-hw TOML config (default: the embedded default job)")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    work = Path(tempfile.mkdtemp(prefix="qnas-search-quality-"))
+    rows: list[dict[str, Any]] = []
+    t_all = time.perf_counter()
+    for seed in (int(s) for s in args.seeds.split(",")):
+        for method in args.methods.split(","):
+            config = load(args.config, seed)
+            out = work / f"{method}-{seed}"
+            t0 = time.perf_counter()
+            if method == "nsga2":
+                study = run_nsga2(config, out)
+            elif method == "optuna-nsga2":
+                study = run_optuna(config, out)
+            elif method == "random":
+                study = run_random(config, out)
+            else:
+                raise SystemExit(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+            seconds = time.perf_counter() - t0
+            row = {"method": method, "seed": seed, **measure(study, config), "seconds": seconds}
+            study.close()
+            rows.append(row)
+            print(
+                f"{method:<13} seed {seed}: {row['evaluations']} evaluations, HV {row['hypervolume']:.4f}, "
+                f"best val_error {row['best_val_error']}, {seconds:.0f} s",
+                flush=True,
+            )
+    print(f"\n{'method':<13} {'HV mean +- 95% CI':>22} {'best val_error':>15} {'seconds':>8}")
+    summary = []
+    for method in args.methods.split(","):
+        sel = [r for r in rows if r["method"] == method]
+        hv = [r["hypervolume"] for r in sel]
+        be = [r["best_val_error"] for r in sel if r["best_val_error"] is not None]
+        summary.append(
+            {
+                "method": method,
+                "hypervolume_mean": float(np.mean(hv)),
+                "hypervolume_ci95": ci95(hv),
+                "best_val_error_mean": float(np.mean(be)) if be else None,
+                "seconds_mean": float(np.mean([r["seconds"] for r in sel])),
+                "seeds": len(sel),
+            }
+        )
+        s = summary[-1]
+        print(
+            f"{method:<13} {s['hypervolume_mean']:>12.4f} +- {s['hypervolume_ci95']:.4f} "
+            f"{s['best_val_error_mean'] if s['best_val_error_mean'] is not None else float('nan'):>15.4f} "
+            f"{s['seconds_mean']:>8.0f}"
+        )
+    if args.out is not None:
+        import optuna
+        import pymoo
+
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        doc = {
+            "command": "python benchmarks/search_quality.py " + " ".join(sys.argv[1:]),
+            "commit": commit.strip(),
+            "machine": {
+                "cores": os.cpu_count(),
+                "platform": platform.platform(),
+                "optuna": optuna.__version__,
+                "pymoo": pymoo.__version__,
+            },
+            "seconds": time.perf_counter() - t_all,
+            "summary": summary,
+            "rows": rows,
+        }
+        args.out.write_text(json.dumps(doc, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
