@@ -6,7 +6,7 @@ default main job unless ``--config`` names another), each in its own study:
 * ``nsga2``: ``qnas-hw search`` itself (pymoo NSGA-II, mixed variables,
   duplicates eliminated against the whole study archive);
 * ``optuna-nsga2``: Optuna's ``NSGAIISampler`` (same population size, same
-  objectives, the same constraint values through ``constraints_func``) driving
+  objectives, the same constraint values through ``Trial.set_constraint``) driving
   the same :class:`~qnas_hw.search.nsga.CandidateEvaluator`;
 * ``random``: distinct architectures drawn uniformly from the space.
 
@@ -88,9 +88,7 @@ def run_optuna(config: Any, out: Path) -> Any:
     run = prepare_search(config, out)
     space = run.space
     pop = config.search.pop_size
-    sampler = optuna.samplers.NSGAIISampler(
-        population_size=pop, seed=config.seed, constraints_func=lambda t: t.user_attrs["constraints"]
-    )
+    sampler = optuna.samplers.NSGAIISampler(population_size=pop, seed=config.seed)  # constraints: set_constraint
     study = optuna.create_study(directions=["minimize"] * len(run.names), sampler=sampler)
     distinct: set[str] = set()
     budget = budget_of(config)
@@ -106,7 +104,8 @@ def run_optuna(config: Any, out: Path) -> Any:
         )
         record, g = run.evaluator.evaluate(arch, len(distinct) // pop)
         distinct.add(arch.key())
-        trial.set_user_attr("constraints", [float(v) for v in g])
+        for name, value in zip(run.evaluator.constraints.names, g, strict=True):
+            trial.set_constraint(name, float(value))
         study.tell(trial, run.evaluator.objective_vector(record))
         trials += 1
     return run.study
