@@ -41,6 +41,27 @@ out_console = Console(soft_wrap=True, width=_PIPED_WIDTH)
 err_console = Console(stderr=True, soft_wrap=True)
 logger = logging.getLogger("qnas_hw.cli")
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            out_console.print(f"qnas-hw {version('qnas-hw')}", highlight=False)
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            out_console.print("qnas-hw (not installed: no package metadata)", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Hardware-aware architecture search for hybrid quantum-classical neural networks."""
+
+
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging (and tracebacks) on stderr.")]
 #: Libraries whose INFO logging would drown ours even with --verbose.
 _NOISY = (
@@ -253,7 +274,14 @@ def search(
                     "(start a new study to change settings; only --generations (to extend it) and "
                     "--max-cost/--max-qpu-seconds/--max-shots may change)"
                 )
-            study = run_search(None, resume=resume, progress=progress, budget_overrides=budget, generations=generations)
+            study = run_search(
+                None,
+                resume=resume,
+                progress=progress and sys.stderr.isatty(),
+                budget_overrides=budget,
+                generations=generations,
+                on_generation=_print_generation,
+            )
         else:
             cfg = _resolve_config(config, overrides=overrides)
             run_dir = out if out is not None else Path("runs") / f"search-{_timestamp()}"
@@ -261,7 +289,13 @@ def search(
                 f"study: {run_dir / 'study.sqlite'} (accuracy: {cfg.search.accuracy} on {cfg.hardware.backend})",
                 highlight=False,
             )
-            study = run_search(cfg, run_dir, progress=progress, budget_overrides=budget)
+            study = run_search(
+                cfg,
+                run_dir,
+                progress=progress and sys.stderr.isatty(),  # bars only on a terminal; the lines below always
+                budget_overrides=budget,
+                on_generation=_print_generation,
+            )
         failure = _search_hw_eval(study, verbose)
         _print_summary(study)
         if failure is not None:
@@ -269,6 +303,22 @@ def search(
                 f"hardware evaluation after the search: {failure}\nThe search itself is complete and saved in "
                 f"{study.path}; run `qnas-hw hw-eval {study.path} --resume` with other limits to measure it."
             )
+
+
+def _print_generation(info: dict[str, Any]) -> None:
+    """One line per generation on stderr, with or without progress bars."""
+    hv = info["hypervolume"]
+    best = info["best_val_error"]
+    spent = info.get("spent")
+    line = (
+        f"generation {info['generation'] + 1}/{info['generations']}: {info['candidates']} candidates in the study "
+        f"({info['new']} evaluated by this run, {info['from_study']} taken from the study, {info['failed']} failed); "
+        f"front {info['front']}, hypervolume {'n/a' if hv is None else f'{hv:.4f}'}, best val_error "
+        f"{'n/a' if best is None else f'{best:.4f}'}"
+    )
+    if spent is not None:
+        line += f"; device jobs so far: {spent['seconds']:.1f} QPU s, ${spent['usd']:.2f}, {spent['shots']:.0f} shots"
+    err_console.print(line, highlight=False)
 
 
 def _non_negative(flag: str, value: float | None) -> float | None:
@@ -613,7 +663,9 @@ def _run_hw_eval(
         concurrency=pick(concurrency, hw.concurrency),
         policy=RetryPolicy.for_backend(be, max_attempts=hw.max_attempts, timeout_s=hw.timeout_s),
         budget=Budget(
-            pick(max_cost, hw.max_cost_usd), pick(max_qpu_seconds, hw.max_qpu_seconds), pick(max_shots, hw.max_shots)
+            pick(_non_negative("--max-cost", max_cost), hw.max_cost_usd),
+            pick(_non_negative("--max-qpu-seconds", max_qpu_seconds), hw.max_qpu_seconds),
+            pick(_non_negative("--max-shots", max_shots), hw.max_shots),
         ),
         dry_run=pick(dry_run, hw.dry_run),
         resume=resume,

@@ -51,6 +51,7 @@ def test_search_resume_report_train(tmp_path: Path, tiny_search_toml: str) -> No
     res = _invoke("search", "--config", str(cfg), "--out", str(run), "--no-progress", "--seed", "7")
     assert res.exit_code == 0, res.output
     assert "Pareto front" in res.output and "candidates evaluated" in res.output
+    assert "generation 2/2:" in res.output and "best val_error" in res.output  # one line per generation
     study = Study.open(run / "study.sqlite")
     assert study.config["seed"] == 7  # the --seed override is what the study records
     assert json.loads((run / "study.config.json").read_text())["seed"] == 7
@@ -65,6 +66,8 @@ def test_search_resume_report_train(tmp_path: Path, tiny_search_toml: str) -> No
     assert res.exit_code == 1 and "already exists" in res.output
     res = _invoke("search", "--resume", str(run / "study.sqlite"), "--no-progress")
     assert res.exit_code == 0 and "0 candidates evaluated" in res.output
+    res = _invoke("hw-eval", str(run / "study.sqlite"), "--max-cost", "-5")  # the flag is named, not a field
+    assert res.exit_code == 1 and "--max-cost -5 must be >= 0" in res.output and "Budget." not in res.output
     assert Study.open(run / "study.sqlite").n_candidates() == n
 
     out = tmp_path / "rep"
@@ -109,3 +112,17 @@ def test_calibrate_quick_aer_ideal(tmp_path: Path) -> None:
     res = _invoke("calibrate", "--backend", "aer_ideal", "--quick", "--out", str(out))
     assert res.exit_code == 0, res.output
     assert out.is_file() and "MAPE" in res.output
+
+
+def test_version_flag_prints_the_installed_version() -> None:
+    from importlib.metadata import version
+
+    res = _invoke("--version")
+    assert res.exit_code == 0 and res.output.strip() == f"qnas-hw {version('qnas-hw')}"
+
+
+def test_a_device_smaller_than_any_candidate_is_refused_before_anything_is_created(tmp_path: Path) -> None:
+    res = _invoke("search", "--backend", "fake_armonk", "--out", str(tmp_path / "run"), "--no-progress")
+    assert res.exit_code == 1 and "fake_armonk has 1 qubit" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "run" / "study.sqlite").exists()
+

@@ -40,7 +40,7 @@ import logging
 import math
 import pickle
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -561,7 +561,10 @@ class SearchRun:
     next_generation: int
     progress: bool = False
     ledger: Any | None = None  # the study's job ledger (accuracy = "device")
+    device_batch: str = ""  # the ledger batch of this search's device jobs (what it has spent)
     box: Any | None = None  # the study's fixed hypervolume box (qnas_hw.search.pareto.HypervolumeBox)
+    #: called after every committed generation with :func:`generation_summary`'s dict (the CLI prints it)
+    on_generation: Callable[[dict[str, Any]], None] | None = None
 
     @property
     def names(self) -> list[str]:
@@ -727,6 +730,13 @@ def make_hardware(config: RunConfig, backend: Any | None = None) -> Hardware | N
         from qnas_hw.hardware.backends import get_backend
 
         backend = get_backend(config.hardware.backend)
+    smallest = config.search_space().qubits[0]
+    if backend.num_qubits < smallest:
+        raise SearchError(
+            f"backend {backend.name} has {backend.num_qubits} qubit(s), fewer than the smallest candidate of the "
+            f"space ({smallest} qubits; no architecture has fewer than 2), so nothing can run on it; pick a larger "
+            "device (`qnas-hw devices` lists them with their sizes)"
+        )
     return Hardware(backend, make_transpiler(config, backend), make_planner(config, backend))
 
 
@@ -1013,6 +1023,8 @@ def prepare_search(
         logger.info("resuming %s after generation %d", study.path, state.generation)
     run = SearchRun(config, study, space, evaluator, algorithm, problem, next_generation, progress=progress, box=box)
     run.ledger = ledger
+    if ledger is not None and hw is not None:
+        run.device_batch = device_batch(config, hw.backend)
     return run
 
 
@@ -1143,6 +1155,7 @@ def run_search(
     backend: Any | None = None,
     budget_overrides: dict[str, Any] | None = None,
     generations: int | None = None,
+    on_generation: Callable[[dict[str, Any]], None] | None = None,
 ) -> Study:
     """Run (or resume) a whole search; returns the study with every candidate and generation committed.
 
@@ -1154,11 +1167,32 @@ def run_search(
     run = prepare_search(
         config, out_dir, resume, progress, backend=backend, budget_overrides=budget_overrides, generations=generations
     )
+    run.on_generation = on_generation
     try:
         return _run_generations(run, started, resume)
     finally:
         if run.ledger is not None:
             run.ledger.close()
+
+
+def generation_summary(run: SearchRun, rec: GenerationRecord, total: int) -> dict[str, Any]:
+    """What one line per generation tells a user: progress, front, hypervolume, best error, paid jobs so far."""
+    records = [r for r in run.study.candidates(settings_key=run.evaluator.settings_key) if r.usable]
+    errors = [float(r.objectives["val_error"]) for r in records if "val_error" in r.objectives]
+    out: dict[str, Any] = {
+        "generation": rec.index,
+        "generations": total,
+        "candidates": run.study.n_candidates(),
+        "new": run.evaluator.evaluated,
+        "from_study": run.evaluator.reused,
+        "failed": run.evaluator.failed,
+        "front": len(rec.front),
+        "hypervolume": rec.hypervolume,
+        "best_val_error": min(errors) if errors else None,
+    }
+    if run.ledger is not None:  # accuracy = "device": what the search's jobs have cost so far
+        out["spent"] = run.ledger.spent(run.device_batch)
+    return out
 
 
 def _run_generations(run: SearchRun, started: str, resume: Path | None) -> Study:
@@ -1189,6 +1223,8 @@ def _run_generations(run: SearchRun, started: str, resume: Path | None) -> Study
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(front=len(rec.front), new=ev.evaluated, reused=ev.reused)
+            if run.on_generation is not None:
+                run.on_generation(generation_summary(run, rec, total))
     finally:
         if bar is not None:
             bar.close()
