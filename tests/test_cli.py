@@ -125,4 +125,3 @@ def test_a_device_smaller_than_any_candidate_is_refused_before_anything_is_creat
     res = _invoke("search", "--backend", "fake_armonk", "--out", str(tmp_path / "run"), "--no-progress")
     assert res.exit_code == 1 and "fake_armonk has 1 qubit" in res.output and "Traceback" not in res.output
     assert not (tmp_path / "run" / "study.sqlite").exists()
-
