@@ -194,6 +194,10 @@ def search(
         int | None,
         typer.Option("--threads", help="Torch threads (recorded in the study; a resume uses the recorded count)."),
     ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option("--data-dir", help="Directory of the MNIST / Fashion-MNIST IDX files (sets data.data_dir)."),
+    ] = None,
     max_cost: Annotated[
         float | None, typer.Option("--max-cost", help="device: refuse a generation beyond this many billed USD.")
     ] = None,
@@ -239,6 +243,7 @@ def search(
             "search.shots": shots,
             "search.generations": generations,
             "compute.threads": threads,
+            "data.data_dir": str(data_dir) if data_dir is not None else None,
         }
         budget = {
             k: v
@@ -266,6 +271,7 @@ def search(
                 "--accuracy": accuracy,
                 "--shots": shots,
                 "--threads": threads,
+                "--data-dir": data_dir,
             }
             given = [flag for flag, value in flags.items() if value is not None]
             if given:
@@ -411,6 +417,10 @@ def train(
     study: Annotated[Path | None, typer.Option("--study", help="Use the configuration stored in this study.")] = None,
     epochs: Annotated[int, typer.Option("--epochs", help="Training epochs from scratch.")] = 30,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed (default: the config's).")] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option("--data-dir", help="Directory of the MNIST / Fashion-MNIST IDX files (sets data.data_dir)."),
+    ] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write weights and result JSON here.")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
     verbose: Verbose = False,
@@ -425,13 +435,20 @@ def train(
         from qnas_hw.model.space import Architecture
         from qnas_hw.model.training import TrainConfig, train_model
 
-        cfg = _resolve_config(config, study, {"seed": seed})
+        cfg = _resolve_config(
+            config, study, {"seed": seed, "data.data_dir": str(data_dir) if data_dir is not None else None}
+        )
         architecture = Architecture.parse(arch)
         if epochs < 1:
             _fail(f"--epochs={epochs} must be >= 1")
         d = cfg.data
         splits = load_dataset(
-            d.dataset, d.data_dir, val_fraction=d.val_fraction, seed=cfg.seed, limit_train=d.limit_train
+            d.dataset,
+            d.data_dir,
+            val_fraction=d.val_fraction,
+            seed=cfg.seed,
+            limit_train=d.limit_train,
+            download=d.download,
         )
         model = HQNN(
             architecture, tuple(splits.input_shape), splits.n_classes, frontend=cfg.model.frontend, seed=cfg.seed
@@ -481,8 +498,14 @@ def report(
         from qnas_hw.search.study import Study
 
         with Study.open(study) as s:
+            target = out if out is not None else s.path.parent / "report"
+            if out is None and not os.access(s.path.parent, os.W_OK):
+                _fail(
+                    f"the study's directory {s.path.parent} is read-only, so the report cannot go to {target}; "
+                    "pass --out DIR with a writable directory (the study itself is only read)"
+                )
             data = study_report_data(s)
-            files = write_report_data(data, out if out is not None else s.path.parent / "report")
+            files = write_report_data(data, target)
         out_console.print(front_table(data))
         out_console.print(f"wrote {len(files.all())} files to {files.out_dir}", highlight=False)
 

@@ -76,6 +76,8 @@ class DataConfig(_Section):
     data_dir: Path | None = None
     val_fraction: float = 0.2
     limit_train: int | None = None
+    #: fetch missing MNIST / Fashion-MNIST files from the public mirrors (checked against their SHA-256)
+    download: bool = False
 
     @field_validator("dataset")
     @classmethod

@@ -160,7 +160,8 @@ def sha256_file(path: Path) -> str:
 def _fix_hint(name: str, root: Path) -> str:
     return (
         f"put the original {name} IDX gzip files in {root / name} (or {root}), pass another directory "
-        f"(data_dir=... / --data-dir DIR / ${ENV_DATA_DIR}=DIR), or fetch them with download=True"
+        f"(data_dir=... / --data-dir DIR / ${ENV_DATA_DIR}=DIR), or fetch them with `[data] download = true` "
+        "(download=True in Python)"
     )
 
 
@@ -236,6 +237,19 @@ def locate_idx_files(name: str, data_dir: str | Path | None = None, download: bo
 
 
 # --------------------------------------------------------------------- IDX
+def check_data_files(name: str, data_dir: str | Path | None = None, download: bool = False) -> None:
+    """Refuse a data set whose files are missing or corrupt, cheaply, before a study or a model exists.
+
+    Bundled sets need no files.  For the IDX-backed ones this locates (and,
+    with ``download``, fetches) and checksums the four files, which costs well
+    under a second, so a typo in ``--data-dir`` fails before the SuperCircuit trains.
+    """
+    if name in BUNDLED:
+        return
+    base = PURE_QUANTUM[name][0] if name in PURE_QUANTUM else name
+    locate_idx_files(base, data_dir, download)
+
+
 def read_idx(path: Path) -> np.ndarray:
     """Decode one gzip IDX file (unsigned-byte payload) into a uint8 array of its stated shape."""
     try:

@@ -125,3 +125,24 @@ def test_a_device_smaller_than_any_candidate_is_refused_before_anything_is_creat
     res = _invoke("search", "--backend", "fake_armonk", "--out", str(tmp_path / "run"), "--no-progress")
     assert res.exit_code == 1 and "fake_armonk has 1 qubit" in res.output and "Traceback" not in res.output
     assert not (tmp_path / "run" / "study.sqlite").exists()
+
+
+def test_data_dir_flag_points_the_loader_at_a_directory(tmp_path: Path) -> None:
+    cfg = tmp_path / "mnist.toml"
+    cfg.write_text('[data]\ndataset = "mnist"\n')
+    empty = tmp_path / "no-idx-here"
+    empty.mkdir()
+    res = _invoke("train", "--arch", "angle-y|q2|l1|ry|none|z", "--config", str(cfg), "--data-dir", str(empty))
+    assert res.exit_code == 1 and str(empty) in res.output and "download = true" in res.output
+    res = _invoke(
+        "search", "--config", str(cfg), "--data-dir", str(empty), "--out", str(tmp_path / "r"), "--no-progress"
+    )
+    assert res.exit_code == 1 and str(empty) in res.output
+    assert not (tmp_path / "r" / "study.sqlite").exists()
+
+
+def test_data_download_is_a_config_key() -> None:
+    from qnas_hw.config import RunConfig
+
+    assert RunConfig.model_validate({"data": {"download": True}}).data.download is True
+    assert RunConfig().data.download is False

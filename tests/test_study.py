@@ -131,7 +131,7 @@ def test_committed_candidate_survives_a_killed_writer(tmp_path: Path) -> None:
         "import os, signal, sys\n"
         "from qnas_hw.search.study import Study\n"
         "from qnas_hw.model.space import Architecture\n"
-        "s = Study.open(sys.argv[1])\n"
+        "s = Study.open(sys.argv[1], write=True)\n"
         "s.add_candidate(Architecture('iqp', 2, 1, 'ry', 'none'), 'k', "
         "{'val_error': 0.5, 'runtime_s': 1.0, 'subcircuits': 1.0}, {}, {}, 0, True)\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"

@@ -699,7 +699,14 @@ def load_splits(config: RunConfig) -> Any:
     from qnas_hw.data import load_dataset
 
     d = config.data
-    return load_dataset(d.dataset, d.data_dir, val_fraction=d.val_fraction, seed=config.seed, limit_train=d.limit_train)
+    return load_dataset(
+        d.dataset,
+        d.data_dir,
+        val_fraction=d.val_fraction,
+        seed=config.seed,
+        limit_train=d.limit_train,
+        download=d.download,
+    )
 
 
 # ------------------------------------------------------------ hardware set-up
@@ -743,13 +750,22 @@ def make_hardware(config: RunConfig, backend: Any | None = None) -> Hardware | N
 def check_before_training(config: RunConfig, hw: Hardware | None) -> None:
     """Every refusal that needs no trained model, raised before the SuperCircuit trains (minutes saved).
 
-    :func:`check_setup`, then: a paid ``device`` search must have a budget for
+    The data set's files must be there (checksummed); the backend's cost model
+    must load (a bad calibration file is named now, not after training); then
+    :func:`check_setup`; then a paid ``device`` search must have a budget for
     its first generation (the message gives the predicted cost).
     """
+    from qnas_hw.data import check_data_files
+
+    check_data_files(config.data.dataset, config.data.data_dir, config.data.download)
     check_setup(config, hw)
     if hw is None:
         return
     s = config.search
+    if "runtime_s" in s.objectives or s.accuracy == "device":
+        from qnas_hw.hardware.cost import CostModel
+
+        CostModel.for_backend(hw.backend)
     if "val_error" in s.objectives and s.accuracy == "device":
         hw.backend.preflight()  # an unreachable provider fails here, not after the SuperCircuit trained
     if "val_error" in s.objectives and s.accuracy == "device" and not hw.backend.is_simulator:
@@ -927,6 +943,38 @@ def _scored_rows(config: RunConfig) -> int:
     return n_val if v is None else min(v, n_val)
 
 
+def _failed_start(path: Path, config: RunConfig) -> Study | None:
+    """A study at ``path`` that holds no result: continue it (same configuration) or clear it (another one).
+
+    A start that failed after the study was created (a crash in training, a
+    provider that went away, Ctrl-C) leaves a study without candidates or jobs;
+    the same command then continues it, with the SuperCircuit checkpoint it
+    may hold, instead of refusing.  Under another configuration the empty study
+    and its checkpoint are removed, since nothing in them was computed for it or
+    paid.  A study holding anything is left to :meth:`Study.create` to refuse.
+    """
+    if not path.is_file():
+        return None
+    try:
+        old = Study.open(path, write=True, purpose="qnas-hw search")
+    except StudyError:
+        return None  # damaged or foreign: Study.create refuses to touch it, naming it
+    try:
+        if old.holds_results():
+            old.close()
+            return None
+        if old.config == config.resolved():
+            logger.warning("continuing %s: a start with this configuration stopped before its first candidate", path)
+            return old
+        logger.warning("replacing %s: an earlier start stopped before its first candidate (nothing was stored)", path)
+        (path.parent / SUPERCIRCUIT_FILE).unlink(missing_ok=True)
+        old.discard()
+    except BaseException:
+        old.close()
+        raise
+    return None
+
+
 def prepare_search(
     config: RunConfig | None,
     out_dir: Path | None = None,
@@ -980,7 +1028,9 @@ def prepare_search(
             config = with_overrides(config, **{"compute.threads": torch.get_num_threads()})
         hw = make_hardware(config, backend)
         check_before_training(config, hw)
-        study = Study.create(out_dir / STUDY_FILE, config.resolved(), objective_names=config.search.objectives)
+        study = _failed_start(out_dir / STUDY_FILE, config) or Study.create(
+            out_dir / STUDY_FILE, config.resolved(), objective_names=config.search.objectives
+        )
     _use_threads(config)
     space = config.search_space()
     names = config.search.objectives

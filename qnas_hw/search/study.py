@@ -32,6 +32,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -182,6 +183,37 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, default=str)
 
 
+def _check_writable(path: Path) -> None:
+    """A writer needs the study file (when it exists) and its directory writable; say so before any work."""
+    place = path.parent
+    while not place.exists() and place != place.parent:
+        place = place.parent
+    for target, what in ((path, "study file"), (place, "directory")):
+        if target.exists() and not os.access(target, os.W_OK):
+            raise StudyStorageError(
+                f"the {what} {target} is read-only, and writing a study needs it writable: fix its permissions, or "
+                f"copy the study somewhere writable and resume the copy (`qnas-hw report` still reads it as it is)"
+            )
+
+
+def _read_only_connection(path: Path) -> sqlite3.Connection:
+    """A connection that never writes: ``mode=ro``, or ``immutable=1`` where WAL side files cannot be created.
+
+    A WAL-mode file opens read-only only if its ``-shm`` file exists or can be
+    created; in a read-only directory after a clean close neither holds, and
+    then nobody can be writing it, so SQLite may treat it as immutable.
+    """
+    uri = path.resolve().as_uri()
+    conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30.0, isolation_level=None)
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError:
+        conn.close()
+        conn = sqlite3.connect(f"{uri}?immutable=1", uri=True, timeout=30.0, isolation_level=None)
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
 class Study:
     """Handle on one study file.  Cheap to create; holds one connection, opened lazily."""
 
@@ -191,12 +223,20 @@ class Study:
         self._config: dict[str, Any] | None = None
         self._objective_names: list[str] | None = None
         self._lock: WriterLock | None = None
+        #: opened with ``write=False``: every connection is SQLite read-only, so reading works in a read-only place
+        self._read_only = False
 
     def _take_lock(self, purpose: str) -> None:
+        _check_writable(self.path)
         try:
             self._lock = WriterLock(self.path, purpose).acquire()
         except LockedError as exc:
             raise StudyLocked(str(exc)) from None
+        except OSError as exc:
+            raise StudyStorageError(
+                f"cannot take the writer lock next to {self.path} ({exc.strerror or exc}); the directory must be "
+                "writable for a search, hw-eval or calibrate to write this study"
+            ) from None
 
     # ------------------------------------------------------------- lifecycle
     @classmethod
@@ -228,7 +268,11 @@ class Study:
         )
         if not names:
             raise StudyError("a study needs objective names; pass objective_names or config['search']['objectives']")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _check_writable(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StudyStorageError(f"cannot create the directory {path.parent}: {exc.strerror or exc}") from None
         study = cls(path)
         study._take_lock(purpose)
         if path.exists():  # created by a process that held the lock a moment ago
@@ -264,6 +308,7 @@ class Study:
         if not path.is_file():
             raise StudyError(f"study {path} does not exist; pass the study.sqlite written by `qnas-hw search`")
         study = cls(path)
+        study._read_only = not write
         try:
             if write:
                 study._take_lock(purpose)
@@ -314,6 +359,37 @@ class Study:
             c.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
         logger.info("migrated study %s from schema %d to %d", self.path, version, SCHEMA_VERSION)
 
+    def holds_results(self) -> bool:
+        """Whether any table but ``meta`` has a row: a candidate, a generation, a job (planned or paid), a result.
+
+        A study without any is what a start that failed before its first
+        candidate leaves behind; nothing in it was computed or paid for.
+        """
+        conn = self._connection()
+        tables = [
+            r[0]
+            for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name != 'meta'").fetchall()
+        ]
+        return any(conn.execute(f'SELECT 1 FROM "{t}" LIMIT 1').fetchone() for t in tables)
+
+    def discard(self) -> None:
+        """Delete the study file, its SQLite side files and its config JSON, then release the lock.
+
+        Only for a study that :meth:`holds_results` found empty and that this
+        handle opened for writing (the lock keeps any other process out while
+        the files go).
+        """
+        if self._lock is None:
+            raise StudyError(f"discarding {self.path} needs the writer lock (open it with write=True)")
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        for stale in (self.path.with_name(self.path.name + "-wal"), self.path.with_name(self.path.name + "-shm")):
+            stale.unlink(missing_ok=True)
+        self.config_json_path.unlink(missing_ok=True)
+        self.path.unlink(missing_ok=True)
+        self.close()
+
     def _remove_leftovers(self) -> None:
         """Temporary files of atomic writes a killed writer never renamed (the lock proves nobody writes now)."""
         folders = [self.path.parent, self.path.parent / "weights"]
@@ -347,6 +423,8 @@ class Study:
     # ------------------------------------------------------------ connection
     def connect(self) -> sqlite3.Connection:
         """A new connection to the same WAL file (for other modules' own tables); the caller closes it."""
+        if self._read_only:
+            return _read_only_connection(self.path)
         conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
