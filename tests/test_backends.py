@@ -181,3 +181,31 @@ def test_unreachable_providers_are_reported_as_network_problems_not_bad_credenti
     with pytest.raises(BackendError, match="Amazon Braket is unreachable") as info:
         get_backend(f"braket:{arn}").preflight()
     assert "not-a-real-secret" not in str(info.value)
+
+
+def test_saved_ibm_account_is_found_through_the_public_api(no_credentials, caplog):
+    from qiskit_ibm_runtime import QiskitRuntimeService
+
+    from qnas_hw.hardware.backends.ibm import ibm_credentials_present
+
+    assert not ibm_credentials_present()
+    secret = "saved-token-" + "7" * 32
+    QiskitRuntimeService.save_account(channel="ibm_quantum_platform", token=secret, set_as_default=True)
+    assert ibm_credentials_present()
+    assert secret not in caplog.text
+
+
+def test_fake_ibm_runs_on_the_current_sampler_seeded_and_without_deprecations():
+    """The client-side executor Sampler in local mode: no DeprecationWarning, and the seed fixes the counts."""
+    import warnings
+
+    backend = get_backend("fake_kolkata")
+    feats, w = _inputs()
+    tqc = backend.transpile(build_circuit(ARCH, measure=True), 1, 0)
+    pub = SamplerPub(tqc, parameter_values(tqc, ARCH, feats, w))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        first = backend.submit([pub], shots=SHOTS, seed=3).counts()
+        again = backend.submit([pub], shots=SHOTS, seed=3).counts()
+        other = backend.submit([pub], shots=SHOTS, seed=4).counts()
+    assert first == again and first != other

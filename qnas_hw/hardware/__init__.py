@@ -1,7 +1,7 @@
 """The hardware layer: a device as the search sees it, offline or in the cloud.
 
 * ``backends``: IBM (fake snapshots, real QPUs through the runtime's
-  SamplerV2), Aer and Amazon Braket (local simulators, QPU snapshots, real
+  client-side Sampler), Aer and Amazon Braket (local simulators, QPU snapshots, real
   QPUs) behind one :class:`~qnas_hw.hardware.backends.Backend` interface.
 * ``transpilation`` and ``layout``: the circuit as the device runs it, placed
   on its best qubits by estimated success probability.

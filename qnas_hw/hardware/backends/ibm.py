@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -80,21 +79,40 @@ def ibm_topology(device: Any) -> str:
 
 
 def ibm_credentials_present() -> bool:
-    """True if QISKIT_IBM_TOKEN is set or a saved account file exists; the token itself is never read."""
+    """True if QISKIT_IBM_TOKEN is set or an account is saved; nothing is logged and no network is used.
+
+    Saved accounts are read through the runtime's public
+    ``QiskitRuntimeService.saved_accounts()`` (a local file read); an
+    unreadable account file counts as no account, and the service then gives
+    its own error when a search actually needs it.
+    """
     if os.environ.get("QISKIT_IBM_TOKEN"):
         return True
-    from qiskit_ibm_runtime.accounts import management
+    from qiskit_ibm_runtime import QiskitRuntimeService
 
-    return os.path.isfile(management._DEFAULT_ACCOUNT_CONFIG_JSON_FILE)
+    try:
+        return bool(QiskitRuntimeService.saved_accounts())
+    except Exception as exc:  # a malformed account file: report absence, never its content
+        log.warning("could not read saved IBM Quantum accounts (%s)", type(exc).__name__)
+        return False
 
 
-def _legacy_sampler(mode: Any, options: dict[str, Any] | None = None) -> Any:
-    """SamplerV2 (deprecated in runtime 0.50 but the one supporting local testing mode and job mode)."""
-    from qiskit_ibm_runtime import SamplerV2
+def _sampler(mode: Any, shots: int, seed: int | None = None) -> Any:
+    """The runtime's client-side Sampler (``executor_sampler``), current since runtime 0.50.
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return SamplerV2(mode=mode, options=options or {})
+    It runs in job mode on a real backend and in the runtime's local testing
+    mode on a fake backend (Aer with the snapshot's noise model), and returns
+    the same ``PrimitiveResult`` of ``BitArray`` data as the legacy
+    ``SamplerV2``.  Twirling and dynamical decoupling stay off (their defaults),
+    so the circuits run as transpiled and priced.
+    """
+    from qiskit_ibm_runtime.executor_sampler import Sampler
+
+    sampler = Sampler(mode=mode)
+    sampler.options.default_shots = int(shots)
+    if seed is not None:
+        sampler.options.simulator.seed_simulator = int(seed)
+    return sampler
 
 
 class _QiskitDeviceBackend(Backend):
@@ -154,10 +172,7 @@ class FakeIBMBackend(_QiskitDeviceBackend):
         return True
 
     def submit(self, pubs: Sequence[SamplerPub], shots: int, seed: int | None = None) -> JobHandle:
-        options: dict[str, Any] = {}
-        if seed is not None:
-            options["simulator"] = {"seed_simulator": int(seed)}
-        sampler = _legacy_sampler(self._device, options)
+        sampler = _sampler(self._device, shots, seed)
         started = time.perf_counter()
         job = sampler.run([pub_tuple(p) for p in pubs], shots=shots)
         return PrimitiveJobHandle(job, submitted_at=started)
@@ -170,7 +185,7 @@ class FakeIBMBackend(_QiskitDeviceBackend):
 
 
 class IBMRuntimeBackend(_QiskitDeviceBackend):
-    """A real IBM QPU (``ibm:<name>``); SamplerV2 in job mode, re-attachable by job id."""
+    """A real IBM QPU (``ibm:<name>``); the client-side Sampler in job mode, re-attachable by job id."""
 
     def __init__(self, device_name: str, instance: str | None = None) -> None:
         if not device_name:
@@ -226,7 +241,7 @@ class IBMRuntimeBackend(_QiskitDeviceBackend):
         return self._device_obj
 
     def submit(self, pubs: Sequence[SamplerPub], shots: int, seed: int | None = None) -> JobHandle:
-        sampler = _legacy_sampler(self._device)
+        sampler = _sampler(self._device, shots)
         started = time.perf_counter()
         job = sampler.run([pub_tuple(p) for p in pubs], shots=shots)
         log.info("submitted IBM job %s to %s", job.job_id(), self.device_name)
