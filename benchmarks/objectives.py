@@ -75,14 +75,13 @@ from qnas_hw.hardware.cutting import (
     WORST_CASE_INPUT,
     CutPlan,
     CutPlanner,
-    SubcircuitObjective,
     bind_each_gate,
     representative_circuit,
 )
 from qnas_hw.hardware.transpilation import Transpiler
 from qnas_hw.model.circuits import INPUT_NAME, build_circuit
 from qnas_hw.model.space import GENES, Architecture, SearchSpace
-from qnas_hw.search.objectives import RuntimeCostObjective
+from qnas_hw.search.objectives import RuntimeCostObjective, SubcircuitObjective
 
 
 @dataclass

@@ -1,29 +1,41 @@
-"""Our searched HQNNs beside the published figures, per dataset.
+"""Our searched HQNNs beside the published figures, with seeds, confidence intervals and a classical ablation.
 
 Runs the whole search (SuperCircuit training + NSGA-II over validation error,
 calibrated runtime cost and subcircuit count, via ``qnas_hw.search.nsga.run_search``),
 takes the knee and the most-accurate picks of the final Pareto front
-(``qnas_hw.reports.data.analyze``) and prints them beside the published results:
+(``qnas_hw.reports.data.analyze``) and compares them with the published results
+(``presets.PUBLISHED``):
 
     MNIST 97.16% (8 qubits, 2 layers), Fashion-MNIST 87.38% (5 qubits, 2 layers), Iris 100% (4 qubits, 2 layers)
 
 Like for like by construction: each dataset's space has the published qubit
 and layer counts as its upper bounds.  The search may run on a training subset
 (``limit_train``: that is what makes it fast); each pick is then retrained from
-scratch the way a user would before deploying it: on the FULL training file,
-validation carved from it, the best epoch kept by validation accuracy (ties:
-lower validation loss), a few model seeds with the seed chosen on validation.
-The test split is never used to choose anything: it is evaluated once per
-retrained model, after training; the table shows the validation-chosen seed's
-test accuracy and, for honesty, the mean test accuracy over all seeds.
+scratch on the FULL training file (validation carved from it, the best epoch
+kept by validation accuracy, ties by the lower validation loss) over several
+model seeds (default 5) and, paired seed by seed, so is its classical ablation:
+the same network with the quantum layer replaced by an identity of its width
+(``HQNN(..., quantum="identity")``: same front-end and head, same classical
+parameter count, same initialisation and batch order).  The gap between the two
+is what the circuit adds, or costs.
 
-Printed per dataset: search wall-clock (target < 30 min on a 2-core CPU) and
-retrain wall-clock.  The image sets use the CNN front-end (lr 3e-3, the config
-default for ``cnn``), Iris the linear one.
+Why seeds and intervals: one seed's test accuracy can beat a published figure
+by luck.  The verdict therefore uses the hybrid's mean test accuracy over seeds
+with its 95% Student-t interval: ``beats`` only when the interval's lower bound
+is above the published figure, ``below`` when its upper bound is under it,
+``matches`` otherwise.  The validation-chosen seed (the model a user would
+deploy) is reported beside the mean.  The test split never chooses anything: it
+is evaluated once per trained model, after training.
+
+Results go to ``benchmarks/results/paper_table.json`` (``--dataset all``) or
+``paper_table_<dataset>.json``, rewritten after every trained model with
+``"complete": false`` until the end, so a stopped campaign keeps what it
+measured; ``--resume`` reuses the measurements of such a file (same retrain
+settings) instead of training them again.  ``benchmarks/readme_tables.py``
+renders the README table from it.
 
     python benchmarks/paper_table.py --dataset iris --threads 1
-    python benchmarks/paper_table.py --dataset mnist --threads 1 --data-dir ../shared/datasets
-    python benchmarks/paper_table.py --dataset all --threads 1 --json runs/paper_table.json
+    python benchmarks/paper_table.py --dataset all --threads 1 --data-dir ../shared/datasets --out runs/pt
 
 Use ``--threads 1`` on a shared box (more threads oversubscribe the cores).
 """
@@ -33,15 +45,150 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
+import os
+import platform
+import shlex
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
 from presets import PRESETS, PUBLISHED
 
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+#: The two models trained per seed: the searched hybrid and its classical-only ablation.
+MODELS = {"hybrid": "simulator", "ablation": "identity"}
 
+
+# ----------------------------------------------------------------- statistics
+def t_interval(values: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and 95% Student-t half-width over seeds (None with fewer than two seeds: no interval exists)."""
+    from scipy import stats
+
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, None
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    return mean, float(stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n))
+
+
+def compare(mean: float, half: float | None, reference: float) -> str:
+    """``beats``/``below`` only when the whole interval is on one side of ``reference``, else ``matches``."""
+    if half is None:
+        return "n/a"
+    if mean - half > reference:
+        return "beats"
+    if mean + half < reference:
+        return "below"
+    return "matches"
+
+
+def summarize(pick: dict[str, Any], published_acc: float) -> dict[str, Any]:
+    """Per-pick figures from the paired runs measured so far (recomputed at every write)."""
+    runs = [r for r in pick["runs"] if "hybrid" in r and "ablation" in r]
+    if not runs:
+        return {"seeds_done": 0}
+    hybrid = [r["hybrid"]["test_acc"] for r in runs]
+    ablation = [r["ablation"]["test_acc"] for r in runs]
+    h_mean, h_ci = t_interval(hybrid)
+    a_mean, a_ci = t_interval(ablation)
+    d_mean, d_ci = t_interval([h - a for h, a in zip(hybrid, ablation, strict=True)])
+    chosen = min(runs, key=lambda r: (-r["hybrid"]["val_acc"], r["hybrid"]["val_loss"]))  # validation only
+    return {
+        "seeds_done": len(runs),
+        "hybrid_test_mean": h_mean,
+        "hybrid_test_ci95": h_ci,
+        "ablation_test_mean": a_mean,
+        "ablation_test_ci95": a_ci,
+        "diff_test_mean": d_mean,
+        "diff_test_ci95": d_ci,
+        "chosen_seed": chosen["seed"],
+        "chosen_val_acc": chosen["hybrid"]["val_acc"],
+        "chosen_test_acc": chosen["hybrid"]["test_acc"],
+        "verdict": compare(100 * h_mean, None if h_ci is None else 100 * h_ci, published_acc),
+        "vs_ablation": {"beats": "hybrid better", "below": "ablation better", "matches": "no difference"}.get(
+            compare(d_mean, d_ci, 0.0), "n/a"
+        ),
+        "retrain_seconds": sum(r[m]["wall_seconds"] for r in runs for m in MODELS),
+    }
+
+
+# ----------------------------------------------------------------- results file
+class Results:
+    """The results document, rewritten atomically after every change so a stopped run keeps its measurements."""
+
+    def __init__(self, path: Path, argv: Sequence[str], datasets: list[str], seeds: list[int], threads: int) -> None:
+        self.path = path
+        self.t0 = time.perf_counter()
+        self.doc: dict[str, Any] = {
+            "benchmark": "paper_table",
+            "command": "python benchmarks/paper_table.py " + shlex.join(argv),
+            **_provenance(),
+            "datasets_planned": datasets,
+            "seeds": seeds,
+            "machine": _machine(threads),
+            "started": datetime.now(UTC).isoformat(timespec="seconds"),
+            "seconds": 0.0,
+            "complete": False,
+            "datasets": [],
+        }
+
+    def write(self, complete: bool = False) -> None:
+        from qnas_hw.atomic_write import atomic_write_text
+
+        self.doc["seconds"] = time.perf_counter() - self.t0
+        self.doc["complete"] = complete
+        atomic_write_text(self.path, json.dumps(self.doc, indent=1, default=str) + "\n")
+
+
+def _provenance() -> dict[str, Any]:
+    """The commit of the code that ran, and the files that differ from it (so a dirty run says so)."""
+
+    def git(*cmd: str) -> str:
+        return subprocess.run(["git", *cmd], capture_output=True, text=True, cwd=ROOT).stdout
+
+    dirty = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines() if line]
+    return {"commit": git("rev-parse", "HEAD").strip(), "uncommitted_changes": dirty}
+
+
+def _machine(threads: int) -> dict[str, Any]:
+    import qiskit
+
+    return {
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "qiskit": qiskit.__version__,
+        "torch_threads": threads,
+        "load_average_at_start": list(os.getloadavg()),
+    }
+
+
+def previous_runs(path: Path) -> dict[tuple[str, str, int], dict[str, Any]]:
+    """Measured pairs of an earlier (stopped) results file, by (dataset, architecture, seed), with their settings."""
+    if not path.is_file():
+        return {}
+    found = {}
+    for ds in json.loads(path.read_text()).get("datasets", []):
+        for pick in ds["picks"]:
+            for run in pick["runs"]:
+                if all(m in run for m in MODELS):
+                    found[(ds["dataset"], pick["arch"], run["seed"])] = {
+                        **run,
+                        "train_config": pick.get("train_config"),
+                    }
+    return found
+
+
+# ----------------------------------------------------------------- search and retrain
 def make_config(dataset: str, args: argparse.Namespace) -> Any:
     """A RunConfig: the offline default (fake_kolkata) with this dataset's preset and the CLI overrides."""
     from qnas_hw.config import default_config
@@ -78,147 +225,148 @@ def make_config(dataset: str, args: argparse.Namespace) -> Any:
     return type(cfg).model_validate(data)
 
 
-def fit(model: Any, splits: Any, tc: Any) -> dict[str, Any]:
-    """``train_model`` keeping the best validation accuracy, ties by the lower validation loss (see TrainConfig)."""
+def train_config(config: Any, dataset: str, args: argparse.Namespace, seed: int) -> Any:
+    """The retrain's TrainConfig: early stopping and epoch choice on validation (accuracy, ties by loss)."""
+    from qnas_hw.model.training import TrainConfig
+
+    p = PRESETS[dataset]
+    return TrainConfig(
+        epochs=args.retrain_epochs or p["retrain_epochs"],
+        batch_size=args.retrain_batch_size or p["retrain_batch_size"],
+        lr=args.retrain_lr or config.supercircuit.lr,
+        seed=seed,
+        patience=args.retrain_patience or p["retrain_patience"],
+        select="accuracy+loss",
+    )
+
+
+def fit(arch: Any, splits: Any, frontend: str, quantum: str, tc: Any) -> dict[str, Any]:
+    """One model through the project's training loop (``train_model``); test is read once, after every choice."""
+    from qnas_hw.model.hqnn import HQNN
     from qnas_hw.model.training import train_model
 
+    model = HQNN(arch, splits.input_shape, splits.n_classes, frontend=frontend, quantum=quantum, seed=tc.seed)
+    t0 = time.perf_counter()
     r = train_model(model, splits, tc)
     return {
         "val_acc": r.best_val_acc,
         "val_loss": r.best_val_loss,
+        "test_acc": r.test_acc,
         "best_epoch": r.best_epoch,
         "epochs_run": r.epochs_run,
         "train_seconds": r.train_seconds,
-        "test_acc": r.test_acc,  # once, after every choice is made
+        "wall_seconds": time.perf_counter() - t0,
+        "n_classical_params": model.n_classical_params(),
+        "n_quantum_params": model.n_quantum_params(),
     }
 
 
-def retrain(arch: Any, config: Any, dataset: str, args: argparse.Namespace) -> dict[str, Any]:
-    """From-scratch training of one pick on the FULL training file, over several model seeds.
-
-    The data split is fixed (``config.seed``); each model seed gets its own
-    initialisation and batch order, keeps its best-validation epoch (early
-    stopping on validation), and the reported model is the seed with the best
-    validation accuracy (ties: lowest validation loss).  Test accuracy of the
-    picked seed is the figure in the table; the mean test over all seeds is
-    printed beside it so a lucky seed cannot hide (it is never used to choose).
-    """
-    from qnas_hw.data import load_dataset
-    from qnas_hw.model.hqnn import HQNN
-    from qnas_hw.model.training import TrainConfig
-
-    p = PRESETS[dataset]
-    d = config.data
-    val_fraction = args.retrain_val_fraction or p["retrain_val_fraction"]
-    splits = load_dataset(d.dataset, d.data_dir, val_fraction=val_fraction, seed=config.seed, limit_train=None)
-    n_seeds = args.retrain_seeds or p["retrain_seeds"]
-    runs = []
-    for k in range(n_seeds):
-        seed = config.seed + k
-        model = HQNN(arch, splits.input_shape, splits.n_classes, frontend=config.model.frontend, seed=seed)
-        tc = TrainConfig(
-            epochs=args.retrain_epochs or p["retrain_epochs"],
-            batch_size=args.retrain_batch_size or p["retrain_batch_size"],
-            lr=args.retrain_lr or config.supercircuit.lr,
-            seed=seed,
-            patience=args.retrain_patience or p["retrain_patience"],
-            select="accuracy+loss",
-        )
-        runs.append({"seed": seed, **fit(model, splits, tc)})
-        print(f"  retrain {arch.canonical()} seed {seed}: " + json.dumps({k: runs[-1][k] for k in runs[-1]}))
-    best = min(runs, key=lambda r: (-r["val_acc"], r["val_loss"]))  # validation only; test never chooses
-    return {
-        "arch": arch.canonical(),
-        "qubits": arch.n_qubits,
-        "layers": arch.n_layers,
-        "val_acc": best["val_acc"],
-        "test_acc": best["test_acc"],
-        "seed": best["seed"],
-        "mean_test_acc": sum(r["test_acc"] for r in runs) / len(runs),
-        "n_test": len(splits.test),
-        "test_correct": round(best["test_acc"] * len(splits.test)),
-        "retrain_seconds": sum(r["train_seconds"] for r in runs),
-        "runs": runs,
-        "train_config": tc.to_dict(),
-        "sizes": splits.sizes(),
-    }
+def retrain_pick(pick: dict[str, Any], arch: Any, ctx: dict[str, Any], results: Results) -> None:
+    """Hybrid and ablation per seed, paired (same seed: same front-end/head init and batch order)."""
+    published = PUBLISHED[ctx["dataset"]]["acc"]
+    for seed in ctx["seeds"]:
+        tc = train_config(ctx["config"], ctx["dataset"], ctx["args"], seed)
+        pick["train_config"] = {k: v for k, v in tc.to_dict().items() if k != "seed"}
+        old = ctx["previous"].get((ctx["dataset"], pick["arch"], seed))
+        if old is not None and old["train_config"] == pick["train_config"]:
+            pick["runs"].append({"seed": seed, **{m: old[m] for m in MODELS}, "reused": True})
+            pick["summary"] = summarize(pick, published)
+            results.write()
+            continue
+        run: dict[str, Any] = {"seed": seed}
+        pick["runs"].append(run)
+        for name, quantum in MODELS.items():
+            run[name] = fit(arch, ctx["splits"], ctx["config"].model.frontend, quantum, tc)
+            print(f"  {ctx['dataset']} {pick['arch']} seed {seed} {name}: {json.dumps(run[name])}", flush=True)
+            pick["summary"] = summarize(pick, published)
+            results.write()
 
 
-def run_dataset(dataset: str, args: argparse.Namespace) -> dict[str, Any]:
-    from qnas_hw.reports.data import analyze
+def search(config: Any, out: Path, progress: bool) -> tuple[Any, float, bool]:
+    """The NSGA-II search (resumed from ``out`` when a study is there); returns the study, seconds, resumed."""
     from qnas_hw.search.nsga import run_search
 
-    config = make_config(dataset, args)
-    out = Path(args.out) / dataset
     study_path = out / "study.sqlite"
     resume = study_path if study_path.exists() else None
     t0 = time.perf_counter()
-    study = run_search(None if resume else config, None if resume else out, resume=resume, progress=args.progress)
-    search_seconds = time.perf_counter() - t0
+    study = run_search(None if resume else config, None if resume else out, resume=resume, progress=progress)
+    return study, time.perf_counter() - t0, resume is not None
+
+
+def run_dataset(dataset: str, args: argparse.Namespace, results: Results, previous: dict[Any, Any]) -> None:
+    """Search, pick, and retrain each pick with its ablation; every step lands in ``results``."""
+    from qnas_hw.data import load_dataset
+    from qnas_hw.reports.data import analyze
+
+    config = make_config(dataset, args)
+    entry: dict[str, Any] = {"dataset": dataset, "published": PUBLISHED[dataset], "complete": False}
+    results.doc["datasets"].append(entry)
+    study, seconds, resumed = search(config, Path(args.out) / dataset, args.progress)
     data = analyze(study.candidates(), study.generations(), study.objective_names, study.config)
-    picks: dict[str, Any] = {}
-    for label, idx in (("knee", data.knee), ("most_accurate", data.most_accurate)):
+    entry["search"] = {
+        "seconds": seconds,
+        "resumed": resumed,
+        "limit_train": config.data.limit_train,
+        "n_candidates": len(data.candidates),
+        "front_size": len(data.front),
+    }
+    entry["config"] = config.resolved()
+    entry["picks"] = []
+    p = PRESETS[dataset]
+    val_fraction = args.retrain_val_fraction or p["retrain_val_fraction"]
+    splits = load_dataset(dataset, config.data.data_dir, val_fraction=val_fraction, seed=config.seed, limit_train=None)
+    entry["retrain_sizes"] = splits.sizes()
+    results.write()
+    ctx = {"dataset": dataset, "config": config, "args": args, "splits": splits, "previous": previous}
+    ctx["seeds"] = [config.seed + k for k in range(args.retrain_seeds or p["retrain_seeds"])]
+    for label, idx in (("knee", data.knee), ("most accurate", data.most_accurate)):
         if idx is None:
             continue
         cand = data.candidates[idx]
-        key = cand.arch.canonical()
-        if key not in {p["arch"] for p in picks.values()}:
-            t_retrain = time.perf_counter()
-            picks[label] = retrain(cand.arch, config, dataset, args)
-            picks[label]["retrain_wall_seconds"] = time.perf_counter() - t_retrain
-        else:
-            picks[label] = next(p for p in picks.values() if p["arch"] == key)
-        picks[label]["search_objectives"] = cand.objectives
-    return {
-        "dataset": dataset,
-        "search_seconds": search_seconds,
-        "search_limit_train": config.data.limit_train,
-        "resumed": resume is not None,
-        "n_candidates": len(data.candidates),
-        "front_size": len(data.front),
-        "config": config.resolved(),
-        "picks": picks,
-    }
+        same = next((q for q in entry["picks"] if q["arch"] == cand.arch.canonical()), None)
+        if same is not None:  # one architecture is both picks: trained once, labelled twice
+            same["labels"].append(label)
+            continue
+        pick = {
+            "labels": [label],
+            "arch": cand.arch.canonical(),
+            "qubits": cand.arch.n_qubits,
+            "layers": cand.arch.n_layers,
+            "search_objectives": cand.objectives,
+            "runs": [],
+        }
+        entry["picks"].append(pick)
+        retrain_pick(pick, cand.arch, ctx, results)
+    entry["complete"] = True
+    results.write()
 
 
-def print_table(rows: Sequence[dict[str, Any]]) -> None:
-    print()
+# ----------------------------------------------------------------- printing
+def print_table(doc: dict[str, Any]) -> None:
+    """The per-pick figures on stdout (the README table is rendered from the JSON by readme_tables.py)."""
     header = (
-        f"{'dataset':<14}{'pick':<14}{'architecture':<32}{'q/l':>6}{'val %':>8}{'test %':>8}{'correct':>12}"
-        f"{'mean test':>10}{'paper %':>9}{'q/l':>6}{'verdict':>9}{'search min':>11}{'retrain min':>12}"
+        f"{'dataset':<14}{'pick':<24}{'architecture':<32}{'q/l':>5}{'hybrid test %':>18}{'chosen':>8}"
+        f"{'ablation %':>18}{'hyb-abl pts':>18}{'paper':>8}{'verdict':>9}{'seeds':>6}{'search':>7}{'retrain':>8}"
     )
-    print(header)
-    print("-" * len(header))
-    for row in rows:
-        pub = PUBLISHED[row["dataset"]]
-        for label, p in row["picks"].items():
-            ok = 100 * p["test_acc"] >= pub["acc"] and p["qubits"] <= pub["qubits"] and p["layers"] <= pub["layers"]
+    print("\n" + header + "\n" + "-" * len(header))
+    for ds in doc["datasets"]:
+        for p in ds.get("picks", []):
+            s = p.get("summary", {})
+            if not s.get("seeds_done"):
+                continue
             print(
-                f"{row['dataset']:<14}{label:<14}{p['arch']:<32}{p['qubits']:>4}/{p['layers']:<1}"
-                f"{100 * p['val_acc']:>8.2f}{100 * p['test_acc']:>8.2f}{p['test_correct']:>6}/{p['n_test']:<5}"
-                f"{100 * p['mean_test_acc']:>10.2f}{pub['acc']:>9.2f}{pub['qubits']:>4}/{pub['layers']:<1}"
-                f"{'match' if ok else 'MISS':>9}{row['search_seconds'] / 60:>11.1f}"
-                f"{p['retrain_wall_seconds'] / 60:>12.1f}"
+                f"{ds['dataset']:<14}{' = '.join(p['labels']):<24}{p['arch']:<32}{p['qubits']:>3}/{p['layers']:<1}"
+                f"{_pm(s['hybrid_test_mean'], s['hybrid_test_ci95']):>18}{100 * s['chosen_test_acc']:>8.2f}"
+                f"{_pm(s['ablation_test_mean'], s['ablation_test_ci95']):>18}"
+                f"{_pm(s['diff_test_mean'], s['diff_test_ci95']):>18}{ds['published']['acc']:>8.2f}"
+                f"{s['verdict']:>9}{s['seeds_done']:>6}{ds['search']['seconds'] / 60:>7.1f}"
+                f"{s['retrain_seconds'] / 60:>8.1f}"
             )
-    print()
-    for row in rows:
-        c = row["config"]
-        p0 = next(iter(row["picks"].values()), {})
-        tc = p0.get("train_config", {})
-        print(
-            f"{row['dataset']}: search on limit_train {c['data']['limit_train']} (val_fraction "
-            f"{c['data']['val_fraction']}), space qubits {c['space']['qubits']} layers {c['space']['layers']}, "
-            f"{row['n_candidates']} candidates, front {row['front_size']}; pop {c['search']['pop_size']} x "
-            f"{c['search']['generations']} gens, SuperCircuit {c['supercircuit']['epochs']} epochs "
-            f"({c['supercircuit']['sampling']}, lr {c['supercircuit']['lr']:g}), fine-tune "
-            f"{c['search']['finetune_epochs']}, backend {c['hardware']['backend']} budget "
-            f"{c['hardware']['qubit_budget']}. Retrain on the full training file, splits {p0.get('sizes')}, "
-            f"epochs <= {tc.get('epochs')} (patience {tc.get('patience')}, lr {tc.get('lr')}, batch "
-            f"{tc.get('batch_size')}), {len(p0.get('runs', []))} seed(s) picked on validation"
-            + (" (study resumed: wall-clock is the remainder only)" if row["resumed"] else "")
-        )
-    print("'mean test' = mean over retrain seeds (reported only; the seed is chosen on validation).")
-    print("Shared 2-core CPU: wall-clock figures are noisy.")
+    print("\nmin = minutes; 'chosen' = test % of the seed chosen on validation; +- = 95% Student-t half-width.")
+
+
+def _pm(mean: float, half: float | None) -> str:
+    return f"{100 * mean:.2f}" + ("" if half is None else f" +- {100 * half:.2f}")
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -237,32 +385,45 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=None, help="SuperCircuit and fine-tune lr (default: per front-end)")
     p.add_argument("--retrain-epochs", type=int, default=None, help="max epochs of the full-data retrain")
     p.add_argument("--retrain-patience", type=int, default=None, help="early stopping on validation accuracy")
-    p.add_argument("--retrain-seeds", type=int, default=None, help="model seeds per pick (chosen on validation)")
+    p.add_argument("--retrain-seeds", type=int, default=None, help="model seeds per pick (preset: 5; >= 2 for a CI)")
     p.add_argument("--retrain-lr", type=float, default=None, help="default: the search's (resolved) lr")
     p.add_argument("--retrain-batch-size", type=int, default=None)
     p.add_argument("--retrain-val-fraction", type=float, default=None)
     p.add_argument("--backend", default="fake_kolkata")
     p.add_argument("--qubit-budget", type=int, default=4)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="data split and search seed; model seeds are SEED..SEED+n-1")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a loaded box)")
     p.add_argument("--progress", action="store_true")
-    p.add_argument("--json", default=None, help="also write the rows to this JSON file")
-    return p.parse_args(argv)
+    p.add_argument(
+        "--json",
+        default=None,
+        help="results file (default benchmarks/results/paper_table.json for --dataset all, else paper_table_<dataset>)",
+    )
+    p.add_argument("--resume", action="store_true", help="reuse the pairs already measured in the --json file")
+    args = p.parse_args(argv)
+    if args.retrain_seeds is not None and args.retrain_seeds < 1:
+        p.error("--retrain-seeds must be >= 1")
+    return args
 
 
-def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("qnas_hw").setLevel(logging.INFO)
     torch.set_num_threads(args.threads)
+    stem = "paper_table" if args.dataset == "all" else f"paper_table_{args.dataset}"
+    path = Path(args.json) if args.json else RESULTS / f"{stem}.json"
+    previous = previous_runs(path) if args.resume else {}
     datasets = list(PRESETS) if args.dataset == "all" else [args.dataset]
-    rows = []
+    n_seeds = {args.retrain_seeds or PRESETS[ds]["retrain_seeds"] for ds in datasets}
+    results = Results(path, argv, datasets, [args.seed + k for k in range(max(n_seeds))], args.threads)
     for ds in datasets:
-        rows.append(run_dataset(ds, args))
-        print_table(rows)
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2, default=str))
-    return rows
+        run_dataset(ds, args, results, previous)
+        print_table(results.doc)
+    results.write(complete=True)
+    print(f"results: {path}")
+    return results.doc
 
 
 if __name__ == "__main__":

@@ -62,7 +62,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "retrain_epochs": 8,
         "retrain_patience": 3,
         "retrain_val_fraction": 0.1,
-        "retrain_seeds": 3,
+        "retrain_seeds": 5,
         "retrain_batch_size": 64,
         "rank": {"epochs": 5, "sc_epochs": 5, "limit_train": 2000, "limit_val": 1000},
     },

@@ -4,6 +4,8 @@ Usage::
 
     python benchmarks/simulator.py [--threads N] [--repeats R] [--batch 256] [--workloads W8,W10,W12,W8x4]
                                    [--no-pennylane] [--chunk K] [--anchors PATH] [--baseline FILE]
+    python benchmarks/simulator.py --device cuda [--workloads W8,W12,W16,W20] [--batches 256,16384]
+                                   [--repeats 5] [--time-limit 420] [--out benchmarks/results/simulator_cuda.json]
 
 ``--baseline FILE`` times another version of ``qnas_hw/model/simulator.py`` side by side (steps
 interleaved, so both see the same machine load), e.g.
@@ -13,6 +15,17 @@ package move) then ``--baseline /tmp/sim_old.py``.
 Workloads (as in shared/notes/simulator-anchors.md): batch 256, RY angle embedding, L layers of
 trainable (RY, RZ) per qubit + CNOT ring, <Z> on every qubit, MSE loss, one forward+backward with
 gradients for weights and inputs. W8 = 8 qubits 2 layers, W10, W12, W8x4 = 8 qubits 4 layers.
+
+``--device cuda`` (a GPU machine; refused clearly without one) times W8, W12, W16 and W20
+(W16/W20: 16/20 qubits, 2 layers) at batches 256 and 16,384 on the GPU side by side with the same
+plan on the CPU and with a naive per-gate einsum simulator on the GPU
+(``benchmarks/reference_simulator.py``), checks that they agree (<Z> and gradients on 64 samples),
+records the GPU's peak memory against the plan's own estimate, and writes
+``benchmarks/results/simulator_cuda.json`` (command, commit, machine and GPU, torch, per-size
+timings and ratios).  A size is skipped, with the reason in the table and the file, when its
+estimated memory does not fit the device, when a CPU step would take minutes (``--cpu-max-log2``:
+batch x 2**qubits above 2**28), or when ``--time-limit`` is spent; a single step slower than
+``--slow-step`` seconds is reported as that one step.  The default run fits a 10-minute session.
 
 Timings on a shared CPU are noisy: the table prints the median and the minimum wall time and the
 process CPU time per step (CPU time is what the step costs when other processes preempt it).
@@ -38,7 +51,10 @@ from qnas_hw.model.circuits import gate_program
 from qnas_hw.model.simulator import DEFAULT_CHUNK, SimulatorPlan
 from qnas_hw.model.space import Architecture
 
-WORKLOADS = {"W8": (8, 2), "W10": (10, 2), "W12": (12, 2), "W8x4": (8, 4)}
+WORKLOADS = {"W8": (8, 2), "W10": (10, 2), "W12": (12, 2), "W8x4": (8, 4), "W16": (16, 2), "W20": (20, 2)}
+CPU_WORKLOADS = "W8,W10,W12,W8x4"
+CUDA_WORKLOADS = "W8,W12,W16,W20"
+CUDA_RESULTS = Path(__file__).resolve().parent / "results" / "simulator_cuda.json"
 DEFAULT_ANCHORS = Path(__file__).resolve().parents[2] / "shared" / "notes" / "simulator-anchors.md"
 
 
@@ -167,19 +183,37 @@ def print_anchors(path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cuda: GPU vs CPU vs naive einsum")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
-    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=None, help="timed steps (default 20 on cpu, 5 on cuda)")
     parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--workloads", default=",".join(WORKLOADS))
+    parser.add_argument("--batches", default="256,16384", help="cuda: batch sizes")
+    parser.add_argument("--workloads", default=None, help=f"default {CPU_WORKLOADS} (cpu), {CUDA_WORKLOADS} (cuda)")
+    parser.add_argument("--time-limit", type=float, default=420.0, help="cuda: seconds before the rest is skipped")
+    parser.add_argument("--slow-step", type=float, default=5.0, help="cuda: a slower warm-up step is the timing")
+    parser.add_argument("--cpu-max-log2", type=int, default=28, help="cuda: CPU side only if batch*2**n <= 2**this")
+    parser.add_argument("--out", type=Path, default=CUDA_RESULTS, help="cuda: results JSON")
+    parser.add_argument("--commit", default=None, help="cuda: commit to record (default: git rev-parse HEAD)")
     parser.add_argument("--chunk", type=int, default=DEFAULT_CHUNK, help="Kronecker chunk width (qubits)")
     parser.add_argument("--no-pennylane", action="store_true")
     parser.add_argument("--pennylane-repeats", type=int, default=5)
     parser.add_argument("--anchors", type=Path, default=DEFAULT_ANCHORS)
     parser.add_argument("--baseline", type=Path, default=None, help="another simulator.py to time side by side")
     args = parser.parse_args()
-    baseline = load_baseline(args.baseline) if args.baseline else None
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.device == "cuda":
+        from simulator_cuda import run_cuda  # the sibling module (benchmarks/ is the script's directory)
+
+        if args.workloads is None:
+            args.workloads = CUDA_WORKLOADS
+        run_cuda(args)
+        return
+    if args.workloads is None:
+        args.workloads = CPU_WORKLOADS
+    if args.repeats is None:
+        args.repeats = 20
+    baseline = load_baseline(args.baseline) if args.baseline else None
     tuned = "MALLOC_MMAP_THRESHOLD_" in os.environ
     print(
         f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch}, "

@@ -93,10 +93,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean "bad input or state the user can fix", reported without a traceback."""
     from qnas_hw.hardware.backends.base import BackendError
     from qnas_hw.jobs import BudgetExceeded, JobExecutionError, LedgerError
+    from qnas_hw.search.engine import EngineError
     from qnas_hw.search.nsga import SearchError
     from qnas_hw.search.study import StudyError
 
     return (
+        EngineError,
         ValueError,
         ConfigError,
         StudyError,
@@ -194,6 +196,14 @@ def search(
         int | None,
         typer.Option("--threads", help="Torch threads (recorded in the study; a resume uses the recorded count)."),
     ] = None,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            "--device",
+            help="Where models train and the circuits are simulated: auto (CUDA when torch sees one, else the CPU), "
+            "cpu or cuda (sets compute.device).",
+        ),
+    ] = None,
     data_dir: Annotated[
         Path | None,
         typer.Option("--data-dir", help="Directory of the MNIST / Fashion-MNIST IDX files (sets data.data_dir)."),
@@ -206,6 +216,22 @@ def search(
     ] = None,
     max_shots: Annotated[
         int | None, typer.Option("--max-shots", help="device: refuse beyond this many shots in total.")
+    ] = None,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            "--engine",
+            help="Where candidate evaluations run: local (this process) or ray (one Ray task per candidate, same "
+            "results; pip install 'qnas-hw[ray]'). May change on --resume.",
+        ),
+    ] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            "--address",
+            help="--engine ray: '' starts a local Ray instance, 'auto' joins this machine's cluster, "
+            "'ray://host:port' connects to a remote one.",
+        ),
     ] = None,
     dry_run: Annotated[
         bool,
@@ -243,8 +269,12 @@ def search(
             "search.shots": shots,
             "search.generations": generations,
             "compute.threads": threads,
+            "compute.device": device,
             "data.data_dir": str(data_dir) if data_dir is not None else None,
         }
+        execution = {
+            k: v for k, v in {"compute.engine": engine, "compute.address": address}.items() if v is not None
+        }  # where the evaluations run: may change on --resume
         budget = {
             k: v
             for k, v in {
@@ -271,14 +301,15 @@ def search(
                 "--accuracy": accuracy,
                 "--shots": shots,
                 "--threads": threads,
+                "--device": device,
                 "--data-dir": data_dir,
             }
             given = [flag for flag, value in flags.items() if value is not None]
             if given:
                 _fail(
                     f"--resume continues {resume} with its stored configuration; drop {', '.join(given)} "
-                    "(start a new study to change settings; only --generations (to extend it) and "
-                    "--max-cost/--max-qpu-seconds/--max-shots may change)"
+                    "(start a new study to change settings; only --generations (to extend it), "
+                    "--max-cost/--max-qpu-seconds/--max-shots and --engine/--address may change)"
                 )
             study = run_search(
                 None,
@@ -287,6 +318,7 @@ def search(
                 budget_overrides=budget,
                 generations=generations,
                 on_generation=_print_generation,
+                compute_overrides=execution,
             )
         else:
             cfg = _resolve_config(config, overrides=overrides)
@@ -301,6 +333,7 @@ def search(
                 progress=progress and sys.stderr.isatty(),  # bars only on a terminal; the lines below always
                 budget_overrides=budget,
                 on_generation=_print_generation,
+                compute_overrides=execution,
             )
         failure = _search_hw_eval(study, verbose)
         _print_summary(study)
@@ -312,19 +345,30 @@ def search(
 
 
 def _print_generation(info: dict[str, Any]) -> None:
-    """One line per generation on stderr, with or without progress bars."""
+    """One line per generation on stderr, with or without progress bars.
+
+    The candidate counts use summary.md's words and classification (feasible,
+    infeasible, failed: :class:`~qnas_hw.search.study.OutcomeCounts`), so the
+    last line and the report agree.
+    """
     hv = info["hypervolume"]
     best = info["best_val_error"]
     spent = info.get("spent")
+    outcomes = info.get("outcomes")
+    study = outcomes.describe() if outcomes is not None else f"{info['candidates']} candidates"
     line = (
-        f"generation {info['generation'] + 1}/{info['generations']}: {info['candidates']} candidates in the study "
-        f"({info['new']} evaluated by this run, {info['from_study']} taken from the study, {info['failed']} failed); "
-        f"front {info['front']}, hypervolume {'n/a' if hv is None else f'{hv:.4f}'}, best val_error "
-        f"{'n/a' if best is None else f'{best:.4f}'}"
+        f"generation {info['generation'] + 1}/{info['generations']}: study holds {study}; this run evaluated "
+        f"{info['new']}, {_reused_text(info['from_study'])}; front {info['front']}, hypervolume "
+        f"{'n/a' if hv is None else f'{hv:.4f}'}, best val_error {'n/a' if best is None else f'{best:.4f}'}"
     )
     if spent is not None:
         line += f"; device jobs so far: {spent['seconds']:.1f} QPU s, ${spent['usd']:.2f}, {spent['shots']:.0f} shots"
     err_console.print(line, highlight=False)
+
+
+def _reused_text(reused: int) -> str:
+    """What the evaluator's "reused" count means: proposals whose result was already stored, not evaluated again."""
+    return f"{reused} re-proposed architecture{'' if reused == 1 else 's'} answered from stored results (not re-run)"
 
 
 def _non_negative(flag: str, value: float | None) -> float | None:
@@ -391,20 +435,22 @@ def _search_hw_eval(study: Any, verbose: bool) -> str | None:
 
 def _print_summary(study: Any) -> None:
     from qnas_hw.reports.data import study_report_data
-    from qnas_hw.reports.report import front_table, write_report_data
+    from qnas_hw.reports.report import front_table, outcome_lines, write_report_data
 
     data = study_report_data(study)
-    out_console.print(front_table(data))
+    out_console.print(front_table(data), soft_wrap=False)  # fit the terminal: wrap cells, never crop
     files = write_report_data(data, study.path.parent / "report")
     runs = study.runs()
     if runs:
         last = runs[-1]
         out_console.print(
-            f"this run: {last.get('evaluated', 0)} candidates evaluated, {last.get('reused', 0)} reused from the "
-            f"study, {last.get('failed', 0)} failed; study holds {study.n_candidates()} candidates in "
-            f"{len(study.generations())} generations",
+            f"this run: {last.get('evaluated', 0)} candidates evaluated ({last.get('failed', 0)} of them failed), "
+            f"{_reused_text(int(last.get('reused', 0)))}",
             highlight=False,
         )
+    for line in outcome_lines(data):  # the same lines as summary.md's header
+        out_console.print(line, highlight=False)
+    out_console.print(f"generations: {len(study.generations())}", highlight=False)
     out_console.print(f"study: {study.path}", highlight=False)
     out_console.print(f"report: {files.summary_md}", highlight=False)
 
@@ -417,30 +463,57 @@ def train(
     study: Annotated[Path | None, typer.Option("--study", help="Use the configuration stored in this study.")] = None,
     epochs: Annotated[int, typer.Option("--epochs", help="Training epochs from scratch.")] = 30,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed (default: the config's).")] = None,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            "--device",
+            help="Where models train and the circuits are simulated: auto (CUDA when torch sees one, else the CPU), "
+            "cpu or cuda (sets compute.device).",
+        ),
+    ] = None,
     data_dir: Annotated[
         Path | None,
         typer.Option("--data-dir", help="Directory of the MNIST / Fashion-MNIST IDX files (sets data.data_dir)."),
     ] = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write weights and result JSON here.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="Write weights and result JSON here (named <architecture>-<key>); default: not saved."
+        ),
+    ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
     verbose: Verbose = False,
 ) -> None:
-    """Retrain one architecture from scratch; report validation and (evaluated once, at the end) test accuracy."""
+    """Retrain one architecture from scratch; report validation and (evaluated once, at the end) test accuracy.
+
+    With --study, an architecture outside the study's search space is
+    trained anyway, with a warning (it was never a candidate of that search).
+    """
     _setup_logging(verbose)
     with _cli_errors(verbose):
         import torch
 
+        from qnas_hw.config import resolve_device
         from qnas_hw.data import load_dataset
         from qnas_hw.model.hqnn import HQNN
         from qnas_hw.model.space import Architecture
         from qnas_hw.model.training import TrainConfig, train_model
 
         cfg = _resolve_config(
-            config, study, {"seed": seed, "data.data_dir": str(data_dir) if data_dir is not None else None}
+            config,
+            study,
+            {
+                "seed": seed,
+                "data.data_dir": str(data_dir) if data_dir is not None else None,
+                "compute.device": device,
+            },
         )
+        where = resolve_device(cfg.compute.device)
         architecture = Architecture.parse(arch)
         if epochs < 1:
             _fail(f"--epochs={epochs} must be >= 1")
+        if study is not None:
+            _warn_outside_space(architecture, cfg, study)
         d = cfg.data
         splits = load_dataset(
             d.dataset,
@@ -452,18 +525,24 @@ def train(
         )
         model = HQNN(
             architecture, tuple(splits.input_shape), splits.n_classes, frontend=cfg.model.frontend, seed=cfg.seed
-        )
+        ).to(where)
         tc = TrainConfig(epochs=epochs, batch_size=cfg.supercircuit.batch_size, lr=cfg.supercircuit.lr, seed=cfg.seed)
         result = train_model(model, splits, tc, progress=progress)
+        model.cpu()  # the weights file loads anywhere
         out_console.print(
             f"{architecture.canonical()}: best validation accuracy {100 * result.best_val_acc:.2f}% "
             f"(epoch {result.best_epoch}), test accuracy {100 * result.test_acc:.2f}% "
             f"({result.epochs_run} epochs, {result.train_seconds:.1f} s, dataset {splits.name})",
             highlight=False,
         )
-        if out is not None:
+        if out is None:
+            out_console.print(
+                "nothing was saved: pass --out DIR to keep the weights (.pt) and the result (.json)", highlight=False
+            )
+        else:
             out.mkdir(parents=True, exist_ok=True)
-            weights = out / f"{architecture.key()}.pt"
+            stem = _arch_file_stem(architecture)
+            weights = out / f"{stem}.pt"
             torch.save(model.state_dict(), weights)
             summary = {
                 "architecture": architecture.canonical(),
@@ -477,8 +556,28 @@ def train(
                 "config": cfg.resolved(),
                 "weights": str(weights),
             }
-            (out / f"{architecture.key()}.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-            out_console.print(f"wrote {weights} and {out / (architecture.key() + '.json')}", highlight=False)
+            (out / f"{stem}.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+            out_console.print(f"wrote {weights} and {out / (stem + '.json')}", highlight=False)
+
+
+def _arch_file_stem(architecture: Any) -> str:
+    """``iqp|q2|l1|ry|ring|z`` -> ``iqp_q2_l1_ry_ring_z-<key>``: readable in a listing, unique by the key."""
+    safe = "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in architecture.canonical())
+    return f"{safe}-{architecture.key()}"
+
+
+def _warn_outside_space(architecture: Any, cfg: RunConfig, study: Path) -> None:
+    """Warn (on stderr) when ``--arch`` lies outside the study's search space: results are not comparable."""
+    from qnas_hw.model.space import SpaceError
+
+    try:
+        cfg.search_space().check(architecture)
+    except SpaceError as exc:
+        err_console.print(
+            f"[yellow]warning:[/yellow] {architecture.canonical()} is outside the search space of {study}: {exc}. "
+            "It was never a candidate there; training it anyway.",
+            highlight=False,
+        )
 
 
 # ===================================================================== report
@@ -494,7 +593,7 @@ def report(
     _setup_logging(verbose)
     with _cli_errors(verbose):
         from qnas_hw.reports.data import study_report_data
-        from qnas_hw.reports.report import front_table, write_report_data
+        from qnas_hw.reports.report import front_table, outcome_lines, write_report_data
         from qnas_hw.search.study import Study
 
         with Study.open(study) as s:
@@ -506,33 +605,84 @@ def report(
                 )
             data = study_report_data(s)
             files = write_report_data(data, target)
-        out_console.print(front_table(data))
+        out_console.print(front_table(data), soft_wrap=False)
+        for line in outcome_lines(data):
+            out_console.print(line, highlight=False)
         out_console.print(f"wrote {len(files.all())} files to {files.out_dir}", highlight=False)
 
 
 # ==================================================================== devices
 @app.command()
-def devices(verbose: Verbose = False) -> None:
+def devices(
+    all_: Annotated[
+        bool, typer.Option("--all", help="List every fake IBM snapshot the registry accepts, not only the featured.")
+    ] = False,
+    verbose: Verbose = False,
+) -> None:
     """List the backends (offline snapshots, local simulators, cloud QPUs); contacts no cloud."""
     _setup_logging(verbose)
     with _cli_errors(verbose):
         from qnas_hw.hardware.backends import list_backends
 
-        rows = list_backends()
-        table = Table(title="qnas-hw backends (use the name with --backend)")
-        table.add_column("name", overflow="fold", min_width=22)
-        for col in ("provider", "qubits", "topology", "simulator", "credentials"):
-            table.add_column(col, no_wrap=True)
-        table.add_column("gates", overflow="fold")
-        table.add_column("note", overflow="fold")
-        for r in rows:
-            gates = [g for g in (r.get("basis") or []) if g not in _NON_GATES]
-            table.add_row(
-                *(_cell(r.get(c)) for c in ("name", "provider", "qubits", "topology", "simulator", "credentials")),
-                _cell(gates),
-                _cell(r.get("note", "")),
-            )
-        out_console.print(table)
+        rows = list_backends(all_fakes=all_)
+        table = _devices_table(rows, out_console.width)
+        out_console.print(table, soft_wrap=False)
+        notes = [f"{r['name']}: {r['note']}" for r in rows if r.get("note")]
+        for note in notes:
+            out_console.print(f"note: {note}", highlight=False, markup=False)
+        out_console.print(
+            "kind: snapshot = a real device's calibration data, simulated locally; simulator = local; cloud QPU = "
+            "the real device (needs credentials).  credentials: n/a where none are needed."
+            + ("" if all_ else "  More fake IBM snapshots: `qnas-hw devices --all`."),
+            highlight=False,
+            markup=False,
+        )
+
+
+#: Width the devices table needs besides its name column (kind, qubits, topology, credentials, gates, gaps).
+_DEVICES_OTHER_COLUMNS = 64
+
+
+def _devices_table(rows: list[dict[str, Any]], width: int) -> Table:
+    """The backends at 80 columns: local names never break, gates wrap, cloud ARNs fold, notes go under the table."""
+    from rich import box
+
+    title = "qnas-hw backends (use the name with --backend)"
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    longest = max((len(str(r["name"])) for r in rows), default=12)
+    longest_local = max((len(str(r["name"])) for r in rows if r.get("simulator")), default=12)
+    # a terminal too narrow for the cloud ARNs: fix the name column so only they fold and the gates still wrap
+    fixed = longest_local if width < longest + _DEVICES_OTHER_COLUMNS else None
+    table.add_column("name", overflow="fold", width=fixed, min_width=longest_local)
+    table.add_column("kind", no_wrap=True)
+    table.add_column("qubits", justify="right", no_wrap=True)
+    table.add_column("topology", no_wrap=True)
+    table.add_column("credentials")
+    table.add_column("gates")
+    for r in rows:
+        gates = [g for g in (r.get("basis") or []) if g not in _NON_GATES]
+        table.add_row(
+            _cell(r.get("name")),
+            _kind(r),
+            _cell(r.get("qubits")),
+            _cell(r.get("topology")),
+            _credentials(r),
+            " ".join(map(str, gates)),
+        )
+    return table
+
+
+def _kind(row: dict[str, Any]) -> str:
+    if not row.get("simulator"):
+        return "cloud QPU"
+    return "snapshot" if row.get("snapshot") else "simulator"
+
+
+def _credentials(row: dict[str, Any]) -> str:
+    """``n/a`` for anything that runs locally (simulators, snapshots): no account is involved, found or not."""
+    if row.get("simulator"):
+        return "n/a"
+    return "found" if row.get("credentials") else "missing"
 
 
 #: Instructions every device supports; listing them hides the gates that differ.
@@ -555,8 +705,20 @@ def calibrate(
     backend: Annotated[str, typer.Option("--backend", help="Backend to calibrate (see `qnas-hw devices`).")],
     quick: Annotated[bool, typer.Option("--quick", help="Small design (minutes less, fit less precise).")] = False,
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Calibration JSON (default calibration/<backend>.json).")
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Calibration JSON (default: <backend>.json in $QNAS_CALIBRATION_DIR, else in qnas-hw/calibration "
+            "under $XDG_DATA_HOME or ~/.local/share; lookups read that directory before the shipped files).",
+        ),
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing file even when the new held-out fit is worse.")
+    ] = False,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr (on a terminal).")
+    ] = True,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     verbose: Verbose = False,
 ) -> None:
@@ -565,9 +727,30 @@ def calibrate(
     with _cli_errors(verbose):
         from qnas_hw.hardware.calibrate import run_calibration, summary_lines
 
-        report_ = run_calibration(backend, out_path=out, seed=seed, quick=quick)
+        with _calibration_steps(backend, bar=progress and sys.stderr.isatty()) as on_step:
+            report_ = run_calibration(backend, out_path=out, seed=seed, quick=quick, force=force, on_step=on_step)
         for line in summary_lines(report_):
             out_console.print(line, highlight=False)
+
+
+@contextmanager
+def _calibration_steps(backend: str, bar: bool) -> Iterator[Callable[[Any], None]]:
+    """A progress bar on a terminal, else one stderr line per measured job: calibrating runs for minutes."""
+    if not bar:
+        yield lambda s: err_console.print(
+            f"calibration job {s.done}/{s.total}: {s.label} -> {s.seconds:.3f} s", highlight=False
+        )
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err_console) as bar_:
+        task = bar_.add_task(f"calibrating {backend}: warm-up", total=None)
+
+        def on_step(s: Any) -> None:
+            bar_.update(task, completed=s.done, total=s.total, description=f"calibrating {backend}: {s.label}")
+
+        yield on_step
 
 
 # ==================================================================== hw-eval

@@ -31,9 +31,10 @@ from qnas_hw.model.space import (
     SpaceError,
 )
 
-#: Learning rate used when ``supercircuit.lr`` is left out, per front-end.  A CNN front-end at 2e-2 or more drives
-#: its outputs into the ``pi*tanh`` angle saturation and angle-embedded MNIST models stay at chance; 3e-3 trains
-#: them (examples/mnist_fixed.py: 98.6% with 2e-3).  The small linear/MLP front-ends train faster at 5e-2.
+#: Learning rate used when ``supercircuit.lr`` is left out, per front-end.  A CNN front-end at 2e-2 drives its
+#: outputs into the ``pi*tanh`` angle saturation and the angle-embedded MNIST model stays at chance on validation
+#: (11.2%), while 3e-3 trains it (96.9% validation; 10k images, 2 epochs: benchmarks/results/cnn_lr.json, chosen
+#: on validation only).  The small linear/MLP front-ends train faster at 5e-2.
 DEFAULT_LR: dict[str, float] = {"identity": 5e-2, "linear": 5e-2, "mlp": 5e-2, "cnn": 3e-3, "none": 5e-2}
 #: Objectives the search knows how to build, in the order they are reported.
 KNOWN_OBJECTIVES: tuple[str, ...] = ("val_error", "runtime_s", "subcircuits", "cost_usd")
@@ -41,6 +42,8 @@ KNOWN_OBJECTIVES: tuple[str, ...] = ("val_error", "runtime_s", "subcircuits", "c
 DEFAULT_OBJECTIVES: tuple[str, ...] = ("val_error", "runtime_s", "subcircuits")
 #: How ``val_error`` is measured: exact simulator, the target's noise model offline, or the target itself.
 ACCURACY_MODES: tuple[str, ...] = ("ideal", "noisy", "device")
+#: Where a search's candidate evaluations run (``compute.engine``).
+ENGINES: tuple[str, ...] = ("local", "ray")
 #: Local simulators without a device's error data: ``noisy`` cannot be their default.
 _NOISELESS_BACKENDS = frozenset({"aer_ideal", "braket_local_sv", "braket_local_dm"})
 
@@ -441,18 +444,84 @@ class HwEvalConfig(_Section):
         return v
 
 
+#: ``compute.device`` values: ``auto`` is CUDA when torch sees a CUDA device, else the CPU.
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+
+
+def resolve_device(requested: str) -> str:
+    """The torch device a run computes on for ``compute.device = requested`` (``cpu`` or ``cuda``).
+
+    Resolved when a run starts, never stored: a study keeps the value asked
+    for, so one made with the default ``auto`` on a CPU machine resumes on the
+    CPU there, and a study that asked for ``cuda`` still opens (for a report,
+    say) on a machine without one; only running it there is refused, here.
+    """
+    import torch
+
+    if requested not in DEVICES:
+        raise ConfigError(f"compute.device {requested!r} is not supported; use one of {', '.join(map(repr, DEVICES))}")
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        build = "" if torch.version.cuda else " (this torch build has no CUDA support)"
+        raise ConfigError(
+            f"compute.device = 'cuda' was asked for, but no CUDA device is visible to torch {torch.__version__}"
+            f"{build}; use device 'cpu', or 'auto' (CUDA when available, else the CPU)"
+        )
+    return requested
+
+
 class ComputeConfig(_Section):
     """Where the arithmetic runs.  ``threads`` is part of a run's recipe: floating-point sums differ with the
     number of threads, so a resumed search (or a retrained SuperCircuit) reproduces the stored values only with the
     same count.  Left out, a new study records the count torch uses at its start."""
 
     threads: int | None = None
+    #: where the models train and the simulator runs: ``auto``, ``cpu`` or ``cuda`` (see :func:`resolve_device`)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
 
     @field_validator("threads")
     @classmethod
     def _threads(cls, v: int | None) -> int | None:
         if v is not None and v < 1:
             raise ValueError(f"compute.threads={v} must be >= 1 (torch intra-op threads), or omitted")
+        return v
+
+    #: where candidate evaluations run: ``local`` (this process) or ``ray`` (one Ray task per candidate, same
+    #: values: ``pip install 'qnas-hw[ray]'``).  This and the three below may change when a study is resumed.
+    engine: str = "local"
+    #: ``ray``: empty for a local Ray instance (or the one this process is connected to), ``auto`` for the cluster
+    #: this machine belongs to, ``ray://host:port`` for a remote cluster's Ray Client server
+    address: str = ""
+    #: ``ray``: what each candidate's task reserves (it runs with ``threads`` torch threads)
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+
+    @field_validator("engine")
+    @classmethod
+    def _engine(cls, v: str) -> str:
+        return _one_of("compute.engine", v, ENGINES)
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        v = v.strip()
+        if v in ("", "auto"):
+            return v
+        host, sep, port = v.removeprefix("ray://").rpartition(":")
+        if not (sep and host and port.isdigit() and 0 < int(port) < 65536) or "/" in host:
+            raise ValueError(
+                f"compute.address {v!r} is not a Ray address; use '' (a local Ray instance), 'auto' (the cluster "
+                "this machine belongs to) or 'ray://host:port' (a remote cluster's Ray Client server, port 10001)"
+            )
+        return v
+
+    @field_validator("num_cpus", "num_gpus")
+    @classmethod
+    def _resources(cls, v: float, info: Any) -> float:
+        positive = info.field_name == "num_cpus"  # a task reserving no CPU would let every candidate start at once
+        if not math.isfinite(v) or v < 0 or (positive and v == 0):
+            raise ValueError(f"compute.{info.field_name}={v} must be a number {'> 0' if positive else '>= 0'}")
         return v
 
 

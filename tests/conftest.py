@@ -39,6 +39,15 @@ def _one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(previous)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _empty_user_calibration_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Lookups read the user calibration directory before the shipped data: the tests must not see (or write)
+    the developer's own fits in ~/.local/share/qnas-hw/calibration."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("QNAS_CALIBRATION_DIR", str(tmp_path_factory.mktemp("user-calibration")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_search_toml() -> str:
     return TINY_SEARCH_TOML

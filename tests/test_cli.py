@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from qnas_hw.cli import app
+from qnas_hw.cli import _NON_GATES, app
 from qnas_hw.search.study import Study
 
 runner = CliRunner()
@@ -146,3 +147,132 @@ def test_data_download_is_a_config_key() -> None:
 
     assert RunConfig.model_validate({"data": {"download": True}}).data.download is True
     assert RunConfig().data.download is False
+
+
+# ------------------------------------------------------------ consoles that explain themselves
+@pytest.fixture(scope="module")
+def narrow_run(tmp_path_factory: pytest.TempPathFactory, tiny_search_toml: str):
+    """The tiny search run once on an 80-column console: (its output, the run directory)."""
+    from rich.console import Console
+
+    import qnas_hw.cli as cli
+
+    tmp = tmp_path_factory.mktemp("narrow")
+    cfg = tmp / "tiny.toml"
+    cfg.write_text(tiny_search_toml)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cli, "out_console", Console(width=80, soft_wrap=True))
+        res = _invoke("search", "--config", str(cfg), "--out", str(tmp / "run"), "--no-progress")
+    assert res.exit_code == 0, res.output
+    return res.output, tmp / "run"
+
+
+@pytest.fixture
+def console_80(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's stdout console at 80 columns (what an 80-column terminal gets)."""
+    from rich.console import Console
+
+    import qnas_hw.cli as cli
+
+    monkeypatch.setattr(cli, "out_console", Console(width=80, soft_wrap=True))
+
+
+def test_search_console_and_summary_count_candidates_alike(narrow_run) -> None:
+    import re
+
+    output, run = narrow_run
+    assert "Traceback" not in output
+    summary = (run / "report" / "summary.md").read_text()
+    pattern = r"study holds \d+ candidates \(\d+ feasible, \d+ infeasible, \d+ failed\)"
+    (in_summary,) = re.findall(pattern, summary)
+    on_console = re.findall(pattern, output)
+    # the last generation's line, the closing summary and summary.md: one classification, one wording
+    assert on_console[-2:] == [in_summary, in_summary] and len(on_console) == 3
+    assert "generation 2/2: " + in_summary in output
+    infeasible = int(re.search(r"(\d+) infeasible", in_summary).group(1))
+    assert infeasible > 0  # the tiny study has cut plans too large to score: infeasible, not failed
+    assert "infeasible because" in output and "infeasible because" in summary
+    assert "re-proposed architectures answered from stored results (not re-run)" in output
+    assert "reused from the study" not in output and "taken from the study" not in output
+
+
+def test_search_front_table_fits_80_columns_with_whole_architectures(narrow_run) -> None:
+    output, run = narrow_run
+    table = output[output.index("Pareto front") : output.index("this run:")]
+    assert max(len(line) for line in table.splitlines()) <= 80
+    front = json.loads((run / "report" / "report.json").read_text())["front"]
+    for f in front:
+        assert any(f["architecture"] in line for line in table.splitlines()), f["architecture"]
+    assert "…" not in table
+
+
+def test_devices_fits_80_columns_and_says_na_for_local_backends(console_80) -> None:
+    from qnas_hw.hardware.backends import list_backends
+
+    res = _invoke("devices")
+    assert res.exit_code == 0 and "Traceback" not in res.output
+    lines = res.output.splitlines()
+    table = lines[: next(i for i, line in enumerate(lines) if line.startswith("note:"))]
+    assert max(len(line) for line in table) <= 80
+    rows = {line.split()[0]: line for line in table if line.strip() and line.split()[0] in _local_names()}
+    assert rows["fake_kolkata"].split()[1:5] == ["snapshot", "27", "heavy-hex", "n/a"]
+    assert rows["aer_ideal"].split()[1] == "simulator" and " n/a " in rows["aer_ideal"]
+    assert all(" n/a " in row for row in rows.values()) and "True" not in res.output and "False" not in res.output
+    assert "missing" in res.output or "found" in res.output  # the cloud rows still say whether an account exists
+    # every gate of every local backend is on screen (wrapped onto continuation lines, never cropped)
+    start = next(line for line in table if " gates" in line).index("gates")
+    for r in list_backends():
+        if r["name"] in rows:
+            at = table.index(rows[r["name"]])
+            block = [table[at], *itertools.takewhile(lambda line: not line[:start].strip(), table[at + 1 :])]
+            shown = " ".join(line[start:] for line in block).split()
+            assert [g for g in r["basis"] if g not in _NON_GATES] == shown, (r["name"], block)
+
+
+def _local_names() -> set[str]:
+    from qnas_hw.hardware.backends import known_backend_names
+
+    return set(known_backend_names())
+
+
+def test_devices_all_lists_every_fake_backend_the_registry_accepts(console_80) -> None:
+    from qnas_hw.hardware.backends.ibm import fake_names
+
+    res = _invoke("devices", "--all")
+    assert res.exit_code == 0 and "Traceback" not in res.output
+    listed = {line.split()[0] for line in res.output.splitlines() if line.strip().startswith("fake_")}
+    assert listed == set(fake_names()) and len(listed) > 6
+    assert "UserWarning" not in res.output  # construction warnings become notes
+    short = _invoke("devices")
+    assert len({line.split()[0] for line in short.output.splitlines() if line.startswith(" fake_")}) < len(listed)
+    assert "qnas-hw devices --all" in short.output
+
+
+def test_train_outside_the_study_space_warns_and_says_nothing_was_saved(narrow_run) -> None:
+    _, run = narrow_run
+    outside = "angle-x|q2|l1|ry|none|z"  # the tiny space has angle-y and iqp embeddings only
+    res = _invoke("train", "--arch", outside, "--study", str(run / "study.sqlite"), "--epochs", "1", "--no-progress")
+    assert res.exit_code == 0, res.output
+    assert "Traceback" not in res.output
+    assert "warning:" in res.output and "outside the search space" in res.output and "'angle-x'" in res.output
+    assert "nothing was saved" in res.output and "--out" in res.output
+
+    inside = json.loads((run / "report" / "report.json").read_text())["front"][0]["architecture"]
+    res = _invoke("train", "--arch", inside, "--study", str(run / "study.sqlite"), "--epochs", "1", "--no-progress")
+    assert res.exit_code == 0 and "warning:" not in res.output and "Traceback" not in res.output
+
+
+def test_train_out_names_files_by_architecture_and_key(narrow_run, tmp_path: Path) -> None:
+    from qnas_hw.model.space import Architecture
+
+    _, run = narrow_run
+    arch = Architecture.parse("iqp|q2|l1|ry|ring|z")
+    res = _invoke(
+        "train", "--arch", arch.canonical(), "--study", str(run / "study.sqlite"), "--epochs", "1",
+        "--out", str(tmp_path), "--no-progress",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "Traceback" not in res.output and "nothing was saved" not in res.output
+    stem = f"iqp_q2_l1_ry_ring_z-{arch.key()}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{stem}.json", f"{stem}.pt"]
+    assert json.loads((tmp_path / f"{stem}.json").read_text())["architecture"] == arch.canonical()

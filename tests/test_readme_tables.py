@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "readme_tables.py"
@@ -29,3 +30,64 @@ def test_a_hand_edited_figure_is_caught() -> None:
     )
     assert tampered != readme
     assert readme_tables.render(tampered) == readme
+
+
+def _benchmark_module(name: str) -> ModuleType:
+    """A script of benchmarks/ imported by path (they import their sibling ``presets`` that way)."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+
+
+def _pair(seed: int, h_val: float, h_test: float, a_test: float) -> dict[str, object]:
+    model = {"val_loss": 0.1, "best_epoch": 2, "wall_seconds": 60.0, "n_classical_params": 100}
+    return {
+        "seed": seed,
+        "hybrid": {**model, "val_acc": h_val, "test_acc": h_test},
+        "ablation": {**model, "val_acc": 0.9, "test_acc": a_test},
+    }
+
+
+def test_paper_table_verdict_needs_the_whole_interval_on_one_side() -> None:
+    pt = _benchmark_module("paper_table")
+    assert pt.compare(97.5, 0.2, 97.16) == "beats"
+    assert pt.compare(97.3, 0.2, 97.16) == "matches"
+    assert pt.compare(96.0, 0.5, 97.16) == "below"
+    assert pt.compare(99.0, None, 97.16) == "n/a"  # one seed: no interval, no verdict
+    assert pt.t_interval([1.0]) == (1.0, None)
+    mean, half = pt.t_interval([0.9, 0.92, 0.94])
+    assert abs(mean - 0.92) < 1e-12 and abs(half - 4.302652729911275 * 0.02 / 3**0.5) < 1e-9
+
+
+def test_paper_table_chooses_the_seed_on_validation_never_on_test() -> None:
+    pt = _benchmark_module("paper_table")
+    pick = {"runs": [_pair(0, 0.95, 0.99, 0.97), _pair(1, 0.97, 0.90, 0.97), {"seed": 2, "hybrid": {}}]}
+    s = pt.summarize(pick, 97.16)
+    assert s["seeds_done"] == 2  # the half-finished pair is not counted
+    assert s["chosen_seed"] == 1 and s["chosen_test_acc"] == 0.90
+    assert abs(s["diff_test_mean"] - (0.02 - 0.07) / 2) < 1e-12
+
+
+def test_paper_table_renders_a_stopped_run_as_incomplete() -> None:
+    pt, rt = _benchmark_module("paper_table"), _benchmark_module("readme_tables")
+    pick = {"labels": ["knee"], "arch": "angle-x|q3|l1|ry|linear|z", "qubits": 3, "layers": 1}
+    pick["runs"] = [_pair(0, 0.95, 0.96, 0.97), _pair(1, 0.96, 0.97, 0.98)]
+    pick["summary"] = pt.summarize(pick, 97.16)
+    doc = {
+        "command": "python benchmarks/paper_table.py --dataset all",
+        "commit": "0123456789",
+        "seeds": [0, 1, 2],
+        "machine": {"cores": 2, "torch": "2", "qiskit": "2", "torch_threads": 1},
+        "seconds": 600.0,
+        "complete": False,
+        "datasets_planned": ["mnist", "fashion-mnist"],
+        "datasets": [{"dataset": "mnist", "published": {"acc": 97.16, "qubits": 8, "layers": 2}, "picks": [pick]}],
+    }
+    doc["datasets"][0]["search"] = {"seconds": 180.0}
+    text = rt.paper_table(doc)
+    assert "| MNIST | knee | `angle-x\\|q3\\|l1\\|ry\\|linear\\|z` | 3 / 1 | **96.50 ± 6.35** | 97.00 |" in text
+    assert "| 2 of 3 |" in text
+    assert "**incomplete**: written before the run ended (not finished: MNIST, Fashion-MNIST)" in text
+    assert "the classical ablation beats the hybrid" in text or "as good as the hybrid" in text

@@ -369,3 +369,192 @@ def test_report_without_hardware_has_no_hardware_columns(tmp_path: Path) -> None
     assert "hw_" not in files.candidates_csv.read_text().splitlines()[0]
     assert "Hardware evaluation" not in files.summary_md.read_text()
     assert json.loads(files.report_json.read_text())["hardware_backends"] == []
+
+
+# ------------------------------------------------------- reports that explain themselves
+def _markdown_table(summary: str, heading: str) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the first Markdown table after ``heading`` (cells split on unescaped '|')."""
+    import re
+
+    lines = summary[summary.index(heading) :].splitlines()
+    rows = [line for line in lines if line.startswith("|")]
+    block = []
+    for line in lines[lines.index(rows[0]) :]:
+        if not line.startswith("|"):
+            break
+        block.append([cell.strip() for cell in re.split(r"(?<!\\)\|", line)[1:-1]])
+    return block[0], block[2:]
+
+
+def _front_study(backend: str, timing: str, dollars: float | None = None) -> tuple[list[Rec], list[Gen]]:
+    records, gens = synthetic_study(seed=5)
+    for r in records:
+        r.details["runtime_s"] = {"timing_source": timing, "dollars": None if dollars is None else dollars}
+    return records, gens
+
+
+def test_summary_header_names_where_every_figure_comes_from(tmp_path: Path) -> None:
+    config = {
+        "data": {"dataset": "iris"},
+        "hardware": {"backend": "aer_ideal", "qubit_budget": 4},
+        "search": {"accuracy": "ideal"},
+    }
+    records, gens = _front_study("aer_ideal", "wall")
+    summary = write_report_data(analyze(records, gens, NAMES, config), tmp_path / "a").summary_md.read_text()
+    assert "- data set: iris" in summary
+    assert "- backend: aer_ideal; qubit budget: 4 qubits per subcircuit" in summary
+    assert "- accuracy: ideal (exact statevector simulation" in summary
+    # aer_ideal ships a fitted wall-clock calibration: the header says so, with its held-out fit quality
+    cost_line = next(line for line in summary.splitlines() if line.startswith("- runtime cost model:"))
+    assert "fitted on measured local wall-clock seconds" in cost_line and "aer_ideal.json" in cost_line
+    assert "held-out R^2" in cost_line and "MAPE" in cost_line
+    assert "runtime_s = simulator runtime per evaluation (wall s, cost model)" in summary
+    assert "- prices:" not in summary  # a local simulator bills nothing
+
+    config["hardware"]["backend"] = "fake_kolkata"
+    records, gens = _front_study("fake_kolkata", "device")
+    summary = write_report_data(analyze(records, gens, NAMES, config), tmp_path / "b").summary_md.read_text()
+    cost_line = next(line for line in summary.splitlines() if line.startswith("- runtime cost model:"))
+    assert cost_line.startswith("- runtime cost model: prior, not fitted: IBM's documented usage estimate")
+    assert "MAPE" not in cost_line  # the snapshot file's wall-clock fit is not the device model's quality
+    assert "runtime_s = device runtime per evaluation (QPU s, cost model)" in summary
+
+
+def test_summary_front_table_holds_picks_every_objective_and_hardware(tmp_path: Path) -> None:
+    records, gens = synthetic_study(seed=4)
+    data0 = analyze(records, gens, NAMES)
+    measured = data0.candidates[data0.front[0]].arch.canonical()
+    hw = [{"arch": measured, "backend": "ibm_x", "accuracy": 0.75, "shots": 100, "n_samples": 20}]
+    data = analyze(records, gens, NAMES, {"hardware": {"backend": "fake_kolkata"}}, hardware=hw)
+    summary = write_report_data(data, tmp_path).summary_md.read_text()
+    header, rows = _markdown_table(summary, "## Pareto front")
+    assert header[:3] == ["pick", "architecture", "val acc"]
+    assert {"val_error (fraction)", "runtime_s (QPU s)", "subcircuits (count)", "hw_acc@ibm_x", "ESP"} <= set(header)
+    assert len(rows) == len(data.front)
+    by_arch = {row[1].strip("`").replace("\\|", "|"): dict(zip(header, row, strict=True)) for row in rows}
+    assert set(by_arch) == {data.candidates[i].arch.canonical() for i in data.front}
+    assert "knee" in by_arch[data.candidates[data.knee].arch.canonical()]["pick"]
+    assert "best-acc" in by_arch[data.candidates[data.most_accurate].arch.canonical()]["pick"]
+    assert by_arch[measured]["hw_acc@ibm_x"] == "75.00%"
+    for i in data.front:
+        c = data.candidates[i]
+        row = by_arch[c.arch.canonical()]
+        assert float(row["runtime_s (QPU s)"]) == pytest.approx(c.objectives["runtime_s"], rel=1e-3)
+        assert float(row["subcircuits (count)"]) == c.objectives["subcircuits"]
+
+
+def test_priced_backend_reports_dollars(tmp_path: Path) -> None:
+    config = {"hardware": {"backend": "braket_iqm_garnet", "qubit_budget": 4}, "data": {"dataset": "iris"}}
+    records, gens = _front_study("braket_iqm_garnet", "device", dollars=0.3 + 32 * 1024 * 0.00145)
+    data = analyze(records, gens, NAMES, config)
+    summary = write_report_data(data, tmp_path / "a").summary_md.read_text()
+    assert "- prices: $0.3 per task + $0.00145 per shot" in summary
+    assert "runtime cost model: prior, not fitted" in summary  # Braket's documented-by-us prior
+    header, rows = _markdown_table(summary, "## Pareto front")
+    column = header.index("USD per eval")
+    assert [row[column] for row in rows] == ["$47.81"] * len(data.front)
+    assert "$47.81 per evaluation at the provider's prices" in summary  # in the picks too
+
+    # with cost_usd as an objective the dollars are that column; no second one
+    names = ["val_error", "cost_usd"]
+    for r in records:
+        r.objectives["cost_usd"] = 1.0 + r.objectives["runtime_s"]
+    summary = write_report_data(analyze(records, gens, names, config), tmp_path / "b").summary_md.read_text()
+    header, _ = _markdown_table(summary, "## Pareto front")
+    assert "cost_usd (USD)" in header and "USD per eval" not in header
+
+
+def test_infeasible_and_failed_are_counted_apart(tmp_path: Path) -> None:
+    from qnas_hw.search.study import OutcomeCounts
+
+    a, b, c, d = (Architecture.parse(f"angle-y|q{q}|l1|ry|linear") for q in (2, 3, 4, 5))
+    ok = {"G": [0.0, 0.0], "evaluation": 0.0, "max_candidate_runtime_s": 0.0}
+    over_cap = {"constraints": {**ok, "max_candidate_runtime_s": 2.0}}
+    not_scored = {"constraints": ok, "val_error": {"accuracy": {"skipped": "cut plan infeasible: no plan found"}}}
+    failed = {"constraints": {**ok, "evaluation": 1.0}, "error": "val_error: RuntimeError: boom"}
+    recs = [
+        Rec(a, {"val_error": 0.2, "runtime_s": 1.0}, {"constraints": ok}),
+        Rec(b, {"val_error": 0.1, "runtime_s": 9e9}, over_cap, feasible=False),
+        Rec(c, {"val_error": math.nan, "runtime_s": 2.0}, not_scored, feasible=False),
+        Rec(d, {"val_error": math.nan, "runtime_s": 3.0}, failed, feasible=False),
+    ]
+    data = analyze(recs, [Gen(0, [r.arch.canonical() for r in recs], [])], ["val_error", "runtime_s"])
+    assert data.outcomes == OutcomeCounts(feasible=1, infeasible=2, failed=1)
+    files = write_report_data(data, tmp_path)
+    summary = files.summary_md.read_text()
+    assert "- study holds 4 candidates (1 feasible, 2 infeasible, 1 failed)" in summary
+    assert "constraint max_candidate_runtime_s violated (1)" in summary
+    assert "val_error not scored: cut plan infeasible (1)" in summary
+    assert "infeasible or failed" not in summary
+    report = json.loads(files.report_json.read_text())
+    assert report["outcomes"] == {"feasible": 1, "infeasible": 2, "failed": 1}
+
+
+def test_plots_are_wide_and_label_their_axes(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from qnas_hw.reports.data import short_name
+    from qnas_hw.reports.plots import MIN_WIDTH_PX, front_figure
+
+    records, gens = _front_study("fake_kolkata", "device")
+    config = {"hardware": {"backend": "fake_kolkata"}, "search": {"accuracy": "noisy"}}
+    data = analyze(records, gens, NAMES, config)
+    files = write_report_data(data, tmp_path)
+    for p in files.plots:
+        with Image.open(p) as img:
+            assert img.width >= MIN_WIDTH_PX >= 1000, (p.name, img.size)
+
+    fig = front_figure(data, NAMES.index("runtime_s"), NAMES.index("subcircuits"))
+    try:
+        fig.canvas.draw()
+        (ax,) = fig.axes
+        assert ax.get_xlabel() == "device runtime per evaluation (QPU s, cost model)"
+        assert ax.get_ylabel() == "subcircuits after cutting (count)"
+        assert "fake_kolkata" in ax.get_title()
+        visible = [t for t in ax.get_yticks() if ax.get_ylim()[0] <= t <= ax.get_ylim()[1]]
+        assert visible and all(float(t).is_integer() for t in visible)
+        labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+        assert labels and all(label.lstrip("−-").isdigit() for label in labels), labels
+        annotations = {t.get_text() for t in ax.texts}
+        assert {short_name(data.candidates[i].arch) for i in data.front} <= annotations
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+
+
+def test_coinciding_picks_stay_visible_in_the_plot() -> None:
+    import matplotlib.pyplot as plt
+
+    from qnas_hw.reports.plots import BEST_LABEL, KNEE_LABEL, front_figure
+
+    a = Architecture.parse("angle-y|q2|l1|ry|linear")
+    b = Architecture.parse("angle-y|q3|l1|ry|linear")
+    recs = [Rec(a, {"val_error": 0.1, "subcircuits": 1.0}), Rec(b, {"val_error": 0.3, "subcircuits": 2.0})]
+    data = analyze(recs, [Gen(0, [a.canonical(), b.canonical()], [])], ["val_error", "subcircuits"])
+    assert data.knee == data.most_accurate  # one candidate dominates: both picks are it
+    fig = front_figure(data, 0, 1)
+    try:
+        (ax,) = fig.axes
+        texts = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert KNEE_LABEL in texts and BEST_LABEL in texts
+        knee, best = (next(c for c in ax.collections if c.get_label() == label) for label in (KNEE_LABEL, BEST_LABEL))
+        assert knee.get_offsets().tolist() == best.get_offsets().tolist()  # the same point...
+        assert knee.get_sizes()[0] > 2 * best.get_sizes()[0]  # ...drawn as a ring around a smaller marker
+        assert not np.array_equal(knee.get_paths()[0].vertices, best.get_paths()[0].vertices)  # ring vs diamond
+    finally:
+        plt.close(fig)
+
+
+def test_console_front_table_never_cuts_an_architecture_at_80_columns() -> None:
+    from rich.console import Console
+
+    records, gens = synthetic_study(seed=6)
+    data = analyze(records, gens, NAMES, {"hardware": {"backend": "fake_kolkata"}})
+    console = Console(width=80, record=True)
+    console.print(front_table(data))
+    lines = console.export_text().splitlines()
+    assert max(len(line) for line in lines) <= 80
+    for i in data.front:  # each architecture whole, on one line (what `qnas-hw train --arch` takes)
+        assert any(data.candidates[i].arch.canonical() in line for line in lines), data.candidates[i].arch
+    assert not any("…" in line for line in lines)

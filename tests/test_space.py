@@ -36,7 +36,7 @@ def test_architecture_is_hashable_and_key_is_content_based():
     ("kwargs", "fragment"),
     [
         ({"embedding": "angle-w"}, "unknown embedding 'angle-w'"),
-        ({"n_qubits": 13}, "n_qubits=13 is out of range"),
+        ({"n_qubits": 21}, "n_qubits=21 is out of range; use a value in 2..20"),
         ({"n_qubits": 1}, "n_qubits=1 is out of range"),
         ({"n_layers": 0}, "n_layers=0 is out of range"),
         ({"n_layers": 2.0}, "n_layers must be an integer"),

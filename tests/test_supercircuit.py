@@ -146,6 +146,8 @@ def test_interrupted_training_resumes_to_the_uninterrupted_weights(iris, tmp_pat
     assert rest.resumed_from_epoch == 1 and rest.epochs_run == 2
     assert fresh.fingerprint() == straight.fingerprint() == full.fingerprint
     assert [h["loss"] for h in rest.history] == [h["loss"] for h in full.history]
+    assert [h["train_acc"] for h in rest.history] == [h["train_acc"] for h in full.history]
+    assert all(0.0 <= h["train_acc"] <= 1.0 for h in full.history)
     # training helped: lower training loss than the initial shared weights, over fixed architectures (the epoch
     # losses themselves average over randomly drawn architectures and are too noisy to compare in 3 epochs)
     untrained = SuperCircuit(SPACE, iris.input_shape, iris.n_classes, seed=4)

@@ -1,4 +1,4 @@
-"""``qnas-hw calibrate``: measure a backend, fit the cost model, write ``calibration/<backend>.json``.
+"""``qnas-hw calibrate``: measure a backend, fit the cost model, write ``<backend>.json`` (user calibration dir).
 
 A designed set of HQNN circuits varies width, depth, shots and the number of
 circuit executions per job; each is run through the backend's own
@@ -8,6 +8,13 @@ usage IBM reports for the job (``RuntimeJobV2.metrics()["usage"]``, the figure
 the submission-to-result wall clock.  Coefficients are fitted by non-negative least squares on a
 training split and judged on *held-out* circuits (R^2, MAPE), so a good
 score means the model generalises to circuits it has not seen.
+
+The file goes to the user calibration directory (``$QNAS_CALIBRATION_DIR``,
+else ``$XDG_DATA_HOME/qnas-hw/calibration``), where it overrides the shipped
+file of the same name; the shipped data is never edited.  A fit with a worse
+held-out error than the file it would replace is refused (``force`` replaces
+it anyway) and saved beside it as ``<backend>.json.rejected``, so minutes of
+measurement (or paid QPU jobs) are not thrown away.
 """
 
 from __future__ import annotations
@@ -15,10 +22,12 @@ from __future__ import annotations
 import datetime as dt
 import importlib.metadata as md
 import logging
+import math
 import os
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -26,13 +35,15 @@ from typing import Any
 import numpy as np
 
 from qnas_hw.hardware.backends import get_backend
-from qnas_hw.hardware.backends.base import Backend, JobHandle, SamplerPub
+from qnas_hw.hardware.backends.base import Backend, JobHandle, SamplerPub, calibration_dir, user_calibration_dir
 from qnas_hw.hardware.cost import (
     DEVICE_COEFFS,
     WALL_FEATURES,
     CostModel,
+    CostModelError,
     FitQuality,
     Workload,
+    calibration_file_name,
     calibration_path,
     fit_nnls,
     init_duration_s,
@@ -91,6 +102,33 @@ class Measurement:
 
 
 @dataclass(frozen=True)
+class CalibrationStep:
+    """Progress: ``done`` of ``total`` jobs measured (the warm-up job is the first), the last one's label and time."""
+
+    done: int
+    total: int
+    label: str
+    seconds: float
+
+
+#: Called after every measured job (the CLI draws a progress bar or prints a line from it).
+StepCallback = Callable[[CalibrationStep], None]
+
+
+@dataclass(frozen=True)
+class PreviousFit:
+    """The file a calibration replaces (``replaces``: same path) or overrides by name (a shipped file)."""
+
+    path: Path
+    fit: FitQuality | None
+    replaces: bool
+
+
+class CalibrationRefused(CostModelError):
+    """The new fit is worse than the file it would replace: that file is kept (``force`` replaces it)."""
+
+
+@dataclass(frozen=True)
 class CalibrationReport:
     backend: str
     path: Path
@@ -98,6 +136,7 @@ class CalibrationReport:
     timing_source: str
     measurements: list[Measurement]
     model: CostModel
+    previous: PreviousFit | None = None
 
     def table(self) -> list[dict[str, Any]]:
         """Rows for printing predicted vs measured (held-out marked)."""
@@ -227,6 +266,9 @@ def run_calibration(
     seed: int = 0,
     quick: bool = False,
     repeats: int | None = None,
+    *,
+    force: bool = False,
+    on_step: StepCallback | None = None,
 ) -> CalibrationReport:
     """Run the design on ``backend_name``, fit, write the calibration JSON and return the report.
 
@@ -235,15 +277,94 @@ def run_calibration(
     which then replace the device prior.  Snapshot backends keep their device
     model (the QPU's time cannot be measured offline) and gain the local
     wall-clock fit used for job timeouts and local evaluation budgets.
+
+    ``out_path`` defaults to the user calibration directory.  An existing file
+    there with a better held-out MAPE is kept unless ``force`` (raises
+    :class:`CalibrationRefused`, naming both fits); ``on_step`` hears of every
+    measured job.
     """
     backend = get_backend(backend_name)
     target_path = out_path or calibration_path(backend.name)
     # one writer per calibration file (a second `calibrate` would overwrite the first one's fit)
     with WriterLock(target_path, f"qnas-hw calibrate --backend {backend.name}"):
-        return _calibrate(backend, target_path, seed, quick, repeats)
+        return _calibrate(backend, target_path, seed, quick, repeats, force=force, on_step=on_step)
 
 
-def _calibrate(backend: Any, target_path: Path, seed: int, quick: bool, repeats: int | None) -> CalibrationReport:
+def previous_fit(target_path: Path, backend_name: str, force: bool = False) -> PreviousFit | None:
+    """The fit a new file at ``target_path`` would replace, or the shipped one it would override by name.
+
+    Checked before measuring: a file of another backend at the target (a
+    mistyped ``--out``) is refused now, not after minutes of jobs.  An
+    unreadable file has no fit to defend and is replaced.
+    """
+    if target_path.is_file():
+        try:
+            old = CostModel.load(target_path, max_age_days=None)
+        except CostModelError as exc:
+            log.warning("replacing unreadable calibration file %s: %s", target_path, exc)
+            return PreviousFit(target_path, None, replaces=True)
+        if old.backend != backend_name and not force:
+            raise CalibrationRefused(
+                f"{target_path} holds the calibration of backend {old.backend!r}, not {backend_name!r}; choose "
+                f"another --out (default {calibration_path(backend_name)}) or pass --force to overwrite it"
+            )
+        return PreviousFit(target_path, old.fit, replaces=True)
+    if target_path.parent.resolve() != user_calibration_dir().resolve():
+        return None  # a file elsewhere overrides nothing the lookups see
+    shipped = calibration_dir() / calibration_file_name(backend_name)
+    if not shipped.is_file():
+        return None
+    try:
+        return PreviousFit(shipped, CostModel.load(shipped, max_age_days=None).fit, replaces=False)
+    except CostModelError:
+        return None
+
+
+def is_worse(new: FitQuality, old: FitQuality | None) -> bool:
+    """Whether ``new`` generalises worse than ``old``: a higher held-out MAPE (the figure the README reports).
+
+    MAPE, not R^2, decides: the search compares small and large candidates
+    alike, so relative error is what matters; an old fit with no finite MAPE
+    has nothing to defend.
+    """
+    if old is None or not math.isfinite(old.mape_heldout):
+        return False
+    return not math.isfinite(new.mape_heldout) or new.mape_heldout > old.mape_heldout
+
+
+def fit_figures(fit: FitQuality | None) -> str:
+    """``held-out MAPE 11.6%, held-out R^2 0.987 (train R^2 0.991; 34 train / 14 held-out)``, or why there is none."""
+    if fit is None:
+        return "no fit figures (a prior or an unreadable file)"
+    return (
+        f"held-out MAPE {100 * fit.mape_heldout:.1f}%, held-out R^2 {fit.r2_heldout:.3f} (train R^2 "
+        f"{fit.r2_train:.3f}; {fit.n_train} train / {fit.n_heldout} held-out)"
+    )
+
+
+def _refuse_if_worse(model: CostModel, fit: FitQuality, previous: PreviousFit | None, force: bool) -> None:
+    """Keep a better existing file: save the new fit as ``<file>.rejected`` and raise :class:`CalibrationRefused`."""
+    if previous is None or not previous.replaces or force or not is_worse(fit, previous.fit):
+        return
+    rejected = model.save(previous.path.with_name(previous.path.name + ".rejected"))
+    raise CalibrationRefused(
+        f"kept {previous.path}: the new fit is worse. Existing: {fit_figures(previous.fit)}. New: "
+        f"{fit_figures(fit)}. The new fit is saved in {rejected}; re-run with --force to replace the file "
+        "with a new measurement (timings on a busy machine are noisy)"
+    )
+
+
+def _calibrate(
+    backend: Any,
+    target_path: Path,
+    seed: int,
+    quick: bool,
+    repeats: int | None,
+    *,
+    force: bool = False,
+    on_step: StepCallback | None = None,
+) -> CalibrationReport:
+    previous = previous_fit(target_path, backend.name, force)
     transpiler = Transpiler(backend, optimization_level=1, seed=seed)
     rng = np.random.default_rng(seed)
     real_qpu = not backend.is_simulator
@@ -255,17 +376,22 @@ def _calibrate(backend: Any, target_path: Path, seed: int, quick: bool, repeats:
     # noisy backends are calibrated up to 8 logical qubits; predictions beyond that are extrapolation
     max_width = min(10 if ideal else 8, backend.num_qubits)
     points = design(seed, quick or real_qpu, max_width)
+    step = on_step or (lambda _: None)
+    total = len(points) + 1
 
-    _run_point(backend, transpiler.transpile(WARM_UP.arch()), WARM_UP, rng, 1)
+    warm, _ = _run_point(backend, transpiler.transpile(WARM_UP.arch()), WARM_UP, rng, 1)
+    log.info("calibration %s: warm-up job 1/%d -> %.4f s (not fitted)", backend.name, total, warm)
+    step(CalibrationStep(1, total, "warm-up", warm))
 
     measured: list[tuple[DesignPoint, Workload, float, TranspileRecord]] = []
     jobs: list[dict[str, Any]] = []
-    for p in points:
+    for i, p in enumerate(points, start=2):
         rec = transpiler.transpile(p.arch())
         seconds, info = _run_point(backend, rec, p, rng, reps)
         measured.append((p, _workload(backend, rec, p), seconds, rec))
         jobs.append(info)
-        log.info("calibration %s: %s -> %.4f s", backend.name, p, seconds)
+        log.info("calibration %s: job %d/%d %s -> %.4f s", backend.name, i, total, p, seconds)
+        step(CalibrationStep(i, total, _label(p), seconds))
 
     if real_qpu:
         model, fit, preds = _fit_device(backend, measured)
@@ -304,9 +430,14 @@ def _calibrate(backend: Any, target_path: Path, seed: int, quick: bool, repeats:
         ],
     }
     model = replace(model, fit=fit, created=created, provenance={**model.provenance, "calibration": provenance})
+    _refuse_if_worse(model, fit, previous, force)
     path = model.save(target_path)
     ms = [Measurement(p, s, float(pr), w, rec.summary()) for (p, w, s, rec), pr in zip(measured, preds, strict=True)]
-    return CalibrationReport(backend.name, path, fit, model.timing_source, ms, model)
+    return CalibrationReport(backend.name, path, fit, model.timing_source, ms, model, previous)
+
+
+def _label(p: DesignPoint) -> str:
+    return f"{p.width} qubits x {p.layers} layers, {p.shots} shots, {p.rows * p.pubs} circuits"
 
 
 def _split(measured: list[tuple[DesignPoint, Workload, float, Any]], feats: np.ndarray, y: np.ndarray):
@@ -387,6 +518,7 @@ def summary_lines(report: CalibrationReport) -> list[str]:
         f"fit ({'QPU seconds' if report.timing_source == 'device' and report.model.wall is None else 'wall-clock'}): "
         f"R^2 train {f.r2_train:.3f}, R^2 held-out {f.r2_heldout:.3f}, MAPE held-out {100 * f.mape_heldout:.1f}% "
         f"({f.n_train} train / {f.n_heldout} held-out circuits)",
+        _previous_line(report),
         "held-out  width layers shots circuits  measured_s  predicted_s",
     ]
     for row in report.table():
@@ -396,3 +528,15 @@ def summary_lines(report: CalibrationReport) -> list[str]:
         )
     lines.append(f"median measured {statistics.median(m.seconds for m in report.measurements):.4f} s")
     return lines
+
+
+def _previous_line(report: CalibrationReport) -> str:
+    """Old vs new fit, so a replaced or overridden file's quality is never lost silently."""
+    prev = report.previous
+    if prev is None:
+        return "previous fit: none (no file replaced or overridden)"
+    verb = "replaced" if prev.replaces else "overrides the shipped"
+    line = f"{verb} {prev.path}: old {fit_figures(prev.fit)}; new {fit_figures(report.fit)}"
+    if not prev.replaces and is_worse(report.fit, prev.fit):
+        line += f". The new fit is worse: delete {report.path} to use the shipped one again"
+    return line

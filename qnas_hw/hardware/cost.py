@@ -50,7 +50,7 @@ from qiskit import QuantumCircuit
 from scipy.optimize import nnls
 
 from qnas_hw.atomic_write import atomic_write_text
-from qnas_hw.hardware.backends.base import Backend, SamplerPub, calibration_dir
+from qnas_hw.hardware.backends.base import Backend, SamplerPub, find_calibration_file, user_calibration_dir
 from qnas_hw.hardware.transpilation import active_qubits, gate_counts
 
 log = logging.getLogger(__name__)
@@ -293,7 +293,7 @@ class CostModel:
         if backend_name is not None and data.get("backend") != backend_name:
             raise CostModelError(
                 f"calibration file {path} is for backend {data.get('backend')!r}, not {backend_name!r}; "
-                f"use calibration/{backend_name}.json or {fix}"
+                f"use {calibration_file_name(backend_name)} or {fix}"
             )
         model = cls._from_dict(data, path, fix)
         model._check_age(max_age_days, on_stale, now or dt.datetime.now(dt.UTC), fix)
@@ -347,9 +347,14 @@ class CostModel:
     # ----------------------------------------------------- construction
     @classmethod
     def for_backend(cls, backend: Backend, directory: Path | None = None, **load_kw: Any) -> CostModel:
-        """The shipped/fitted file ``calibration/<backend>.json`` or, for devices, the documented prior."""
-        path = (directory or calibration_dir()) / f"{_file_stem(backend.name)}.json"
-        if path.is_file():
+        """The backend's calibration file or, for devices, the documented prior.
+
+        The file ``<backend>.json`` is looked for in ``directory`` if given,
+        else in the user calibration directory (what ``qnas-hw calibrate``
+        writes) and then in the shipped data, so a user's fit wins.
+        """
+        path = find_calibration_file(calibration_file_name(backend.name), directory)
+        if path is not None:
             model = cls.load(path, backend_name=backend.name, **load_kw)
             fitted = (model.provenance.get("device_model") or {}).get("fitted", True)
             if model.timing_source == "device" and not fitted:
@@ -359,9 +364,10 @@ class CostModel:
             return model
         if backend.timing_source == "device":
             return cls.device_prior(backend)
+        looked = directory or f"{user_calibration_dir()} or the shipped calibration data"
         raise CostModelError(
-            f"no calibration for simulator backend {backend.name!r} ({path}); run "
-            f"`qnas-hw calibrate --backend {backend.name}`"
+            f"no calibration for simulator backend {backend.name!r} ({calibration_file_name(backend.name)} is not in "
+            f"{looked}); run `qnas-hw calibrate --backend {backend.name}`"
         )
 
     @classmethod
@@ -382,8 +388,18 @@ def _file_stem(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
 
 
+def calibration_file_name(backend_name: str) -> str:
+    """``<backend>.json``, the name a backend's calibration file has in every calibration directory."""
+    return f"{_file_stem(backend_name)}.json"
+
+
 def calibration_path(backend_name: str, directory: Path | None = None) -> Path:
-    return (directory or calibration_dir()) / f"{_file_stem(backend_name)}.json"
+    """Where ``qnas-hw calibrate`` writes the backend's file: ``directory``, else the user calibration directory.
+
+    Never the shipped data: a wheel's files belong to the installed package and
+    a checkout's are tracked; a user fit overrides them by name instead.
+    """
+    return (directory or user_calibration_dir()) / calibration_file_name(backend_name)
 
 
 def _coeffs(

@@ -211,6 +211,16 @@ class ProgramBuilder:
         self._cache: dict[str, CandidateProgram] = {}
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable (a distributed search ships it to its workers): the lock stays behind, the cached programs go."""
+        state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def settings_key(self) -> str:
         plan = "nocut" if self.planner is None else self.planner.settings_key()
         return (

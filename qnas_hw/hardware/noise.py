@@ -172,6 +172,16 @@ class NoisySimulator:
         self._models: dict[tuple[int, ...], Any] = {}
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable (a distributed search ships it to its workers): the lock stays behind, the warm caches go."""
+        state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     @property
     def errors(self) -> _DeviceErrors:
         if self._errors is None:

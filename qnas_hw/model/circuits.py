@@ -36,6 +36,10 @@ from qnas_hw.model.space import ENCODER_4X4, Architecture, SpaceError, base_embe
 
 INPUT_NAME = "x"
 WEIGHT_NAME = "w"
+#: Widest amplitude-embedding *circuit* built.  Its RY tree has 2**n - 1 rotations whose angles together hold
+#: about 4**n / 3 symbolic terms (building it takes 8 s at 10 qubits on a laptop and grows six-fold per qubit),
+#: and a device would need as many CNOTs; the torch simulator prepares the state directly and is not limited.
+AMPLITUDE_CIRCUIT_MAX_QUBITS = 12
 
 #: A gate's argument: ("x", i) input angle i, ("w", i) weight i,
 #: ("xx", i, j) the product x_i * x_j (IQP), ("amp", i) RY-tree expression i.
@@ -189,6 +193,13 @@ def build_circuit(arch: Architecture, measure: bool = False) -> QuantumCircuit:
     ``measure=True`` appends measurements of every qubit (for Sampler jobs);
     Estimator jobs use :func:`observables` instead.
     """
+    if arch.embedding == "amplitude" and arch.n_qubits > AMPLITUDE_CIRCUIT_MAX_QUBITS:
+        raise SpaceError(
+            f"{arch.canonical()}: an amplitude-embedding circuit on {arch.n_qubits} qubits has {2**arch.n_qubits - 1} "
+            f"RY-tree rotations and about {4**arch.n_qubits // 3} symbolic terms, too many to build, transpile or run; "
+            f"amplitude circuits go up to {AMPLITUDE_CIRCUIT_MAX_QUBITS} qubits (use another embedding for wider "
+            "ones, or keep space.qubits within that for amplitude)"
+        )
     x = ParameterVector(INPUT_NAME, n_input_params(arch))
     w = ParameterVector(WEIGHT_NAME, arch.n_weights)
     qc = QuantumCircuit(arch.n_qubits, name=f"hqnn[{arch.canonical()}]")

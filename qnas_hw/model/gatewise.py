@@ -23,6 +23,11 @@ sampled Pauli errors):
 
 Tests compare it with Aer running the same simplified noise model.
 Little-endian like qiskit: qubit ``q`` is bit ``q`` of the basis index.
+
+Like the fused plan, a gatewise plan computes on its inputs' device (its
+constants move with :meth:`GatewisePlan.to`, or on the first call from another
+device) and refuses, before allocating, a batch whose states (every gate's
+output stays in autograd's graph) would not fit in memory.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import torch
 from torch import Tensor
 
 from qnas_hw.model.circuits import Gate, gate_program
+from qnas_hw.model.memory import check_fits
 from qnas_hw.model.space import Architecture, SpaceError
 
 _COMPLEX_OF = {torch.float32: torch.complex64, torch.float64: torch.complex128}
@@ -122,11 +128,11 @@ def noise_from_target(
     return GateNoise(tuple(one), two, p01, p10)
 
 
-def _matrix(name: str, theta: Tensor | None, dtype: torch.dtype) -> Tensor:
+def _matrix(name: str, theta: Tensor | None, dtype: torch.dtype, device: torch.device | None = None) -> Tensor:
     """The gate's 2x2 matrix; ``theta`` of shape (B,) (per sample) or () (shared) gives (..., 2, 2)."""
     cdtype = _COMPLEX_OF[dtype]
     if name == "h":
-        return torch.tensor([[1.0, 1.0], [1.0, -1.0]], dtype=cdtype) / math.sqrt(2.0)
+        return torch.tensor([[1.0, 1.0], [1.0, -1.0]], dtype=cdtype, device=device) / math.sqrt(2.0)
     assert theta is not None
     c, s = torch.cos(theta / 2).to(cdtype), torch.sin(theta / 2).to(cdtype)
     zero = torch.zeros_like(c)
@@ -163,6 +169,42 @@ class GatewisePlan:
         bits = (np.arange(2**self.n)[:, None] >> np.arange(self.n)[None, :]) & 1
         self._z = torch.tensor(1.0 - 2.0 * bits, dtype=dtype)  # (2**n, n)
         self._cx: dict[tuple[int, int], Tensor] = {}
+        self.device = torch.device("cpu")
+
+    def to(self, device: torch.device | str) -> GatewisePlan:
+        """Move the plan's constants to ``device`` (in place; returns the plan)."""
+        device = torch.device(device)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        if device != self.device:
+            self._z = self._z.to(device)
+            self._cx = {k: v.to(device) for k, v in self._cx.items()}
+            self.device = device
+        return self
+
+    def tensors(self) -> list[Tensor]:
+        """Every tensor the plan holds (to check a move)."""
+        return [self._z, *self._cx.values()]
+
+    def estimate_bytes(self, batch: int) -> int:
+        """Peak memory of a differentiable call: autograd keeps every gate's output state (or density matrix)."""
+        amplitudes = 2**self.n * (2**self.n if self.noise is not None else 1)
+        per_state = amplitudes * (torch.finfo(self.dtype).bits // 4)  # complex: two reals
+        # each gate's output (a noisy gate: the channel's output and its twirled copy too) plus the gradients
+        per_gate = 3 if self.noise is not None else 1
+        return batch * per_state * (per_gate * len(self.gates) + 4)
+
+    def _prepare(self, inputs: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
+        """Same device for inputs, weights and constants; refuse a batch that does not fit (before allocating)."""
+        if weights.device != inputs.device:
+            raise SpaceError(
+                f"inputs are on {inputs.device} and weights on {weights.device}; move the model and its inputs to "
+                "the same device (model.to(device), inputs.to(device))"
+            )
+        self.to(inputs.device)
+        what = self.arch.canonical() + (" as a density matrix (noise)" if self.noise is not None else "")
+        check_fits(what, self.n, inputs.shape[0], self.estimate_bytes(1), self.device)
+        return inputs.to(self.dtype), weights.to(self.dtype)
 
     # ------------------------------------------------------------------ parameters
     @staticmethod
@@ -183,7 +225,7 @@ class GatewisePlan:
         if key not in self._cx:
             idx = np.arange(2**self.n)
             src = np.where((idx >> control) & 1, idx ^ (1 << target), idx)
-            self._cx[key] = torch.as_tensor(src, dtype=torch.long)
+            self._cx[key] = torch.as_tensor(src, dtype=torch.long, device=self.device)
         return self._cx[key]
 
     # ------------------------------------------------------------------ statevector
@@ -203,16 +245,16 @@ class GatewisePlan:
         b = inputs.shape[0]
         if self.amplitude:
             x = inputs.to(self.dtype)
-            pad = torch.zeros(b, 2**self.n - x.shape[1], dtype=self.dtype)
+            pad = torch.zeros(b, 2**self.n - x.shape[1], dtype=self.dtype, device=x.device)
             amps = torch.cat([x, pad], dim=1)
             norm = amps.norm(dim=1, keepdim=True)
             amps = torch.where(
                 norm > 0,
                 amps / norm.clamp_min(1e-30),
-                torch.nn.functional.one_hot(torch.zeros(b, dtype=torch.long), 2**self.n).to(self.dtype),
+                torch.nn.functional.one_hot(x.new_zeros(b, dtype=torch.long), 2**self.n).to(self.dtype),
             )
             return amps.to(self.cdtype)
-        psi = torch.zeros(b, 2**self.n, dtype=self.cdtype)
+        psi = torch.zeros(b, 2**self.n, dtype=self.cdtype, device=inputs.device)
         psi[:, 0] = 1.0
         return psi
 
@@ -228,7 +270,7 @@ class GatewisePlan:
             phase = torch.exp((-0.5j * theta.to(self.cdtype))[:, None] * sign.to(self.cdtype)[None, :])
             psi = psi * (phase[:, :, None] if density else phase)
             return psi * torch.conj(phase)[:, None, :] if density else psi
-        u = _matrix(gate.name, theta, self.dtype)
+        u = _matrix(gate.name, theta, self.dtype, psi.device)
         psi = self._apply_1q(psi, u, gate.qubits[0])
         if density:  # rho -> rho U^dagger on the column index
             psi = self._apply_1q(psi.transpose(1, 2), torch.conj(u), gate.qubits[0]).transpose(1, 2)
@@ -245,7 +287,7 @@ class GatewisePlan:
             hi, lo = 2 ** (self.n - 1 - q), 2**q
             view = twirled.reshape(b, hi, 2, lo, hi, 2, lo)
             traced = torch.einsum("bhilgim->bhlgm", view)  # trace qubit q
-            eye = torch.eye(2, dtype=rho.dtype) / 2.0
+            eye = torch.eye(2, dtype=rho.dtype, device=rho.device) / 2.0
             twirled = torch.einsum("bhlgm,ij->bhilgjm", traced, eye).reshape(b, d, d)
         return (1.0 - lam) * rho + lam * twirled
 
@@ -261,7 +303,7 @@ class GatewisePlan:
         """``<Z_q>`` per sample (B, n), differentiable; noisy (channels + readout) when the plan has noise."""
         if inputs.ndim != 2:
             raise SpaceError(f"inputs must be (batch, features), got shape {tuple(inputs.shape)}")
-        inputs, weights = inputs.to(self.dtype), weights.to(self.dtype)
+        inputs, weights = self._prepare(inputs, weights)
         density = self.noise is not None
         psi = self._initial(inputs)
         if density:
@@ -273,8 +315,8 @@ class GatewisePlan:
         probs = torch.diagonal(psi, dim1=1, dim2=2).real if density else psi.real**2 + psi.imag**2
         z = probs @ self._z
         if density and self.noise is not None and self.noise.p01:
-            p01 = torch.tensor(self.noise.p01, dtype=self.dtype)
-            p10 = torch.tensor(self.noise.p10, dtype=self.dtype)
+            p01 = torch.tensor(self.noise.p01, dtype=self.dtype, device=z.device)
+            p10 = torch.tensor(self.noise.p10, dtype=self.dtype, device=z.device)
             z = z * (1.0 - p01 - p10) + (p10 - p01)
         return z
 
@@ -282,7 +324,8 @@ class GatewisePlan:
         """The final statevector (B, 2**n), complex (noiseless plans only)."""
         if self.noise is not None:
             raise SpaceError("a noisy plan has a density matrix, not a statevector")
-        psi = self._initial(inputs.to(self.dtype))
+        inputs, weights = self._prepare(inputs, weights)
+        psi = self._initial(inputs)
         for gate in self.gates:
-            psi = self._step(psi, gate, inputs.to(self.dtype), weights.to(self.dtype), False)
+            psi = self._step(psi, gate, inputs, weights, False)
         return psi

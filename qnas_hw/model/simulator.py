@@ -31,10 +31,27 @@ state is set to the zero-padded, L2-normalised features directly, which is also
 what keeps it differentiable in the raw features.
 
 Public states are little-endian like qiskit: qubit ``q`` is bit ``q`` of the basis index.
+
+Devices.  A plan computes on the device of its inputs.  Its constants (readout
+signs, permutations, index tensors) are compiled on the CPU, exactly as before,
+and move with :meth:`SimulatorPlan.to`: :class:`QuantumLayer` calls it from
+``module.to()``, and a plan called with inputs on another device moves itself
+first (the SuperCircuit runs cached templates through ``functional_call`` with
+its own tensors, so their plans never see a ``.to()``).  They are deliberately
+not registered buffers: a SuperCircuit shares every buffer of its template
+models across architectures by slicing, which plan constants must not enter.
+The dtype of a plan is its simulation precision, fixed at construction;
+``module.to(dtype)`` changes the weights' dtype, never the plan's.
+
+Memory.  Before a call allocates anything state-sized, the plan estimates its
+peak (state-sized buffers the fused pass keeps for the backward, plus
+autograd's copies) and refuses a batch that does not fit with
+:class:`~qnas_hw.model.memory.SimulationMemoryError`, which names a batch size that does.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass
@@ -45,6 +62,7 @@ from torch import Tensor, nn
 
 from qnas_hw.model.circuits import Gate, gate_program
 from qnas_hw.model.gatewise import GateNoise, GatewisePlan
+from qnas_hw.model.memory import check_fits
 from qnas_hw.model.space import Architecture, SpaceError, reuploads
 
 logger = logging.getLogger(__name__)
@@ -93,11 +111,15 @@ class _Layer:
 
 @dataclass(frozen=True)
 class _RzPhase:
-    """RZ angles theta_j on qubits q_j: phase[k] = -1/2 sum_j theta_j z_{q_j}(k) with z = +-1."""
+    """RZ angles theta_j on qubits q_j: phase[k] = -1/2 sum_j theta_j z_{q_j}(k) with z = +-1.
+
+    The (2**n, n_rz) sign matrix is built once for all phases of the plan (``_phase_signs``), not kept per
+    stage: at 20 qubits each column is 4-8 MiB.
+    """
 
     kinds: tuple[str, ...]
     index: Tensor
-    signs: Tensor  # (2**n, n_rz)
+    qubits: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -118,19 +140,24 @@ class _Phase:
 
 
 class _Workspace:
-    """State-sized scratch buffers reused across calls of one plan.
+    """State-sized scratch buffers reused across calls of one plan, on one device.
 
     Why: a W12 step touches a dozen fresh multi-MiB tensors; glibc hands blocks
     that large straight back to the OS, so every step pays page faults on all of
     them (about half the step time in the anchors).  Buffers only come back here
     once nothing can read them any more (after the backward, or right away in
     no-grad calls), and tensors that escape to the caller never come from here.
+    Only CPU buffers are kept: torch's CUDA caching allocator already reuses
+    freed blocks without page faults, and keeping them here would pin GPU memory
+    in every plan a SuperCircuit caches.
     """
 
-    def __init__(self, per_size: int = 12, sizes: int = 4) -> None:
+    def __init__(self, per_size: int = 12, sizes: int = 4, device: torch.device | str = "cpu") -> None:
         self._free: dict[tuple[int, torch.dtype], list[Tensor]] = {}
         self._per_size = per_size
         self._sizes = sizes
+        self.device = torch.device(device)
+        self._keep = self.device.type == "cpu"
 
     def take(self, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
         stack = self._free.get((math.prod(shape), dtype))
@@ -139,9 +166,11 @@ class _Workspace:
                 return stack.pop().view(shape)
             except IndexError:  # another thread emptied it between the check and the pop
                 pass
-        return torch.empty(shape, dtype=dtype)
+        return torch.empty(shape, dtype=dtype, device=self.device)
 
     def give(self, *tensors: Tensor) -> None:
+        if not self._keep:
+            return
         for t in tensors:
             key = (t.numel(), t.dtype)
             stack = self._free.setdefault(key, [])
@@ -150,14 +179,58 @@ class _Workspace:
             if len(self._free) > self._sizes:  # batch size changed: forget the other sizes
                 self._free = {key: stack}
 
+    def held_bytes(self, numel: int, dtype: torch.dtype) -> int:
+        """Bytes of kept buffers of this size (a call of that size reuses them rather than allocating)."""
+        return sum(t.numel() * t.element_size() for t in self._free.get((numel, dtype), ()))
+
     def __deepcopy__(self, memo: dict) -> _Workspace:
-        return _Workspace(self._per_size, self._sizes)
+        return _Workspace(self._per_size, self._sizes, self.device)
 
     def __getstate__(self) -> dict:
-        return {"per_size": self._per_size, "sizes": self._sizes}
+        return {"per_size": self._per_size, "sizes": self._sizes, "device": str(self.device)}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["per_size"], state["sizes"])
+        self.__init__(state["per_size"], state["sizes"], state.get("device", "cpu"))
+
+
+def _canonical_device(device: torch.device | str) -> torch.device:
+    """``cuda`` -> ``cuda:<current>``, so it compares equal to a tensor's device; others unchanged."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def _moved(obj: object, device: torch.device, memo: dict[int, tuple[object, object]]) -> object:
+    """``obj`` with every tensor it holds (through dataclasses, lists, tuples and dicts) on ``device``.
+
+    Shared sub-objects stay shared (``memo``): a stage referenced from two lists moves once.
+    """
+    key = id(obj)
+    if key in memo:
+        return memo[key][1]
+    out: object
+    if isinstance(obj, Tensor):
+        out = obj.to(device)
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        changes = {}
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            new = _moved(value, device, memo)
+            if new is not value:
+                changes[f.name] = new
+        out = dataclasses.replace(obj, **changes) if changes else obj  # type: ignore[type-var]
+    elif isinstance(obj, list):
+        out = [_moved(v, device, memo) for v in obj]
+    elif isinstance(obj, tuple):
+        items = tuple(_moved(v, device, memo) for v in obj)
+        out = obj if all(a is b for a, b in zip(items, obj, strict=True)) else items
+    elif isinstance(obj, dict):
+        out = {k: _moved(v, device, memo) for k, v in obj.items()}
+    else:
+        out = obj
+    memo[key] = (obj, out)  # holding obj keeps its id from being reused while the walk runs
+    return out
 
 
 def _outer_forward(vecs: list[Tensor]) -> tuple[Tensor, tuple | None]:
@@ -339,22 +412,111 @@ class SimulatorPlan:
             gates = self._drop_amplitude_prefix(gates)
         kept, self._tail, readout_src = _strip_tail(gates, n)
         self.real = all(g.name in _REAL_1Q or g.name == "cx" for g in kept)
-        self._z = torch.tensor(1.0 - 2.0 * _bits(n), dtype=dtype)  # (2**n, n): <Z_q> sign of basis state k
+        # (2**n, n): <Z_q> sign of basis state k.  Only the compiler reads every column; it is dropped below
+        # (at 20 qubits it is 80-160 MiB, as much as the readout matrices the plan does keep).
+        self._z = torch.tensor(1.0 - 2.0 * _bits(n), dtype=dtype)
         self._eye_real = torch.eye(2, dtype=dtype)
         self._eye_complex = torch.eye(2, dtype=self.complex_dtype)
         self._ket0 = torch.tensor([[1.0], [0.0]], dtype=dtype)
         self._ket0_complex = self._ket0.to(self.complex_dtype)
         self.product_init, self.stages = self._compile(kept)
         # E[q] = sum_k p_final[k] z[k, q] = sum_j p[j] z[inv[j], q] with final[k] = state[src[k]].
-        self.readout = self._z[torch.as_tensor(np.argsort(readout_src))].contiguous()
-        self._readout_t = self.readout.T.contiguous()
-        self._readout2 = 2 * self.readout  # d<Z>/d|amplitude|: 2 * amplitude * readout
+        readout = self._z[torch.as_tensor(np.argsort(readout_src))].contiguous()
+        self._readout_t = readout.T.contiguous()
+        self._readout2 = 2 * readout  # d<Z>/d|amplitude|: 2 * amplitude * readout
         self._ops = self._op_list()
+        del self._z
+        self._peak_states = {grad: self._state_buffers(grad) for grad in (False, True)}
         if self.product_init is not None:
             slot = {q: 1 + i for i, q in enumerate(q for g in self.product_init.groups for q in g.qubits)}
             self._product_order = torch.tensor([slot.get(q, 0) for q in reversed(range(n))], dtype=torch.long)
         self._kron_basis: dict[tuple[int, torch.dtype], tuple[Tensor, Tensor]] = {}
         self._workspace = _Workspace()
+        self.device = torch.device("cpu")
+
+    # ------------------------------------------------------------------ device
+    def to(self, device: torch.device | str) -> SimulatorPlan:
+        """Move every constant of the plan to ``device`` (in place; returns the plan).
+
+        Scratch buffers and cached Kronecker bases of the old device are dropped.
+        """
+        device = _canonical_device(device)
+        if device == self.device:
+            return self
+        memo: dict[int, tuple[object, object]] = {}
+        for name, value in list(vars(self).items()):
+            if name not in ("arch", "_workspace", "_kron_basis", "device"):
+                setattr(self, name, _moved(value, device, memo))
+        self._kron_basis = {}
+        self._workspace = _Workspace(device=device)
+        logger.debug("moved the simulator plan of %s to %s", self.arch.canonical(), device)
+        self.device = device
+        return self
+
+    def tensors(self) -> list[Tensor]:
+        """Every tensor the plan holds (constants and cached bases; not scratch buffers), e.g. to check a move."""
+        found: dict[int, Tensor] = {}
+
+        def walk(obj: object) -> None:
+            if isinstance(obj, Tensor):
+                found.setdefault(id(obj), obj)
+            elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+                for f in dataclasses.fields(obj):
+                    walk(getattr(obj, f.name))
+            elif isinstance(obj, list | tuple):
+                for v in obj:
+                    walk(v)
+            elif isinstance(obj, dict):
+                for v in obj.values():
+                    walk(v)
+
+        for name, value in vars(self).items():
+            if name != "_workspace":
+                walk(value)
+        return list(found.values())
+
+    # ------------------------------------------------------------------ memory
+    def _state_buffers(self, grad: bool) -> float:
+        """Peak number of state-sized (2**n, C) buffers one call holds at once (see :meth:`estimate_bytes`)."""
+        chunks = sum(len(stage.chunks) for kind, stage, _, _ in self._ops if kind == "layer")
+        phases = sum(1 for kind, *_ in self._ops if kind == "phase")
+        # input-dependent phases (IQP) are built up front: the angles phi (2**n, B) (half a complex state)
+        # and their rotation exp(i phi), plus the gradient's complex temporaries
+        inputs = len(self._input_phases) * (3.0 if grad else 1.5)
+        # amplitude embedding: padded features, normalised, selected and transposed copies, in autograd
+        amplitude = (5.0 if grad else 2.0) if self.amplitude else 0.0
+        if not grad:  # the state, the next one, the squared one of the readout
+            return 3.0 + inputs + amplitude
+        # forward: the initial state and the input of every chunk GEMM and phase stay on the tape, plus the
+        # final state; backward: dprobs, the gradient and the next gradient (or the product's scratch)
+        return 1.0 + chunks + phases + 1.0 + 3.0 + inputs + amplitude
+
+    def estimate_bytes(self, batch: int, grad: bool = True) -> int:
+        """Peak memory of one call at ``batch`` samples: state-sized buffers times their count.
+
+        Counted from the compiled stages as :meth:`_forward` and :meth:`_backward` allocate them
+        (``grad``: the forward keeps its tape for the hand-written backward); small per-layer tensors
+        and the plan's constants (already allocated) are left out.
+        """
+        cols = batch if self.real else 2 * batch
+        state = self.dim * cols * (torch.finfo(self.dtype).bits // 8)
+        return math.ceil(state * self._peak_states[grad])
+
+    def check_memory(self, batch: int, grad: bool = True, available: int | None = None) -> None:
+        """Raise :class:`~qnas_hw.model.memory.SimulationMemoryError` when a call at ``batch`` would not fit.
+
+        ``available`` overrides the measured free memory of the plan's device (tests).
+        """
+        numel = self.dim * (batch if self.real else 2 * batch)
+        check_fits(
+            self.arch.canonical(),
+            self.n_qubits,
+            batch,
+            self.estimate_bytes(1, grad),
+            self.device,
+            reusable_bytes=self._workspace.held_bytes(numel, self.dtype),
+            available=available,
+        )
 
     # ------------------------------------------------------------------ compilation
     @staticmethod
@@ -430,7 +592,7 @@ class SimulatorPlan:
                 phase = _RzPhase(
                     kinds=tuple(g.param[0] for g in rzs),
                     index=torch.tensor([g.param[1] for g in rzs], dtype=torch.long),
-                    signs=self._z[:, [g.qubits[0] for g in rzs]].contiguous(),
+                    qubits=tuple(g.qubits[0] for g in rzs),
                 )
             runs = {q: run for q, run in heads.items() if run}
         else:
@@ -475,7 +637,8 @@ class SimulatorPlan:
             if kinds != {"w"}:
                 raise SpaceError(f"simulator expects weight-only RZ phases after the first entangler, got {kinds}")
             sizes = [len(ph.index) for ph in weight_phases]
-            self._phase_signs = -0.5 * torch.cat([ph.signs for ph in weight_phases], 1)  # (2**n, total)
+            signs = [self._z[:, list(ph.qubits)] for ph in weight_phases]
+            self._phase_signs = -0.5 * torch.cat(signs, 1)  # (2**n, total)
             self._phase_index = torch.cat([ph.index for ph in weight_phases])
             self._phase_select = torch.block_diag(*[torch.ones(k, 1, dtype=self.dtype) for k in sizes])  # (total, P)
         return [(kind, stage, names.index(name) if name else -1, slot) for kind, stage, name, slot in steps]
@@ -542,7 +705,7 @@ class SimulatorPlan:
     def _gate_matrices(self, name: str, theta: Tensor | None, shape: tuple[int, ...], real: bool) -> Tensor:
         """(..., 2, 2) matrices of one gate kind for a tensor of angles (real dtype when ``real``)."""
         if name == "h":
-            h = torch.tensor([[1.0, 1.0], [1.0, -1.0]], dtype=self.dtype) / math.sqrt(2.0)
+            h = torch.tensor([[1.0, 1.0], [1.0, -1.0]], dtype=self.dtype, device=self.device) / math.sqrt(2.0)
             return (h if real else h.to(self.complex_dtype)).expand(*shape, 2, 2)
         assert theta is not None
         c, s = torch.cos(theta / 2), torch.sin(theta / 2)
@@ -646,25 +809,18 @@ class SimulatorPlan:
         fused = [eye[None]] + [self._group_matrices(g, inputs, weights, real) for g in groups]
         return torch.cat(fused).index_select(0, order).view(n_layers, self.n_qubits, 2, 2)
 
-    def _phase_angles(self, stage: _RzPhase | _Phase, inputs: Tensor, weights: Tensor) -> Tensor:
-        """phi (2**n, B|1) with the stage multiplying the state by exp(i * phi)."""
-        if isinstance(stage, _Phase):
-            theta = inputs[:, stage.first] * inputs[:, stage.second]
-            return (theta @ stage.coef).T
-        if "x" in stage.kinds:
-            cols = [
-                inputs[:, i] if k == "x" else weights[i].expand(inputs.shape[0])
-                for k, i in zip(stage.kinds, stage.index.tolist(), strict=True)
-            ]
-            theta = torch.stack(cols, 0)  # (n_rz, B)
-        else:
-            theta = weights[stage.index][:, None]
-        return (-0.5 * stage.signs) @ theta
+    def _phase_angles(self, stage: _Phase, inputs: Tensor, weights: Tensor) -> Tensor:
+        """phi (2**n, B) with an input-dependent phase stage (RZZ run) multiplying the state by exp(i * phi).
+
+        (Weight-only RZ phases are built for all layers at once in :meth:`_params`.)
+        """
+        theta = inputs[:, stage.first] * inputs[:, stage.second]
+        return (theta @ stage.coef).T
 
     def _amplitude_state(self, inputs: Tensor) -> Tensor:
         feats = torch.nn.functional.pad(inputs, (0, self.dim - inputs.shape[1]))
         norm = feats.norm(dim=1, keepdim=True)
-        basis0 = torch.zeros(self.dim, dtype=self.dtype)
+        basis0 = torch.zeros(self.dim, dtype=self.dtype, device=self.device)
         basis0[0] = 1.0
         safe = torch.where(norm > 0, norm, torch.ones_like(norm))
         state = torch.where(norm > 0, feats / safe, basis0).T.contiguous()
@@ -869,8 +1025,10 @@ class SimulatorPlan:
         count, w = factors.shape[:2]
         key = (w, factors.dtype)
         if key not in self._kron_basis:
-            basis = torch.eye(4, dtype=factors.dtype).view(4, 2, 2).repeat(w, 1, 1).expand(w, 4 * w, 2, 2)
-            mask = (torch.arange(4 * w)[None, :] // 4 == torch.arange(w)[:, None])[:, :, None, None]
+            dev = factors.device
+            basis = torch.eye(4, dtype=factors.dtype, device=dev).view(4, 2, 2).repeat(w, 1, 1).expand(w, 4 * w, 2, 2)
+            mask = torch.arange(4 * w, device=dev)[None, :] // 4 == torch.arange(w, device=dev)[:, None]
+            mask = mask[:, :, None, None]
             self._kron_basis[key] = (basis.transpose(0, 1), mask.transpose(0, 1))  # (4w, w, ...)
         basis, mask = self._kron_basis[key]
         stack = torch.where(mask, basis, factors.conj()[:, None])  # (count, 4w, w, 2, 2)
@@ -923,14 +1081,21 @@ class SimulatorPlan:
                 f"{self.arch.canonical()} takes weights of shape ({self.arch.n_weights},), got {shape}; "
                 "flatten them in gate_program order (layer, qubit, rotation)"
             )
+        if weights.device != inputs.device:
+            raise SpaceError(
+                f"inputs are on {inputs.device} and weights on {weights.device}; move the model and its inputs to "
+                "the same device (model.to(device), inputs.to(device))"
+            )
+        self.to(inputs.device)  # a no-op unless the inputs come from another device (see the module docstring)
         return inputs.to(self.dtype), weights.to(self.dtype)
 
     # ------------------------------------------------------------------ public
     def expectations(self, inputs: Tensor, weights: Tensor) -> Tensor:
         """<Z_q> for every qubit, (B, n_qubits), differentiable in inputs and weights."""
         inputs, weights = self._check(inputs, weights)
-        params = self._params(inputs, weights)
         batch = inputs.shape[0]
+        self.check_memory(batch, grad=torch.is_grad_enabled() and (inputs.requires_grad or weights.requires_grad))
+        params = self._params(inputs, weights)
         if torch.is_grad_enabled() and any(p.requires_grad for p in params):
             return _Circuit.apply(self, batch, *params)
         with torch.no_grad():
@@ -943,23 +1108,28 @@ class SimulatorPlan:
         diagonal gates) are applied here gate by gate, so this is the circuit's full state.
         """
         inputs, weights = self._check(inputs, weights)
+        self.check_memory(inputs.shape[0], grad=False)
         state = self._run(inputs, weights)
         state = state.to(self.complex_dtype) if self.real else self._complex(state)
         n = self.n_qubits
         for gate in self._tail:
             if gate.name == "cx":
-                state = state[torch.as_tensor(_cx_source(n, *gate.qubits))]
+                state = state[torch.as_tensor(_cx_source(n, *gate.qubits), device=state.device)]
                 continue
             kind, idx = gate.param[0], gate.param[1]
             if gate.name == "rz":
                 theta = inputs[:, idx] if kind == "x" else weights[idx].expand(inputs.shape[0])
-                sign = self._z[:, gate.qubits[0]]
+                sign = self._z_column(gate.qubits[0])
             else:  # rzz(x_i * x_j)
                 theta = inputs[:, idx] * inputs[:, gate.param[2]]
-                sign = self._z[:, gate.qubits[0]] * self._z[:, gate.qubits[1]]
+                sign = self._z_column(gate.qubits[0]) * self._z_column(gate.qubits[1])
             phase = -0.5 * sign[:, None] * theta[None, :]
             state = state * torch.polar(torch.ones_like(phase), phase)
         return state.T.contiguous()
+
+    def _z_column(self, q: int) -> Tensor:
+        """(2**n,) sign of <Z_q> per basis state (the compiler's ``_z`` column, rebuilt: the plan does not keep it)."""
+        return torch.tensor(1.0 - 2.0 * ((np.arange(self.dim) >> q) & 1), dtype=self.dtype, device=self.device)
 
 
 class QuantumLayer(nn.Module):
@@ -967,7 +1137,8 @@ class QuantumLayer(nn.Module):
 
     Weights are initialised uniformly in [0, 2pi) from ``generator``; with no
     generator a fixed seed (0) is used so construction never touches torch's
-    global RNG and is reproducible.
+    global RNG and is reproducible.  ``layer.to(device)`` moves the plans'
+    constants with the weight (they are not buffers: see the module docstring).
     """
 
     def __init__(
@@ -989,9 +1160,20 @@ class QuantumLayer(nn.Module):
     def forward(self, inputs: Tensor) -> Tensor:
         return self.plan.expectations(inputs, self.weight)
 
+    def _apply(self, fn, recurse: bool = True):  # type: ignore[no-untyped-def]
+        """``to()``, ``cuda()``, ``cpu()`` and friends: the plans follow the weight's device."""
+        out = super()._apply(fn, recurse)
+        self._exact_plan.to(self.weight.device)
+        if self.plan is not self._exact_plan:
+            self.plan.to(self.weight.device)
+        return out
+
     def set_noise(self, noise: GateNoise | None) -> None:
         """Simulate the target's dominant noise (noise-aware training), or exactly again with ``None``."""
-        self.plan = self._exact_plan if noise is None else GatewisePlan(self.arch, dtype=self.dtype, noise=noise)
+        if noise is None:
+            self.plan = self._exact_plan
+        else:
+            self.plan = GatewisePlan(self.arch, dtype=self.dtype, noise=noise).to(self.weight.device)
 
     def extra_repr(self) -> str:
         return f"arch={self.arch.canonical()!r}, n_weights={self.arch.n_weights}"

@@ -47,7 +47,13 @@ ROTATIONS: tuple[str, ...] = ("ry", "rx-ry", "ry-rz", "rx-ry-rz")
 ENTANGLERS: tuple[str, ...] = ("none", "linear", "ring", "full", "sparse")
 READOUTS: tuple[str, ...] = ("z",)
 
-MIN_QUBITS, MAX_QUBITS = 2, 12
+#: The widest circuit simulated: the torch simulator holds 2**n amplitudes per sample, so at 20 qubits a single
+#: state is 8 MiB per sample in complex64 and a training batch needs gigabytes (the simulator checks the memory
+#: before it allocates: :mod:`qnas_hw.model.memory`).
+MIN_QUBITS, MAX_QUBITS = 2, 20
+#: Upper end of a :class:`SearchSpace` left at its default: what a laptop trains a SuperCircuit for in minutes.
+#: Wider spaces are asked for explicitly (``space.qubits``).
+DEFAULT_MAX_QUBITS = 12
 MIN_LAYERS, MAX_LAYERS = 1, 6
 
 #: Gene order of the integer encoding. Kept in one place so the search, the
@@ -205,7 +211,7 @@ class SearchSpace:
     """
 
     embeddings: tuple[str, ...] = CLASSIC_EMBEDDINGS
-    qubits: tuple[int, int] = (MIN_QUBITS, MAX_QUBITS)
+    qubits: tuple[int, int] = (MIN_QUBITS, DEFAULT_MAX_QUBITS)
     layers: tuple[int, int] = (MIN_LAYERS, MAX_LAYERS)
     rotations: tuple[str, ...] = ROTATIONS
     entanglers: tuple[str, ...] = ENTANGLERS

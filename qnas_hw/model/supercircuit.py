@@ -416,7 +416,8 @@ def train_supercircuit(
     if the file exists and was written by the same training (same space,
     model, data size and config) training resumes from it, and if it was not,
     this raises instead of overwriting it.  The validation and test splits are
-    not read.
+    not read.  It trains where ``sc`` is (``sc.to(device)``); the data stays on
+    the CPU and moves a batch at a time.
     """
     X, y = splits.train.tensors
     signature = _train_signature(sc, splits, cfg)
@@ -441,10 +442,11 @@ def train_supercircuit(
         logger.info("resuming SuperCircuit training from %s at epoch %d/%d", checkpoint, start_epoch, cfg.epochs)
 
     loss_fn = nn.CrossEntropyLoss()
+    device = next(sc.parameters()).device  # the data stays on the CPU; each batch goes where sc.to() put the model
     sc.train()
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
-        total, count, archs_seen = 0.0, 0, set()
+        total, count, correct, archs_seen = 0.0, 0, 0, set()
         batches = list(_batches(len(X), cfg.batch_size, shuffle_gen))
         iterator: Any = batches
         if progress:
@@ -452,23 +454,42 @@ def train_supercircuit(
 
             iterator = tqdm(batches, desc=f"supercircuit epoch {epoch + 1}/{cfg.epochs}", leave=False)
         for idx in iterator:
-            xb, yb = X[idx], y[idx]
+            xb, yb = X[idx].to(device), y[idx].to(device)
             opt.zero_grad(set_to_none=True)
             archs = sampler.step()
             for arch in archs:
                 if cfg.noise is not None:
                     sc.set_noise(arch, cfg.noise(arch))
-                loss = loss_fn(sc(xb, arch), yb)
+                logits = sc(xb, arch)
+                loss = loss_fn(logits, yb)
                 loss.backward()
                 total += float(loss.detach()) * len(idx)
+                correct += int((logits.detach().argmax(dim=1) == yb).sum())
                 count += len(idx)
                 archs_seen.add(arch.canonical())
             opt.step()
             steps += 1
+            if progress:  # running figures of the sampled subnets on their training batches
+                iterator.set_postfix(loss=f"{total / count:.3f}", acc=f"{correct / count:.3f}", refresh=False)
         dt = time.perf_counter() - t0
         seconds += dt
-        history.append({"epoch": epoch + 1, "loss": total / max(count, 1), "seconds": dt, "n_archs": len(archs_seen)})
-        logger.info("supercircuit epoch %d/%d loss %.4f (%.1f s)", epoch + 1, cfg.epochs, history[-1]["loss"], dt)
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "loss": total / max(count, 1),
+                "train_acc": correct / max(count, 1),
+                "seconds": dt,
+                "n_archs": len(archs_seen),
+            }
+        )
+        logger.info(
+            "supercircuit epoch %d/%d loss %.4f, training accuracy of the sampled subnets %.3f (%.1f s)",
+            epoch + 1,
+            cfg.epochs,
+            history[-1]["loss"],
+            history[-1]["train_acc"],
+            dt,
+        )
         if checkpoint is not None:
             state = {
                 # the SuperCircuit.save fields first, so SuperCircuit.load reads a training checkpoint too

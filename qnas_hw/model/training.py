@@ -98,6 +98,17 @@ def _tensors(dataset: TensorDataset, label: str) -> tuple[Tensor, Tensor]:
     return dataset.tensors[0], dataset.tensors[1]
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """The device of ``model``'s parameters (the CPU for a model without any): where its batches must go.
+
+    Datasets stay on the CPU and each batch moves to the model's device as it is
+    used, so callers choose the device once, with ``model.to(device)``.
+    """
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: TensorDataset, batch_size: int = 512) -> tuple[float, float]:
     """(accuracy, mean cross-entropy) on ``dataset`` in eval mode without gradients; restores the previous mode."""
@@ -106,11 +117,12 @@ def evaluate(model: nn.Module, dataset: TensorDataset, batch_size: int = 512) ->
         raise TrainingError("cannot evaluate accuracy on an empty split")
     was_training = model.training
     model.eval()
+    device = model_device(model)
     try:
         correct, loss = 0, 0.0
         for start in range(0, len(y), batch_size):
-            logits = model(x[start : start + batch_size])
-            yb = y[start : start + batch_size]
+            logits = model(x[start : start + batch_size].to(device))
+            yb = y[start : start + batch_size].to(device)
             correct += int((logits.argmax(dim=1) == yb).sum())
             loss += float(nn.functional.cross_entropy(logits, yb, reduction="sum"))
     finally:
@@ -158,11 +170,13 @@ def train_epoch(
     """
     model.train()
     order = torch.randperm(len(y), generator=generator)
-    loss_sum, correct = 0.0, 0
+    device = model_device(model)
+    loss_sum, correct, seen = 0.0, 0, 0
     loss_fn = nn.CrossEntropyLoss()
-    for start in _progress(range(0, len(y), batch_size), progress, f"epoch {epoch}"):
+    bar = _progress(range(0, len(y), batch_size), progress, f"epoch {epoch}")
+    for start in bar:
         idx = order[start : start + batch_size]
-        xb, yb = x[idx], y[idx]
+        xb, yb = x[idx].to(device), y[idx].to(device)
         optimizer.zero_grad(set_to_none=True)
         logits = model(xb)
         loss = loss_fn(logits, yb)
@@ -170,6 +184,9 @@ def train_epoch(
         optimizer.step()
         loss_sum += float(loss.detach()) * len(idx)
         correct += int((logits.detach().argmax(dim=1) == yb).sum())
+        seen += len(idx)
+        if progress:  # running training loss and accuracy on the bar
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
     return loss_sum / len(y), correct / len(y)
 
 

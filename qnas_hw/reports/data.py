@@ -17,11 +17,19 @@ the renderers are :mod:`qnas_hw.reports.report` and :mod:`qnas_hw.reports.plots`
   ``hw_eval_results`` table, each candidate gets its latest result per
   backend.  They are reported next to the objectives, never used to pick the
   front: they exist for a few candidates only and on different sample subsets.
+* **Provenance and counts.** :class:`StudyContext` says where the figures
+  come from (data set, backend, qubit budget, the runtime cost model: fitted
+  with its held-out quality or a documented prior, prices of billed
+  backends), and :attr:`ReportData.outcomes` counts candidates as feasible,
+  infeasible or failed exactly as the search's console lines do.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -42,10 +50,14 @@ from qnas_hw.search.pareto import (
     pareto_front,
     resolved_front,
 )
-from qnas_hw.search.study import CandidateRecord, GenerationRecord, Study
+from qnas_hw.search.study import CandidateRecord, GenerationRecord, OutcomeCounts, Study
+
+logger = logging.getLogger(__name__)
 
 #: The objective the "most accurate" pick minimises when the study has it.
 ACCURACY_OBJECTIVE = "val_error"
+#: Objectives that only take whole values: their plot axes get integer ticks.
+INTEGER_OBJECTIVES = frozenset({"subcircuits"})
 
 
 def _size(arch: Architecture) -> tuple[int, int, int]:
@@ -75,6 +87,26 @@ class ReportData:
     violations: dict[str, int] = field(default_factory=dict)
     #: latest stored hardware result per architecture (canonical) and backend, see :func:`latest_hardware`
     hardware: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    #: where the figures come from (data set, backend, cost model, prices), see :func:`study_context`
+    context: StudyContext | None = None
+
+    @property
+    def outcomes(self) -> OutcomeCounts:
+        """Feasible / infeasible / failed counts, the same classification the search's console lines use."""
+        return OutcomeCounts.of(self.candidates)
+
+    @property
+    def timing(self) -> str | None:
+        """``device`` (QPU seconds) or ``wall`` (simulator seconds) for ``runtime_s``; None without it."""
+        return self.context.timing if self.context is not None else None
+
+    def label(self, name: str) -> str:
+        """An objective's axis label: what it measures and in which unit (see :func:`objective_label`)."""
+        return objective_label(name, self.timing)
+
+    def dollars(self, i: int) -> float | None:
+        """The provider's price of one evaluation of candidate ``i`` (priced backends only), else None."""
+        return candidate_dollars(self.candidates[i])
 
     @property
     def hw_backends(self) -> list[str]:
@@ -119,6 +151,218 @@ def placement(c: CandidateRecord) -> tuple[list[int] | None, float | None]:
     layout = acc.get("layout", rt.get("layout", rt.get("physical_qubits")))
     esp = acc.get("esp", rt.get("esp"))
     return (None if layout is None else list(layout)), (None if esp is None else float(esp))
+
+
+#: What each objective measures and in which unit; ``runtime_s`` depends on the cost model's currency.
+_OBJECTIVE_MEANINGS = {
+    "val_error": "validation error (fraction)",
+    "subcircuits": "subcircuits after cutting (count)",
+    "cost_usd": "price per evaluation (USD, provider prices)",
+}
+_RUNTIME_MEANINGS = {
+    "device": "device runtime per evaluation (QPU s, cost model)",
+    "wall": "simulator runtime per evaluation (wall s, cost model)",
+}
+#: Short units for table headers, where the full meaning does not fit.
+_UNITS = {"val_error": "fraction", "subcircuits": "count", "cost_usd": "USD"}
+
+
+def objective_label(name: str, timing: str | None = None) -> str:
+    """``val_error`` -> ``validation error (fraction)``: plots and tables say what a number is, not only its key.
+
+    ``runtime_s`` is QPU seconds for device cost models and local wall seconds
+    for simulators (``timing``); mixing them up misreads a front by orders of
+    magnitude, so the label names the currency.  Unknown names stay as they are.
+    """
+    if name == "runtime_s":
+        return _RUNTIME_MEANINGS.get(timing or "device", _RUNTIME_MEANINGS["device"])
+    return _OBJECTIVE_MEANINGS.get(name, name)
+
+
+def objective_header(name: str, timing: str | None = None) -> str:
+    """A table header: the objective's key and its unit (``runtime_s (QPU s)``)."""
+    unit = ("wall s" if timing == "wall" else "QPU s") if name == "runtime_s" else _UNITS.get(name)
+    return f"{name} ({unit})" if unit else name
+
+
+def short_name(arch: Architecture) -> str:
+    """``iqp|q2|l1|rx-ry-rz|ring|z`` -> ``iqp q2 l1 rx-ry-rz ring``: a plot label that is still the architecture.
+
+    The readout is dropped while ``z`` is the only one; the separators become
+    spaces so the label reads as words and wraps nowhere odd.
+    """
+    parts = arch.canonical().split("|")
+    if arch.readout == "z":
+        parts = parts[:-1]
+    return " ".join(parts)
+
+
+def candidate_dollars(c: CandidateRecord) -> float | None:
+    """The provider's price of one evaluation: the ``cost_usd`` objective, else the runtime objective's figure."""
+    if "cost_usd" in c.objectives:
+        return float(c.objectives["cost_usd"])
+    value = (c.details.get("runtime_s") or {}).get("dollars")
+    return None if value is None else float(value)
+
+
+def _skip_reason(text: str) -> str:
+    """A stored "not scored" reason without its per-candidate numbers, so equal causes are counted together."""
+    if "cut_max_experiments" in text:
+        return "cut plan needs more subexperiments than search.cut_max_experiments"
+    if text.startswith("cut plan infeasible"):
+        return "cut plan infeasible"
+    if "mid-circuit" in text:
+        return "cut plan needs mid-circuit measurements the backend cannot run"
+    return re.sub(r"\d+(\.\d+)?", "N", text)
+
+
+def infeasible_reasons(cands: Sequence[CandidateRecord]) -> dict[str, int]:
+    """Why the infeasible candidates are off the front: violated constraints and unscored objectives, with counts.
+
+    A candidate can have several reasons, so the counts may add up to more
+    than the number of infeasible candidates.
+    """
+    out: dict[str, int] = {}
+    for c in cands:
+        if c.outcome != "infeasible":
+            continue
+        reasons = [
+            f"constraint {name} violated"
+            for name, value in (c.details.get("constraints") or {}).items()
+            if name not in ("G", "evaluation") and isinstance(value, int | float) and value > 0
+        ]
+        for name, value in c.objectives.items():
+            if not math.isfinite(float(value)):
+                skipped = ((c.details.get(name) or {}).get("accuracy") or {}).get("skipped")
+                reasons.append(f"{name} not scored: {_skip_reason(str(skipped))}" if skipped else f"{name} is {value}")
+        for reason in reasons or ["marked infeasible (no reason stored)"]:
+            out[reason] = out.get(reason, 0) + 1
+    return out
+
+
+# ------------------------------------------------------------------ provenance
+@dataclass(frozen=True)
+class StudyContext:
+    """Where a report's figures come from: the header of summary.md and the titles of the plots.
+
+    Read from the study's configuration and, for the cost model and prices,
+    from the calibration files and backend snapshots as they are *now* (the
+    study does not store them; the header says so).
+    """
+
+    dataset: str | None = None
+    backend: str | None = None
+    qubit_budget: int | None = None
+    #: ``device`` / ``wall``: the currency of ``runtime_s`` (None: no runtime objective)
+    timing: str | None = None
+    #: one sentence: fitted (with fit quality) or documented prior (with its source); "" when not used
+    cost_model: str = ""
+    #: the backend's published prices, one sentence; None for backends that do not bill per task/shot
+    pricing: str | None = None
+
+
+def study_context(
+    config: dict[str, Any], candidates: Sequence[CandidateRecord], objectives: Sequence[str]
+) -> StudyContext:
+    """The report's provenance from the study's configuration (nothing is contacted; unknowns stay None)."""
+    hw = config.get("hardware") or {}
+    data = config.get("data") or {}
+    backend_name = hw.get("backend")
+    timing = next(
+        (str(t) for c in candidates if (t := (c.details.get("runtime_s") or {}).get("timing_source")) is not None),
+        None,
+    )
+    info = _backend_facts(str(backend_name)) if backend_name else {}
+    if timing is None and "runtime_s" in objectives:
+        timing = info.get("timing")
+    if "runtime_s" in objectives and backend_name:
+        cost_model = describe_cost_model(str(backend_name))
+    elif backend_name:
+        cost_model = "not used (runtime_s is not an objective of this study)"
+    else:
+        cost_model = ""
+    budget = hw.get("qubit_budget")
+    return StudyContext(
+        dataset=data.get("dataset"),
+        backend=None if backend_name is None else str(backend_name),
+        qubit_budget=None if budget is None else int(budget),
+        timing=timing,
+        cost_model=cost_model,
+        pricing=info.get("pricing"),
+    )
+
+
+def _backend_facts(name: str) -> dict[str, Any]:
+    """Provider, timing currency and prices of a backend, without contacting any cloud.
+
+    Real IBM devices (``ibm:``) are not built: reading their repetition delay
+    would contact IBM, and the report must work offline.
+    """
+    if name.startswith("ibm:"):
+        return {"provider": "ibm", "timing": "device", "pricing": None}
+    from qnas_hw.hardware.backends import BackendError, get_backend
+
+    try:
+        backend = get_backend(name)
+    except BackendError:
+        logger.warning("report: backend %s is not known to this installation; no prices or cost-model source", name)
+        return {}
+    price = backend.pricing
+    pricing = None
+    if price is not None:
+        pricing = f"${price.per_task_usd:g} per task + ${price.per_shot_usd:g} per shot"
+        pricing += f" ({price.source})" if price.source else ""
+    return {"provider": backend.provider, "timing": backend.timing_source, "pricing": pricing}
+
+
+def describe_cost_model(backend_name: str) -> str:
+    """Where ``runtime_s`` comes from, in one sentence: a fit (with its held-out quality) or a documented prior.
+
+    The model is the one :meth:`~qnas_hw.hardware.cost.CostModel.for_backend`
+    gives today (the study does not store it).  Real IBM devices are not
+    built (their repetition delay would be read from IBM): their calibration
+    file is read directly, else IBM's documented prior is named.
+    """
+    from qnas_hw.hardware.backends import BackendError, get_backend
+    from qnas_hw.hardware.cost import IBM_PRIOR, CostModel, CostModelError, calibration_path
+
+    try:
+        if backend_name.startswith("ibm:"):
+            path = calibration_path(backend_name)
+            if not path.is_file():
+                return str(IBM_PRIOR["source"])
+            model = CostModel.load(path, backend_name=backend_name, max_age_days=None)
+        else:
+            model = CostModel.for_backend(get_backend(backend_name), max_age_days=None)
+    except BackendError:
+        return f"unknown: backend {backend_name} is not known to this installation"
+    except CostModelError as exc:
+        return f"could not be loaded: {exc}"
+    return cost_model_text(model)
+
+
+def cost_model_text(model: Any) -> str:
+    """One sentence on a :class:`~qnas_hw.hardware.cost.CostModel`: fitted (file, date, held-out fit) or the prior.
+
+    A calibration file of a device snapshot carries a *wall-clock* fit next
+    to a device prior; its fit quality is not the device model's and is not
+    quoted for it.
+    """
+    fitted_model = "device_model" if model.timing_source == "device" else "wall_model"
+    prov = model.provenance.get(fitted_model) or {}
+    if not prov.get("fitted", model.fit is not None):
+        return str(prov.get("source") or "prior, not fitted (no source recorded)")
+    what = "QPU seconds" if model.timing_source == "device" else "local wall-clock seconds"
+    where = model.path.name if model.path is not None else "no file"
+    text = f"fitted on measured {what} by `qnas-hw calibrate` ({where}, created {str(model.created)[:10]})"
+    fit_of = (model.provenance.get("calibration") or {}).get("fit_of", fitted_model)
+    if model.fit is None or fit_of != fitted_model:
+        return text + "; no fit quality recorded"
+    f = model.fit
+    return text + (
+        f": held-out R^2 {f.r2_heldout:.2f}, MAPE {100 * f.mape_heldout:.1f}% on {f.n_heldout} held-out runs "
+        f"({f.n_train} used for the fit)"
+    )
 
 
 def _latest_per_arch(records: Sequence[Any]) -> list[CandidateRecord]:
@@ -267,6 +511,7 @@ def analyze(
     data.box_source = "fixed when the study was created" if box is not None else "range of this study's candidates"
     data.resolutions = resolutions_for(names, [c for c in cands if c.usable])
     data.violations = _violations(cands)
+    data.context = study_context(data.config, cands, names)
     F = data.matrix()
     usable = np.array([c.usable for c in cands], dtype=bool)
     if usable.any():

@@ -13,17 +13,20 @@ import json
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.table import Table
 
 from qnas_hw.model.space import GENES
 from qnas_hw.reports.data import (
     ACCURACY_OBJECTIVE,
     ReportData,
+    infeasible_reasons,
     measured_seconds,
+    objective_header,
     placement,
     study_report_data,
 )
@@ -66,40 +69,88 @@ def _fmt(value: float) -> str:
     return f"{value:.4g}"
 
 
-def front_table(data: ReportData) -> Table:
-    """The Pareto front as a rich table, best accuracy first; the CLI prints it."""
+#: The pick marks of the front table (console and summary.md), explained under both.
+KNEE_MARK, BEST_MARK = "knee", "best-acc"
+
+
+def front_order(data: ReportData) -> list[int]:
+    """The front's rows, best first on the first objective (validation error in every default study)."""
+    return sorted(data.front, key=lambda i: data.candidates[i].values(data.objective_names))
+
+
+def _shows_dollars(data: ReportData) -> bool:
+    """A separate USD column only when dollars exist and are not already the ``cost_usd`` objective."""
+    return "cost_usd" not in data.objective_names and any(data.dollars(i) is not None for i in data.front)
+
+
+def front_columns(data: ReportData) -> list[str]:
+    """Headers of the front table, shared by the console and summary.md so both show the same columns."""
     names = data.objective_names
-    table = Table(
-        title=f"Pareto front ({len(data.front)} of {len(data.candidates)} candidates); {data.accuracy_header()}"
-    )
-    table.add_column("pick")
-    table.add_column("architecture")
-    table.add_column("qubits", justify="right")
-    table.add_column("layers", justify="right")
+    cols = ["pick", "architecture"]
     if ACCURACY_OBJECTIVE in names:
-        table.add_column("val_acc", justify="right")
-    for n in names:
-        table.add_column(n, justify="right")
-    backends = data.hw_backends
-    for b in backends:
-        table.add_column(f"hw_acc@{b}", justify="right")
-    table.add_column("ESP", justify="right")
-    table.add_column("gen", justify="right")
-    order = sorted(data.front, key=lambda i: data.candidates[i].values(names))
-    for i in order:
-        c = data.candidates[i]
-        marks = [m for m, j in (("knee", data.knee), ("best-acc", data.most_accurate)) if j == i]
-        row = [", ".join(marks), c.arch.canonical(), str(c.arch.n_qubits), str(c.arch.n_layers)]
-        if ACCURACY_OBJECTIVE in names:
-            row.append(f"{100 * (1 - c.objectives[ACCURACY_OBJECTIVE]):.2f}%")
-        row += [_fmt(v) for v in c.values(names)]
-        for b in backends:
-            hw = data.hw_result(i, b)
-            row.append("-" if hw is None else f"{100 * float(hw['accuracy']):.2f}%")
-        _, esp = placement(c)
-        row.append("-" if esp is None else f"{esp:.3f}")
-        row.append(str(c.generation))
-        table.add_row(*row)
+        cols.append("val acc")
+    cols += [objective_header(n, data.timing) for n in names]
+    if _shows_dollars(data):
+        cols.append("USD per eval")
+    cols += [f"hw_acc@{b}" for b in data.hw_backends]
+    return [*cols, "ESP", "gen"]
+
+
+def front_cells(data: ReportData, i: int) -> list[str]:
+    """One front row as text, in :func:`front_columns` order."""
+    c = data.candidates[i]
+    names = data.objective_names
+    marks = [m for m, j in ((KNEE_MARK, data.knee), (BEST_MARK, data.most_accurate)) if j == i]
+    row = [", ".join(marks), c.arch.canonical()]
+    if ACCURACY_OBJECTIVE in names:
+        row.append(f"{100 * (1 - c.objectives[ACCURACY_OBJECTIVE]):.2f}%")
+    row += [_fmt(v) for v in c.values(names)]
+    if _shows_dollars(data):
+        usd = data.dollars(i)
+        row.append("-" if usd is None else f"${usd:.2f}")
+    for b in data.hw_backends:
+        hw = data.hw_result(i, b)
+        row.append("-" if hw is None else f"{100 * float(hw['accuracy']):.2f}%")
+    _, esp = placement(c)
+    return [*row, "-" if esp is None else f"{esp:.3f}", str(c.generation)]
+
+
+#: Columns of the full front table that the console leaves to summary.md, so the table fits 80 columns.
+_CONSOLE_SKIPS = frozenset({"pick", "val acc", "gen"})
+
+
+def front_table(data: ReportData) -> Table:
+    """The Pareto front as a rich table, best accuracy first; the CLI prints it.
+
+    Fits 80 columns for the default objectives: the picks go under the
+    architecture instead of into a column of their own, and validation
+    accuracy in percent and the generation are left to summary.md.  The
+    architecture never folds or truncates (it is what ``qnas-hw train --arch``
+    takes); the other columns wrap their headers and fold their values first.
+    """
+    backend = data.context.backend if data.context is not None and data.context.backend else None
+    title = f"Pareto front ({len(data.front)} of {len(data.candidates)} candidates)"
+    table = Table(
+        title=title + (f" on {backend}" if backend else ""),
+        caption=f"{data.accuracy_header()}. Picks: {KNEE_MARK} = best compromise, {BEST_MARK} = most accurate.",
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    cols = front_columns(data)
+    keep = [j for j, c in enumerate(cols) if c not in _CONSOLE_SKIPS]
+    longest = max((len(data.candidates[i].arch.canonical()) for i in data.front), default=12)
+    for j in keep:
+        if cols[j] == "architecture":
+            table.add_column("architecture (pick)", no_wrap=True, min_width=longest)
+        else:
+            # the unit on its own line: headers wrap between words, never inside one
+            table.add_column(cols[j].replace(" (", "\n("), justify="right", overflow="fold")
+    for i in front_order(data):
+        cells = front_cells(data, i)
+        marks = cells[cols.index("pick")]
+        cells[cols.index("architecture")] += f"\n({marks})" if marks else ""
+        table.add_row(*(cells[j] for j in keep))
     return table
 
 
@@ -178,6 +229,9 @@ def report_json(data: ReportData) -> dict[str, Any]:
         "accuracy": data.accuracy_header(),
         "config": data.config,
         "n_candidates": len(data.candidates),
+        "outcomes": asdict(data.outcomes),
+        "infeasible_reasons": infeasible_reasons(data.candidates),
+        "context": asdict(data.context) if data.context is not None else None,
         "n_generations": len(data.generations),
         "hypervolume_box": {**(data.box.to_dict() if data.box else {}), "source": data.box_source},
         "resolutions": {n: r.to_dict() for n, r in data.resolutions.items()},
@@ -203,7 +257,9 @@ def _describe(data: ReportData, i: int | None) -> str:
         if ACCURACY_OBJECTIVE in c.objectives
         else ""
     )
-    return f"`{c.arch.canonical()}` ({c.arch.n_qubits} qubits, {c.arch.n_layers} layers): {objs}{acc}"
+    usd = data.dollars(i) if "cost_usd" not in data.objective_names else None
+    price = "" if usd is None else f", ${usd:.2f} per evaluation at the provider's prices"
+    return f"`{c.arch.canonical()}` ({c.arch.n_qubits} qubits, {c.arch.n_layers} layers): {objs}{acc}{price}"
 
 
 def _hardware_section(data: ReportData) -> list[str]:
@@ -237,27 +293,26 @@ def _hardware_section(data: ReportData) -> list[str]:
 
 
 def _front_section(data: ReportData) -> list[str]:
-    """The front as a Markdown table: objectives, where each candidate runs and its success probability."""
+    """The front as a Markdown table: picks, every objective, dollars, hardware accuracy, placement."""
     if not data.front:
         return []
-    names = data.objective_names
+    cols = [*front_columns(data), "layout"]
     lines = [
         "## Pareto front",
         "",
+        f"Best accuracy first. pick: `{KNEE_MARK}` = best compromise, `{BEST_MARK}` = most accurate (see Picks). "
         "ESP: estimated success probability of the circuit as placed (product of 1 - error over its gates and "
-        "measurements, from the device's calibration data); layout: the physical qubits it runs on.",
+        "measurements, from the device's calibration data); layout: the physical qubits it runs on; gen: the "
+        "generation that first evaluated it.",
         "",
-        "| architecture | " + " | ".join(names) + " | layout | ESP |",
-        "|---|" + "---:|" * len(names) + "---|---:|",
+        "| " + " | ".join(cols) + " |",
+        "|" + "|".join("---" if c in ("pick", "architecture", "layout") else "---:" for c in cols) + "|",
     ]
-    for i in sorted(data.front, key=lambda i: data.candidates[i].values(names)):
-        c = data.candidates[i]
-        layout, esp = placement(c)
-        lines.append(
-            f"| `{_md_cell(c.arch.canonical())}` | "
-            + " | ".join(_fmt(v) for v in c.values(names))
-            + f" | {layout if layout is not None else '-'} | {'-' if esp is None else f'{esp:.3f}'} |"
-        )
+    for i in front_order(data):
+        cells = front_cells(data, i)
+        cells[1] = f"`{_md_cell(cells[1])}`"
+        layout, _ = placement(data.candidates[i])
+        lines.append("| " + " | ".join([*cells, "-" if layout is None else str(layout)]) + " |")
     return [*lines, ""]
 
 
@@ -277,26 +332,52 @@ def _box_text(data: ReportData) -> str:
 
 
 def _constraints_lines(data: ReportData) -> list[str]:
-    """The caps the candidates were held to, and how many each rejected."""
+    """The caps the candidates were held to (how many each rejected is in the "infeasible because" line)."""
     hw = data.config.get("hardware", {}) or {}
     caps = [f"{k} = {hw[k]:g}" for k in ("max_candidate_runtime_s", "max_candidate_usd") if hw.get(k) is not None]
-    lines = [f"- per-candidate caps (constraints): {', '.join(caps)}"] if caps else []
-    if data.violations:
-        counts = ", ".join(f"{n}: {k}" for n, k in sorted(data.violations.items()))
-        lines.append(f"- candidates violating each constraint: {counts}")
+    return [f"- per-candidate caps (constraints): {', '.join(caps)}"] if caps else []
+
+
+def _context_lines(data: ReportData) -> list[str]:
+    """Header bullets: data set, backend and qubit budget, accuracy mode, cost-model source, prices."""
+    ctx = data.context
+    if ctx is None:
+        return [f"- {data.accuracy_header()}"]
+    budget = "not recorded" if ctx.qubit_budget is None else f"{ctx.qubit_budget} qubits per subcircuit"
+    lines = [
+        f"- data set: {ctx.dataset or 'not recorded'}",
+        f"- backend: {ctx.backend or 'not recorded'}; qubit budget: {budget}",
+        f"- {data.accuracy_header()}",
+    ]
+    if ctx.cost_model:
+        lines.append(f"- runtime cost model: {ctx.cost_model}")
+    if ctx.pricing:
+        lines.append(f"- prices: {ctx.pricing}")
+    return lines
+
+
+def outcome_lines(data: ReportData) -> list[str]:
+    """The candidate counts and why the infeasible ones are off the front (console and summary.md share them)."""
+    lines = [f"study holds {data.outcomes.describe()}"]
+    reasons = infeasible_reasons(data.candidates)
+    if reasons:
+        because = "; ".join(f"{r} ({n})" for r, n in sorted(reasons.items()))
+        lines.append(f"infeasible because (one candidate can have several reasons): {because}")
     return lines
 
 
 def summary_markdown(data: ReportData, files: Sequence[Path] = ()) -> str:
     seed = data.config.get("seed", "not recorded")
     acc_name = ACCURACY_OBJECTIVE if ACCURACY_OBJECTIVE in data.objective_names else "the first objective"
+    objectives = "; ".join(f"{n} = {data.label(n)}" for n in data.objective_names)
     lines = [
         "# qnas-hw study report",
         "",
-        f"- {data.accuracy_header()}",
-        f"- objectives (all minimised): {', '.join(data.objective_names)}",
-        f"- candidates evaluated: {len(data.candidates)} "
-        f"({sum(not c.usable for c in data.candidates)} infeasible or failed)",
+        *_context_lines(data),
+        f"- objectives (all minimised): {objectives}",
+        *(f"- {line}" for line in outcome_lines(data)),
+        "- failed: an objective raised an error (a resume retries it); infeasible: evaluated, but a constraint or "
+        "an unmeasurable value keeps it off the front",
         f"- generations: {len(data.generations)}",
         f"- Pareto front size: {len(data.front)} ({len(data.exact_front)} before ties within resolution)",
         f"- resolution (closer values tie): {_resolutions(data)}",

@@ -27,6 +27,8 @@ and on that subset are kept in the details, so the noise gap is visible.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
 import logging
 import math
@@ -97,6 +99,7 @@ class ValidationErrorObjective(Objective):
         scorer: Any | None = None,
         val_samples: int | None = None,
         training_noise: Any | None = None,
+        device: str = "cpu",
     ) -> None:
         if finetune_epochs < 0:
             raise ValueError(f"finetune_epochs must be >= 0, got {finetune_epochs}")
@@ -116,6 +119,11 @@ class ValidationErrorObjective(Objective):
         self.scorer = scorer
         self.val_samples = val_samples
         self.training_noise = training_noise
+        #: where the fine-tune and the exact validation run (a resolved ``compute.device``); the model returned is
+        #: on the CPU either way, since the scorers, the weights files and hardware evaluation read it there
+        self.device = str(device)
+        #: hand the fine-tuned weights back in ``ObjectiveResult.artifacts`` (a worker copy: see :meth:`for_worker`)
+        self.ship_weights = False
         self._fingerprint = supercircuit.fingerprint()
         # Only train and val enter the key: the test split is never read by this objective.
         self._data_key = _tensor_hash(*splits.train.tensors, *splits.val.tensors)
@@ -153,7 +161,7 @@ class ValidationErrorObjective(Objective):
                 "stale; create a new ValidationErrorObjective after training"
             )
         t0 = time.perf_counter()
-        model = self.supercircuit.extract(arch)
+        model = self.supercircuit.extract(arch).to(self.device)
         loss = math.nan
         noise = self.training_noise(arch) if self.training_noise is not None else None
         if self.finetune_epochs > 0:
@@ -166,6 +174,7 @@ class ValidationErrorObjective(Objective):
         model.eval()
         finetune_seconds = time.perf_counter() - t0
         val_acc = float(evaluate_accuracy(model, self.splits.val))
+        model.to("cpu")
         if self.weights_dir is not None:
             _save_weights(model, self.weights_dir / f"{arch.key()}.pt")
         n_params = sum(p.numel() for p in model.parameters())
@@ -201,6 +210,23 @@ class ValidationErrorObjective(Objective):
         details = {**details, "val_acc": math.nan, "accuracy": {"accuracy_mode": self.mode, "skipped": reason}}
         return ObjectiveResult(value=math.nan, details=details, timings=timings)
 
+    def for_worker(self) -> ValidationErrorObjective | None:
+        """A copy that writes no file and returns its fine-tuned weights instead (the search's process writes them:
+        a worker may run on another machine).  None under ``device``: its jobs go through the study's job ledger,
+        which only the search's process writes, so that objective stays there."""
+        if self.mode == "device":
+            return None
+        worker = copy.copy(self)
+        worker.weights_dir = None
+        worker.ship_weights = True
+        return worker
+
+    def keep_artifacts(self, arch: Architecture, result: ObjectiveResult) -> None:
+        """Save the weights a worker copy returned where this objective saves its own."""
+        weights = result.artifacts.get("weights")
+        if weights is not None and self.weights_dir is not None:
+            atomic_write_torch(self.weights_dir / f"{arch.key()}.pt", weights)
+
     def evaluate(self, arch: Architecture) -> ObjectiveResult:
         if self.mode == "device":
             result = self.evaluate_batch([arch])[0]
@@ -208,6 +234,15 @@ class ValidationErrorObjective(Objective):
                 raise result
             return result
         model, details, timings = self._trained(arch)
+        result = self._score(arch, model, details, timings)
+        if self.ship_weights:
+            result = dataclasses.replace(result, artifacts={"weights": model.state_dict()})
+        return result
+
+    def _score(
+        self, arch: Architecture, model: HQNN, details: dict[str, Any], timings: dict[str, Any]
+    ) -> ObjectiveResult:
+        """The fine-tuned model's value: its exact validation error, or its score under the scorer's mode."""
         if self.scorer is None:
             return ObjectiveResult(value=1.0 - details["val_acc"], details=details, timings=timings)
         skipped = self._skipped(arch, details, timings)

@@ -71,7 +71,7 @@ class HardwareEvalSettings:
     shots: int = 1024
     chunk_rows: int = 64  # parameter rows (samples) per job
     seed: int = 0
-    max_samples: int | None = None  # evaluate on the first N validation samples only
+    max_samples: int | None = None  # evaluate a stratified, seeded subset of N validation samples only
     optimization_level: int = 1
     concurrency: int = 4
     policy: RetryPolicy | None = None

@@ -34,6 +34,7 @@ log scale so the violation is in "number of extra cuts" units).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -58,11 +59,13 @@ from pymoo.termination.max_gen import MaximumGenerationTermination
 
 from qnas_hw.config import RunConfig, config_from_dict, with_overrides
 from qnas_hw.model.space import GENES, Architecture, SearchSpace
+from qnas_hw.search.engine import CandidateOutcome, Engine, EngineError, LocalEngine, open_engine
 from qnas_hw.search.objectives import Objective, RuntimeCostObjective, SubcircuitObjective
 from qnas_hw.search.pareto import HV_BOX_META, archive_front, front_hypervolume
 from qnas_hw.search.study import (
     CandidateRecord,
     GenerationRecord,
+    OutcomeCounts,
     Study,
     StudyError,
     StudyStorageError,
@@ -415,6 +418,8 @@ class CandidateEvaluator:
     reused: int = 0
     failed: int = 0
     retried: int = 0
+    #: where the evaluations run (``compute.engine``); the evaluator stays the only writer of the study either way
+    engine: Engine = field(default_factory=LocalEngine)
     _names: list[str] = field(default_factory=list)
     #: arch keys evaluated by this process: a stored failure is retried once per process (a resume after a
     #: transient error or a fixed bug gets a fresh try), never twice in one run (that run stays deterministic)
@@ -472,44 +477,50 @@ class CandidateEvaluator:
         return out
 
     def _evaluate_batch(self, archs: list[Architecture], generation: int, retries: dict[str, CandidateRecord]) -> None:
-        objectives: dict[str, dict[str, float]] = {a.key(): {} for a in archs}
-        details: dict[str, dict[str, Any]] = {a.key(): {} for a in archs}
-        timings: dict[str, dict[str, Any]] = {a.key(): {} for a in archs}
-        errors: dict[str, str] = {}
+        """Evaluate on the engine and commit each candidate as its outcome arrives (in ``archs`` order, whatever the
+        order the engine's workers finish in: the study's rows are the same on every engine)."""
+        try:
+            with contextlib.closing(self.engine.evaluate(self.objectives, archs)) as outcomes:
+                for outcome in outcomes:
+                    self._commit(outcome.arch, generation, *self._collect(outcome), retries.get(outcome.arch.key()))
+        except EngineError as exc:
+            raise EngineError(
+                f"{exc}. Every candidate finished before this is saved; continue with `qnas-hw search --resume "
+                f"{self.study.path}`"
+            ) from exc
+
+    def _collect(
+        self, outcome: CandidateOutcome
+    ) -> tuple[dict[str, float], dict[str, Any], dict[str, Any], str | None]:
+        """A candidate's objective values, details, timings and first error, from its results in objective order."""
+        arch = outcome.arch
+        objectives: dict[str, float] = {}
+        details: dict[str, Any] = {}
+        timings: dict[str, Any] = {}
+        error: str | None = None
         for obj in self.objectives:
-            t0 = time.perf_counter()
-            results = obj.evaluate_batch(archs)  # raises only for what is not the candidates' fault
-            elapsed = (time.perf_counter() - t0) / max(1, len(archs))
-            for arch, result in zip(archs, results, strict=True):
-                k = arch.key()
-                timings[k][obj.name] = elapsed
-                if isinstance(result, Exception) and storage_problem(result) is not None:
-                    # the disk's fault, not the candidate's: never stored as its result; a resume evaluates it
-                    raise StudyStorageError(
-                        f"could not save while evaluating {arch.canonical()}: {storage_problem(result)}. Nothing of "
-                        f"this generation's unfinished candidates was recorded; free space (or fix the permissions) "
-                        f"and continue with `qnas-hw search --resume {self.study.path}`"
-                    ) from result
-                if isinstance(result, Exception):
-                    logger.error("objective %s failed on %s: %s", obj.name, arch.canonical(), result, exc_info=result)
-                    errors.setdefault(k, f"{obj.name}: {type(result).__name__}: {result}")
-                    objectives[k][obj.name] = math.nan
-                    details[k][obj.name] = {"error": f"{type(result).__name__}: {result}"}
-                    continue
-                objectives[k][obj.name] = float(result.value)
-                details[k][obj.name] = dict(result.details)
-                if result.timings:
-                    timings[k][f"{obj.name}_parts"] = dict(result.timings)
-        for arch in archs:
-            self._commit(
-                arch,
-                generation,
-                objectives[arch.key()],
-                details[arch.key()],
-                timings[arch.key()],
-                errors.get(arch.key()),
-                retries.get(arch.key()),
-            )
+            result = outcome.results[obj.name]
+            timings[obj.name] = outcome.seconds[obj.name]
+            if isinstance(result, Exception) and storage_problem(result) is not None:
+                # the disk's fault, not the candidate's: never stored as its result; a resume evaluates it
+                raise StudyStorageError(
+                    f"could not save while evaluating {arch.canonical()}: {storage_problem(result)}. Nothing of "
+                    f"this generation's unfinished candidates was recorded; free space (or fix the permissions) "
+                    f"and continue with `qnas-hw search --resume {self.study.path}`"
+                ) from result
+            if isinstance(result, Exception):
+                logger.error("objective %s failed on %s: %s", obj.name, arch.canonical(), result, exc_info=result)
+                error = error or f"{obj.name}: {type(result).__name__}: {result}"
+                objectives[obj.name] = math.nan
+                details[obj.name] = {"error": f"{type(result).__name__}: {result}"}
+                continue
+            objectives[obj.name] = float(result.value)
+            details[obj.name] = dict(result.details)
+            if result.timings:
+                timings[f"{obj.name}_parts"] = dict(result.timings)
+        if outcome.worker is not None:
+            timings["worker"] = outcome.worker  # the Ray worker (host:pid) that ran the candidate's task
+        return objectives, details, timings, error
 
     def _commit(
         self,
@@ -580,17 +591,20 @@ def _build_accuracy_objective(
     hw: Hardware | None = None,
 ) -> Objective:
     """Load data, train (or resume / load) the SuperCircuit once, and wrap it as ``val_error``."""
+    from qnas_hw.config import resolve_device
     from qnas_hw.model.supercircuit import SuperCircuit, SuperTrainConfig, train_supercircuit
     from qnas_hw.search.evaluation import ValidationErrorObjective
 
     splits = splits if splits is not None else load_splits(config)
+    device = resolve_device(config.compute.device)
+    logger.info("training and simulating on %s (compute.device = %r)", device, config.compute.device)
     sc = SuperCircuit(
         config.search_space(),
         tuple(splits.input_shape),
         splits.n_classes,
         frontend=config.model.frontend,
         seed=config.seed,
-    )
+    ).to(device)
     s = config.supercircuit
     noise = training_noise(config, hw)
     train_cfg = SuperTrainConfig(
@@ -622,6 +636,7 @@ def _build_accuracy_objective(
         scorer=scorer,
         val_samples=config.search.val_samples,
         training_noise=noise if config.search.noise_aware_finetune else None,
+        device=device,
     )
 
 
@@ -663,11 +678,21 @@ def _check_supercircuit(study: Study, accuracy: Any, config: RunConfig) -> None:
         "fingerprint": accuracy.supercircuit.fingerprint(),
         "threads": config.compute.threads,
         "torch": torch.__version__,
+        "device": getattr(accuracy, "device", "cpu"),
     }
     stored = study.meta_json("supercircuit")
     if stored is None:
         study.set_meta_json("supercircuit", current)
         return
+    if stored.get("device", "cpu") != current["device"]:  # studies from before compute.device ran on the CPU
+        logger.warning(
+            "%s's candidates were fine-tuned on %s and this run uses %s (compute.device = %r): new candidates' "
+            "values may differ from what the other device would give in the last digits (about 1e-6)",
+            study.path,
+            stored.get("device", "cpu"),
+            current["device"],
+            config.compute.device,
+        )
     if stored.get("fingerprint") != current["fingerprint"]:
         raise SearchError(
             f"the SuperCircuit available now (fingerprint {current['fingerprint']}, torch {current['torch']}, "
@@ -750,13 +775,23 @@ def make_hardware(config: RunConfig, backend: Any | None = None) -> Hardware | N
 def check_before_training(config: RunConfig, hw: Hardware | None) -> None:
     """Every refusal that needs no trained model, raised before the SuperCircuit trains (minutes saved).
 
-    The data set's files must be there (checksummed); the backend's cost model
-    must load (a bad calibration file is named now, not after training); then
+    A ``cuda`` compute device must be visible; the data set's files must be
+    there (checksummed); the backend's cost model must load (a bad calibration
+    file is named now, not after training); then
     :func:`check_setup`; then a paid ``device`` search must have a budget for
     its first generation (the message gives the predicted cost).
     """
+    from qnas_hw.config import resolve_device
     from qnas_hw.data import check_data_files
 
+    device = resolve_device(config.compute.device)  # `cuda` on a machine without one is refused before anything runs
+    c = config.compute
+    if c.engine == "ray" and device == "cuda" and not c.num_gpus:
+        raise SearchError(
+            f"compute.device {c.device!r} computes on CUDA here, but Ray tasks reserve no GPU (compute.num_gpus = "
+            f"{c.num_gpus}), so a worker would find none; set compute.num_gpus (e.g. 1, or 0.5 to share one) or "
+            "compute.device = 'cpu'"
+        )
     check_data_files(config.data.dataset, config.data.data_dir, config.data.download)
     check_setup(config, hw)
     if hw is None:
@@ -943,6 +978,14 @@ def _scored_rows(config: RunConfig) -> int:
     return n_val if v is None else min(v, n_val)
 
 
+def _same_recipe(stored: dict[str, Any], config: RunConfig) -> bool:
+    """Whether a stored config computes what ``config`` computes (:func:`_recipe`; unreadable counts as no)."""
+    try:
+        return _recipe(config_from_dict(stored, source="the stored configuration")) == _recipe(config)
+    except Exception:  # a config an older or newer version wrote: not the same command
+        return False
+
+
 def _failed_start(path: Path, config: RunConfig) -> Study | None:
     """A study at ``path`` that holds no result: continue it (same configuration) or clear it (another one).
 
@@ -963,8 +1006,10 @@ def _failed_start(path: Path, config: RunConfig) -> Study | None:
         if old.holds_results():
             old.close()
             return None
-        if old.config == config.resolved():
+        if _same_recipe(old.config, config):
             logger.warning("continuing %s: a start with this configuration stopped before its first candidate", path)
+            if old.config != config.resolved():
+                old.update_config(config.resolved())  # only where it computes differs: record this run's placement
             return old
         logger.warning("replacing %s: an earlier start stopped before its first candidate (nothing was stored)", path)
         (path.parent / SUPERCIRCUIT_FILE).unlink(missing_ok=True)
@@ -984,53 +1029,94 @@ def prepare_search(
     backend: Any | None = None,
     budget_overrides: dict[str, Any] | None = None,
     generations: int | None = None,
+    compute_overrides: dict[str, Any] | None = None,
 ) -> SearchRun:
     """Create (or reopen for ``resume``) the study, train the SuperCircuit, build objectives and the algorithm.
 
     Everything that can be refused without a trained model is checked first
-    (:func:`check_before_training`), so a bad setting never costs a
-    SuperCircuit training.  ``backend`` replaces the configured one (same
-    name; tests and benchmarks wrap it with fault injection);
-    ``budget_overrides`` (``search.device.*`` limits) may change on resume, and
-    so may ``generations``: a finished study is extended to that many
-    generations (never shortened below the ones it holds).
+    (:func:`check_before_training`, then connecting the engine), so a bad
+    setting never costs a SuperCircuit training.  ``backend`` replaces the
+    configured one (same name; tests and benchmarks wrap it with fault
+    injection); ``budget_overrides`` (``search.device.*`` limits) may change on
+    resume, and so may ``generations``: a finished study is extended to that
+    many generations (never shortened below the ones it holds).
+    ``compute_overrides`` (:data:`EXECUTION_KEYS`: where the evaluations run)
+    may change on resume too: the values do not depend on them.
     """
     if resume is not None:
         study = Study.open(resume, write=True, purpose="qnas-hw search --resume")
         stored = config_from_dict(study.config, source=f"configuration stored in {resume}")
-        if config is not None and config.resolved() != stored.resolved():
+        if config is not None and _recipe(config) != _recipe(stored):
             raise SearchError(
                 f"{resume} was created with a different configuration; a resumed search must use the stored one "
                 f"(see {study.config_json_path}); drop --config/--seed/--backend/--qubit-budget when resuming"
             )
+        overrides = {**(_execution(config) if config is not None else {}), **(compute_overrides or {})}
+        overrides.update(budget_overrides or {})
         config = stored
-        overrides = dict(budget_overrides or {})
         if generations is not None:
             _check_extension(study, generations)
             overrides["search.generations"] = generations
         if overrides:
             config = with_overrides(config, **overrides)
-            study.update_config(config.resolved())
+            if config.resolved() != stored.resolved():
+                study.update_config(config.resolved())
         out_dir = study.path.parent
         hw = make_hardware(config, backend)
         check_before_training(config, hw)
+        engine = open_engine(config.compute)
     else:
         if config is None:
             raise SearchError("run_search needs a config (default_config()) unless it resumes a study")
         if out_dir is None:
             raise SearchError("run_search needs an output directory for a new study")
         out_dir = Path(out_dir)
-        if budget_overrides or generations is not None:
-            config = with_overrides(config, **(budget_overrides or {}), **{"search.generations": generations})
+        extra = {**(compute_overrides or {}), **(budget_overrides or {})}
+        if extra or generations is not None:
+            config = with_overrides(config, **extra, **{"search.generations": generations})
         if config.compute.threads is None:  # the study records the thread count it is computed with
             import torch
 
             config = with_overrides(config, **{"compute.threads": torch.get_num_threads()})
         hw = make_hardware(config, backend)
         check_before_training(config, hw)
-        study = _failed_start(out_dir / STUDY_FILE, config) or Study.create(
-            out_dir / STUDY_FILE, config.resolved(), objective_names=config.search.objectives
-        )
+        engine = open_engine(config.compute)  # an unreachable cluster is refused before a study exists
+        try:
+            study = _failed_start(out_dir / STUDY_FILE, config) or Study.create(
+                out_dir / STUDY_FILE, config.resolved(), objective_names=config.search.objectives
+            )
+        except BaseException:
+            engine.close()
+            raise
+    try:
+        return _build_run(config, study, hw, engine, out_dir, progress)
+    except BaseException:
+        engine.close()
+        raise
+
+
+#: ``compute`` settings that say where a search's evaluations run, not what they compute: a study may be resumed on
+#: another engine (the values are the same), so they are not compared on resume.
+EXECUTION_KEYS: tuple[str, ...] = ("compute.engine", "compute.address", "compute.num_cpus", "compute.num_gpus")
+
+
+def _recipe(config: RunConfig) -> dict[str, Any]:
+    """The resolved config without :data:`EXECUTION_KEYS`: what must match for a resume."""
+    data = config.resolved()
+    data["compute"] = {k: v for k, v in data["compute"].items() if f"compute.{k}" not in EXECUTION_KEYS}
+    return data
+
+
+def _execution(config: RunConfig) -> dict[str, Any]:
+    """The :data:`EXECUTION_KEYS` of ``config`` as dotted overrides."""
+    compute = config.resolved()["compute"]
+    return {key: compute[key.removeprefix("compute.")] for key in EXECUTION_KEYS}
+
+
+def _build_run(
+    config: RunConfig, study: Study, hw: Hardware | None, engine: Engine, out_dir: Path, progress: bool
+) -> SearchRun:
+    """The open study's SuperCircuit (trained, resumed or loaded), objectives, constraints and algorithm."""
     _use_threads(config)
     space = config.search_space()
     names = config.search.objectives
@@ -1055,7 +1141,7 @@ def prepare_search(
         transpiler=hw.transpiler if hw is not None else None,
     )
     constraints = make_constraints(config, hw, names)
-    evaluator = CandidateEvaluator(study, objectives, constraints, planner=planner)
+    evaluator = CandidateEvaluator(study, objectives, constraints, planner=planner, engine=engine)
     problem = ArchitectureProblem(space, len(objectives), len(constraints.names))
     box = _hypervolume_box(study, config, objectives, space)
 
@@ -1206,33 +1292,49 @@ def run_search(
     budget_overrides: dict[str, Any] | None = None,
     generations: int | None = None,
     on_generation: Callable[[dict[str, Any]], None] | None = None,
+    compute_overrides: dict[str, Any] | None = None,
 ) -> Study:
     """Run (or resume) a whole search; returns the study with every candidate and generation committed.
 
     ``config`` may be None when resuming (the study's stored config is used);
     a config that differs from the stored one is refused rather than mixed in.
-    ``backend``, ``budget_overrides`` and ``generations``: see :func:`prepare_search`.
+    ``backend``, ``budget_overrides``, ``generations`` and ``compute_overrides``: see :func:`prepare_search`.
     """
     started = now_iso()
     run = prepare_search(
-        config, out_dir, resume, progress, backend=backend, budget_overrides=budget_overrides, generations=generations
+        config,
+        out_dir,
+        resume,
+        progress,
+        backend=backend,
+        budget_overrides=budget_overrides,
+        generations=generations,
+        compute_overrides=compute_overrides,
     )
     run.on_generation = on_generation
     try:
         return _run_generations(run, started, resume)
     finally:
+        run.evaluator.engine.close()
         if run.ledger is not None:
             run.ledger.close()
 
 
 def generation_summary(run: SearchRun, rec: GenerationRecord, total: int) -> dict[str, Any]:
-    """What one line per generation tells a user: progress, front, hypervolume, best error, paid jobs so far."""
-    records = [r for r in run.study.candidates(settings_key=run.evaluator.settings_key) if r.usable]
+    """What one line per generation tells a user: progress, front, hypervolume, best error, paid jobs so far.
+
+    ``outcomes`` counts the study's candidates as the report does
+    (:class:`~qnas_hw.search.study.OutcomeCounts`), so the console and
+    summary.md give the same figures; ``failed`` is this run's failures only.
+    """
+    stored = run.study.candidates(settings_key=run.evaluator.settings_key)
+    records = [r for r in stored if r.usable]
     errors = [float(r.objectives["val_error"]) for r in records if "val_error" in r.objectives]
     out: dict[str, Any] = {
         "generation": rec.index,
         "generations": total,
         "candidates": run.study.n_candidates(),
+        "outcomes": OutcomeCounts.of(stored),
         "new": run.evaluator.evaluated,
         "from_study": run.evaluator.reused,
         "failed": run.evaluator.failed,
@@ -1286,6 +1388,7 @@ def _run_generations(run: SearchRun, started: str, resume: Path | None) -> Study
             "reused": run.evaluator.reused,
             "failed": run.evaluator.failed,
             "retried": run.evaluator.retried,
+            "engine": run.evaluator.engine.name,  # where this run's evaluations ran (compute.engine)
         }
     )
     return run.study

@@ -33,6 +33,9 @@ class ObjectiveResult:
     value: float
     details: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, Any] = field(default_factory=dict)
+    #: what a worker process hands back for the driver to write (``weights``: the fine-tuned state dict); never
+    #: stored in the study
+    artifacts: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 class Objective(ABC):
@@ -51,6 +54,16 @@ class Objective(ABC):
 
     @abstractmethod
     def evaluate(self, arch: Architecture) -> ObjectiveResult: ...
+
+    def for_worker(self) -> Objective | None:
+        """The copy a worker process evaluates (``compute.engine = "ray"``), or None when this objective must be
+        evaluated in the search's own process.  The default: the objective itself, pickled as it is (a pure
+        function of the architecture and its settings)."""
+        return self
+
+    def keep_artifacts(self, arch: Architecture, result: ObjectiveResult) -> None:
+        """Write, in the search's process, what the worker copy returned in ``result.artifacts`` (default: nothing)."""
+        return None
 
     def evaluate_batch(self, archs: Sequence[Architecture]) -> list[ObjectiveResult | Exception]:
         """Every architecture of a generation at once; per-candidate failures come back as exceptions.

@@ -34,7 +34,7 @@ import logging
 import math
 import os
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,6 +150,46 @@ class CandidateRecord:
     def usable(self) -> bool:
         """Feasible with every objective finite: only such records enter a front (see :mod:`qnas_hw.search.pareto`)."""
         return self.feasible and all(math.isfinite(float(v)) for v in self.objectives.values())
+
+    @property
+    def outcome(self) -> str:
+        """``failed``, ``infeasible`` or ``feasible``: the one classification the console and the report both count.
+
+        ``failed``: an objective raised (the error is in ``details``), which a
+        resume retries.  ``infeasible``: evaluated, but kept off every front by
+        a violated constraint (a cap, an infeasible cut plan) or a value the
+        run could not measure (e.g. a cut plan too large to score).  Kept
+        apart because the first is a bug or an outage to look into and the
+        second is the search working as configured.
+        """
+        if "error" in self.details:
+            return "failed"
+        return "feasible" if self.usable else "infeasible"
+
+
+@dataclass(frozen=True)
+class OutcomeCounts:
+    """How many candidates ended feasible, infeasible or failed (see :attr:`CandidateRecord.outcome`)."""
+
+    feasible: int = 0
+    infeasible: int = 0
+    failed: int = 0
+
+    @classmethod
+    def of(cls, records: Iterable[CandidateRecord]) -> OutcomeCounts:
+        counts = {"feasible": 0, "infeasible": 0, "failed": 0}
+        for r in records:
+            counts[r.outcome] += 1
+        return cls(**counts)
+
+    @property
+    def total(self) -> int:
+        return self.feasible + self.infeasible + self.failed
+
+    def describe(self) -> str:
+        """``"8 candidates (6 feasible, 2 infeasible, 0 failed)"``: the wording of the console and of summary.md."""
+        noun = "candidate" if self.total == 1 else "candidates"
+        return f"{self.total} {noun} ({self.feasible} feasible, {self.infeasible} infeasible, {self.failed} failed)"
 
 
 @dataclass(frozen=True)

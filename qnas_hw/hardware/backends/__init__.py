@@ -20,6 +20,7 @@ from qnas_hw.hardware.backends.base import (
     Pricing,
     SamplerPub,
     calibration_dir,
+    user_calibration_dir,
 )
 
 DEFAULT_BACKEND = "fake_kolkata"
@@ -38,6 +39,7 @@ __all__ = [
     "get_backend",
     "known_backend_names",
     "list_backends",
+    "user_calibration_dir",
 ]
 
 
@@ -94,14 +96,20 @@ def get_backend(name: str, **options: Any) -> Backend:
     )
 
 
-def list_backends() -> list[dict[str, Any]]:
-    """``describe()`` rows of the featured offline backends plus the cloud ones (no cloud contact)."""
+def list_backends(all_fakes: bool = False) -> list[dict[str, Any]]:
+    """``describe()`` rows of the featured (or, with ``all_fakes``, every) offline backend plus the cloud ones.
+
+    No cloud is contacted.  A snapshot whose construction warns (e.g. a fake
+    device whose properties are not typical of the real one) gets the warning
+    in its ``note`` rather than on stderr, where it would break the listing.
+    """
     from qnas_hw.hardware.backends.braket import snapshot_names
     from qnas_hw.hardware.backends.ibm import FEATURED_FAKES, IBMRuntimeBackend, fake_names
 
-    names = [n for n in FEATURED_FAKES if n in fake_names()]
-    names += [*_SIMPLE, *(f"braket_{s}" for s in snapshot_names())]
-    rows = [get_backend(n).describe() for n in names]
+    fakes = fake_names()
+    names = fakes if all_fakes else [n for n in FEATURED_FAKES if n in fakes]
+    names = [*names, *_SIMPLE, *(f"braket_{s}" for s in snapshot_names())]
+    rows = [_describe_quietly(n) for n in names]
     ibm = IBMRuntimeBackend("<device>").describe()
     ibm["note"] = "real IBM QPUs: use 'ibm:<device>'"
     rows.append(ibm)
@@ -113,3 +121,16 @@ def list_backends() -> list[dict[str, Any]]:
         row["name"] = f"braket:{cloud.arn}"
         rows.append(row)
     return rows
+
+
+def _describe_quietly(name: str) -> dict[str, Any]:
+    """``get_backend(name).describe()`` with construction warnings moved into the row's ``note``."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        row = get_backend(name).describe()
+    messages = [str(w.message).strip() for w in caught if issubclass(w.category, UserWarning)]
+    if messages:
+        row["note"] = "; ".join(filter(None, [row.get("note"), *messages]))
+    return row

@@ -11,9 +11,11 @@ snapshot and an Aer simulator be swapped by name.
 from __future__ import annotations
 
 import enum
+import os
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +23,66 @@ import numpy as np
 from qiskit import QuantumCircuit
 from qiskit.transpiler import Target
 
+#: The data-only package the shipped calibration files are installed as (``package-dir`` maps it to the
+#: repository's top-level ``calibration/`` folder, so a wheel carries them and an editable install reads them in place).
+SHIPPED_CALIBRATION_PACKAGE = "qnas_hw._calibration"
+#: Environment variable naming the user calibration directory (what ``qnas-hw calibrate`` writes, read first).
+CALIBRATION_DIR_ENV = "QNAS_CALIBRATION_DIR"
+
 
 def calibration_dir() -> Path:
-    """The repository's ``calibration/`` folder (device snapshots and fitted cost models)."""
-    return Path(__file__).resolve().parents[3] / "calibration"
+    """The shipped calibration data (device snapshots and fitted cost models), read-only.
+
+    Found through :mod:`importlib.resources`, not relative to this file: a
+    wheel installs the files as package data, far from any ``calibration/``
+    folder of a source checkout.
+    """
+    try:
+        root = resources.files(SHIPPED_CALIBRATION_PACKAGE)
+    except ModuleNotFoundError:
+        raise BackendError(
+            f"the shipped calibration data (package {SHIPPED_CALIBRATION_PACKAGE}) is not installed: this qnas-hw "
+            "install predates it or is broken; re-install qnas-hw (from a checkout: `pip install -e .`)"
+        ) from None
+    if not isinstance(root, Path):  # zipped installs: every reader of these files needs a real path
+        raise BackendError(
+            f"the shipped calibration data ({root}) is not a directory on disk; install qnas-hw unzipped (pip does)"
+        )
+    return root
+
+
+def user_calibration_dir(env: Mapping[str, str] | None = None) -> Path:
+    """Where ``qnas-hw calibrate`` writes and where lookups look first (the directory need not exist yet).
+
+    ``$QNAS_CALIBRATION_DIR`` if set, else ``$XDG_DATA_HOME/qnas-hw/calibration``
+    (``~/.local/share/...`` when XDG_DATA_HOME is unset or, as the XDG spec
+    says, not absolute).  Kept apart from the shipped data so a re-fit never
+    edits an installed package or a tracked file.
+    """
+    env = os.environ if env is None else env
+    chosen = env.get(CALIBRATION_DIR_ENV, "").strip()
+    if chosen:
+        return Path(chosen).expanduser()
+    xdg = env.get("XDG_DATA_HOME", "").strip()
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "share"
+    return base / "qnas-hw" / "calibration"
+
+
+def calibration_dirs(directory: Path | None = None) -> tuple[Path, ...]:
+    """The directories a calibration lookup searches, first match wins: ``directory`` alone if given, else the
+    user directory, then the shipped data (a user's own fit overrides the shipped one of the same name)."""
+    if directory is not None:
+        return (Path(directory),)
+    return user_calibration_dir(), calibration_dir()
+
+
+def find_calibration_file(relative: str | Path, directory: Path | None = None) -> Path | None:
+    """The first existing ``<dir>/<relative>`` over :func:`calibration_dirs`, or ``None``."""
+    for folder in calibration_dirs(directory):
+        path = folder / relative
+        if path.is_file():
+            return path
+    return None
 
 
 class BackendError(RuntimeError):

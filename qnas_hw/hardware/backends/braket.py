@@ -53,8 +53,10 @@ from qnas_hw.hardware.backends.base import (
     JobTiming,
     Pricing,
     SamplerPub,
-    calibration_dir,
+    calibration_dirs,
+    find_calibration_file,
     unreachable_reason,
+    user_calibration_dir,
 )
 from qnas_hw.hardware.backends.primitives import target_duration
 
@@ -112,21 +114,29 @@ _LOCAL_DEVICES = {"braket_local_sv": "braket_sv", "braket_local_dm": "braket_dm"
 
 # ----------------------------------------------------------------- snapshots
 def snapshot_names(directory: Path | None = None) -> list[str]:
-    folder = (directory or calibration_dir()) / "devices"
-    return sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
+    """Snapshot stems in ``<dir>/devices/`` over the user calibration directory and the shipped data."""
+    folders = [d / "devices" for d in calibration_dirs(directory)]
+    return sorted({p.stem for folder in folders if folder.is_dir() for p in folder.glob("*.json")})
 
 
 def load_snapshot(device: str, directory: Path | None = None) -> dict[str, Any]:
-    """A device snapshot by file stem (``iqm_garnet``), validated enough to build a Target."""
-    path = (directory or calibration_dir()) / "devices" / f"{device}.json"
-    if not path.is_file():
+    """A device snapshot by file stem (``iqm_garnet``), validated enough to build a Target.
+
+    A user's ``devices/<device>.json`` (user calibration directory) wins over the shipped one.
+    """
+    path = find_calibration_file(Path("devices") / f"{device}.json", directory)
+    if path is None:
+        where = directory or f"{user_calibration_dir()} or the shipped calibration data"
         raise BackendError(
-            f"no Braket device snapshot {path}; known snapshots: {', '.join(snapshot_names(directory)) or 'none'}"
+            f"no Braket device snapshot devices/{device}.json in {where}; known snapshots: "
+            f"{', '.join(snapshot_names(directory)) or 'none'}"
         )
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise BackendError(f"device snapshot {path} is not valid JSON ({exc}); restore it from git") from None
+        raise BackendError(
+            f"device snapshot {path} is not valid JSON ({exc}); fix or remove it (a shipped file: re-install qnas-hw)"
+        ) from None
     missing = {"schema_version", "name", "qubits", "native_gates", "durations_s", "errors"} - set(data)
     if missing:
         raise BackendError(f"device snapshot {path} lacks {sorted(missing)}")
@@ -606,6 +616,6 @@ def braket_backend_for_arn(arn: str, directory: Path | None = None) -> BraketDev
         if load_snapshot(stem, directory).get("device_arn") == arn:
             return BraketDeviceBackend(stem, name=f"braket:{arn}", cloud=True)
     raise BackendError(
-        f"no device snapshot for Braket ARN {arn!r}; add calibration/devices/<device>.json with that device_arn "
-        f"(known: {', '.join(snapshot_names(directory))})"
+        f"no device snapshot for Braket ARN {arn!r}; add {user_calibration_dir() / 'devices'}/<device>.json with "
+        f"that device_arn (known: {', '.join(snapshot_names(directory))})"
     )
