@@ -203,8 +203,32 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "full_seconds": full_seconds,
     }
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2))
+        Path(args.json).write_text(json.dumps({**_provenance(), **report}, indent=2))
     return report
+
+
+def _provenance() -> dict[str, object]:
+    """Command, commit and machine, so a results file says what made it."""
+    import os
+    import platform
+    import subprocess
+    import sys
+
+    import qiskit
+
+    root = Path(__file__).resolve().parents[1]
+    commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    return {
+        "command": "python benchmarks/rank_correlation.py " + " ".join(sys.argv[1:]),
+        "commit": commit.strip(),
+        "machine": {
+            "cores": os.cpu_count(),
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "qiskit": qiskit.__version__,
+            "threads": torch.get_num_threads(),
+        },
+    }
 
 
 if __name__ == "__main__":

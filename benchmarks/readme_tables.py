@@ -215,7 +215,33 @@ def paper_table(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def rank_correlation(doc: dict[str, Any]) -> str:
+    """Kendall/Spearman of each proxy against from-scratch validation accuracy, one row per proxy."""
+    sizes = doc["sizes"]
+    lines = [
+        "| dataset | proxy | Kendall tau (p) | Spearman rho (p) | mean proxy val acc | architectures |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, c in doc["correlations"].items():
+        mode, _, k = name.partition(" k=")
+        proxy = f"{mode} sampling, inherited + {k} fine-tune epoch(s)" if k != "0" else f"{mode}, inherited only"
+        lines.append(
+            f"| {doc['dataset']} ({sizes['train']:,} train / {sizes['val']:,} val) | {proxy} | "
+            f"{c['kendall_tau']:+.3f} (p = {c['kendall_p']:.2g}) | "
+            f"{c['spearman_rho']:+.3f} (p = {c['spearman_p']:.2g}) | "
+            f"{c['mean_proxy_acc']:.3f} | {len(doc['architectures'])} |"
+        )
+    lines.append("")
+    lines.append(
+        f"Ground truth: each architecture trained from scratch for {doc['full_epochs']} epochs (mean validation "
+        f"accuracy {sum(doc['full']) / len(doc['full']):.3f}); SuperCircuit {doc['sc_epochs']} epochs. "
+        f"Run: `{doc['command']}` at `{doc['commit'][:7]}`."
+    )
+    return "\n".join(lines)
+
+
 TABLES: dict[str, Callable[[dict[str, Any]], str]] = {
+    "rank_correlation_mnist": rank_correlation,
     "noise_aware": noise_aware,
     "noise_aware_fashion4": noise_aware,
     "search_quality": search_quality,
