@@ -63,6 +63,19 @@ def _root(
 
 
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging (and tracebacks) on stderr.")]
+#: ``search`` and ``train`` take these two the same way.
+DeviceOption = Annotated[
+    str | None,
+    typer.Option(
+        "--device",
+        help="Where models train and the circuits are simulated: auto (CUDA when torch sees one, else the CPU), "
+        "cpu or cuda (sets compute.device).",
+    ),
+]
+DataDirOption = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Directory of the MNIST / Fashion-MNIST IDX files (sets data.data_dir)."),
+]
 #: Libraries whose INFO logging would drown ours even with --verbose.
 _NOISY = (
     "qiskit",
@@ -196,18 +209,8 @@ def search(
         int | None,
         typer.Option("--threads", help="Torch threads (recorded in the study; a resume uses the recorded count)."),
     ] = None,
-    device: Annotated[
-        str | None,
-        typer.Option(
-            "--device",
-            help="Where models train and the circuits are simulated: auto (CUDA when torch sees one, else the CPU), "
-            "cpu or cuda (sets compute.device).",
-        ),
-    ] = None,
-    data_dir: Annotated[
-        Path | None,
-        typer.Option("--data-dir", help="Directory of the MNIST / Fashion-MNIST IDX files (sets data.data_dir)."),
-    ] = None,
+    device: DeviceOption = None,
+    data_dir: DataDirOption = None,
     max_cost: Annotated[
         float | None, typer.Option("--max-cost", help="device: refuse a generation beyond this many billed USD.")
     ] = None,
@@ -463,18 +466,8 @@ def train(
     study: Annotated[Path | None, typer.Option("--study", help="Use the configuration stored in this study.")] = None,
     epochs: Annotated[int, typer.Option("--epochs", help="Training epochs from scratch.")] = 30,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed (default: the config's).")] = None,
-    device: Annotated[
-        str | None,
-        typer.Option(
-            "--device",
-            help="Where models train and the circuits are simulated: auto (CUDA when torch sees one, else the CPU), "
-            "cpu or cuda (sets compute.device).",
-        ),
-    ] = None,
-    data_dir: Annotated[
-        Path | None,
-        typer.Option("--data-dir", help="Directory of the MNIST / Fashion-MNIST IDX files (sets data.data_dir)."),
-    ] = None,
+    device: DeviceOption = None,
+    data_dir: DataDirOption = None,
     out: Annotated[
         Path | None,
         typer.Option(
