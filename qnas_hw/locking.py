@@ -9,6 +9,8 @@ SIGKILLed run is never stale: the next writer simply gets it.  The lock file
 also records who holds it (pid, host, command, since), so a refused second
 process can say whom it waits for.
 
+Also here: :class:`ThreadLockPickling`, for in-process locks of objects a distributed search pickles.
+
 Re-entrant within a process (the search's own hardware evaluation opens the
 study again): a per-process table counts holders of each path.  Local file
 systems only: ``flock`` over NFS is not reliable, and a study on NFS should
@@ -132,3 +134,23 @@ class WriterLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+class ThreadLockPickling:
+    """Mixin for objects holding ``self._lock = threading.Lock()`` that must still pickle.
+
+    A distributed search ships such objects (noise simulators, program
+    builders) to its workers: the lock stays behind and each copy gets a fresh
+    one, while the rest of the state (warm caches included) travels.
+    """
+
+    _lock: threading.Lock
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()

@@ -38,6 +38,7 @@ from qiskit.transpiler import generate_preset_pass_manager
 from qnas_hw.hardware.backends.base import Backend
 from qnas_hw.hardware.cutting import SHOT_POLICIES, CutExecution, CutPlanner, CuttingError
 from qnas_hw.hardware.transpilation import Transpiler, TranspileRecord
+from qnas_hw.locking import ThreadLockPickling
 from qnas_hw.model.circuits import INPUT_NAME, WEIGHT_NAME
 from qnas_hw.model.space import Architecture
 
@@ -186,7 +187,7 @@ def z_from_distributions(dists: Sequence[dict[int, float]], n_qubits: int) -> np
     return out
 
 
-class ProgramBuilder:
+class ProgramBuilder(ThreadLockPickling):
     """Builds (and caches per architecture) each candidate's :class:`CandidateProgram` for one backend."""
 
     def __init__(
@@ -209,16 +210,6 @@ class ProgramBuilder:
         self.cut_shots = cut_shots
         self.max_cut_experiments = max_cut_experiments
         self._cache: dict[str, CandidateProgram] = {}
-        self._lock = threading.Lock()
-
-    def __getstate__(self) -> dict[str, Any]:
-        """Picklable (a distributed search ships it to its workers): the lock stays behind, the cached programs go."""
-        state = self.__dict__.copy()
-        del state["_lock"]
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
         self._lock = threading.Lock()
 
     def settings_key(self) -> str:

@@ -57,6 +57,7 @@ from qiskit import QuantumCircuit
 
 from qnas_hw.hardware.backends.base import Backend, BackendError
 from qnas_hw.hardware.layout import deflate, has_error_data
+from qnas_hw.locking import ThreadLockPickling
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +156,7 @@ def _target_figures(target: Any) -> list[tuple[Any, ...]]:
     return rows
 
 
-class NoisySimulator:
+class NoisySimulator(ThreadLockPickling):
     """Runs transpiled circuits under the backend's noise, simulating only their active physical qubits.
 
     ``run`` takes ``(circuit, values)`` pairs (values: ``(rows, n_params)``
@@ -170,16 +171,6 @@ class NoisySimulator:
         self.threads = threads
         self._errors: _DeviceErrors | None = None
         self._models: dict[tuple[int, ...], Any] = {}
-        self._lock = threading.Lock()
-
-    def __getstate__(self) -> dict[str, Any]:
-        """Picklable (a distributed search ships it to its workers): the lock stays behind, the warm caches go."""
-        state = self.__dict__.copy()
-        del state["_lock"]
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
         self._lock = threading.Lock()
 
     @property
