@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
+from configs import DEVICE_BACKEND, device_search_config
 
 from qnas_hw.config import RunConfig, config_from_dict
 from qnas_hw.hardware.backends import get_backend
@@ -31,28 +32,12 @@ from qnas_hw.jobs.faults import FaultPlan, FaultyBackend
 from qnas_hw.search.nsga import run_search
 from qnas_hw.search.study import Study
 
-BACKEND = "fake_kolkata"
+BACKEND = DEVICE_BACKEND
 
 
 def _config(**search: object) -> RunConfig:
-    """Iris, 2-qubit candidates only (no cutting), 4 candidates x 2 generations, 32 shots on 12 samples."""
-    return config_from_dict(
-        {
-            "seed": 3,
-            "space": {"qubits": [2, 2], "layers": [1, 2], "embeddings": ["angle-x", "angle-y", "iqp"]},
-            "supercircuit": {"epochs": 1},
-            "search": {
-                "pop_size": 4,
-                "generations": 2,
-                "objectives": ["val_error", "runtime_s"],
-                "accuracy": "device",
-                "shots": 32,
-                "val_samples": 12,
-                **search,
-            },
-            "hardware": {"backend": BACKEND, "qubit_budget": 2},
-        }
-    )
+    """The shared small device-mode search (tests/configs.py), with these search settings."""
+    return device_search_config(**search)
 
 
 #: how long transpiling and cut planning took: measured, so never equal between two runs

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import torch
+from configs import device_search_config
 from typer.testing import CliRunner
 
 from qnas_hw.cli import app
@@ -204,23 +205,7 @@ def test_a_local_study_continues_on_ray(
 def test_device_jobs_stay_on_the_driver(ray_instance: Any, tmp_path: Path) -> None:
     """``accuracy = "device"``: val_error (fine-tune + ledger jobs) runs in the driver, runtime_s as Ray tasks; the
     study and the job ledger equal the local run's."""
-    config = config_from_dict(
-        {
-            "seed": 3,
-            "data": {"dataset": "iris"},
-            "space": {"qubits": [2, 2], "layers": [1, 2], "embeddings": ["angle-x", "angle-y", "iqp"]},
-            "supercircuit": {"epochs": 1},
-            "search": {
-                "pop_size": 4,
-                "generations": 2,
-                "objectives": ["val_error", "runtime_s"],
-                "accuracy": "device",
-                "shots": 32,
-                "val_samples": 12,
-            },
-            "hardware": {"backend": "fake_kolkata", "qubit_budget": 2},
-        }
-    )
+    config = device_search_config(data={"dataset": "iris"})
     local = run_search(config, tmp_path / "local", progress=False)
     remote = run_search(config, tmp_path / "ray", progress=False, compute_overrides={"compute.engine": "ray"})
     try:

@@ -27,16 +27,21 @@ def _fail_in_training(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(supercircuit, "train_supercircuit", broken)
 
 
-def test_the_same_command_continues_a_failed_start(
-    tmp_path: Path, tiny_search_toml: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _start_that_fails(tmp_path: Path, toml: str, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """Run the tiny search with a training failure injected; returns its config file and run directory."""
     cfg = tmp_path / "tiny.toml"
-    cfg.write_text(tiny_search_toml)
+    cfg.write_text(toml)
     out = tmp_path / "run"
     with monkeypatch.context() as m:
         _fail_in_training(m)
-        res = _search(cfg, out)
-    assert res.exit_code != 0
+        assert _search(cfg, out).exit_code != 0
+    return cfg, out
+
+
+def test_the_same_command_continues_a_failed_start(
+    tmp_path: Path, tiny_search_toml: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg, out = _start_that_fails(tmp_path, tiny_search_toml, monkeypatch)
     with Study.open(out / "study.sqlite") as s:  # the failed start left an empty study behind
         assert not s.holds_results()
     res = _search(cfg, out)  # the same command, not --resume
@@ -56,12 +61,7 @@ def test_the_same_command_continues_a_failed_start(
 def test_another_configuration_replaces_an_empty_study_but_never_a_used_one(
     tmp_path: Path, tiny_search_toml: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cfg = tmp_path / "tiny.toml"
-    cfg.write_text(tiny_search_toml)
-    out = tmp_path / "run"
-    with monkeypatch.context() as m:
-        _fail_in_training(m)
-        assert _search(cfg, out).exit_code != 0
+    cfg, out = _start_that_fails(tmp_path, tiny_search_toml, monkeypatch)
     res = _search(cfg, out, "--seed", "11")
     assert res.exit_code == 0, res.output
     with Study.open(out / "study.sqlite") as s:
