@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import torch
+from provenance import git_head
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,10 +59,9 @@ def main() -> int:
         for lr in (float(v) for v in args.lrs.split(",")):
             rows.append(run_one(lr, args, Path(tmp) / f"lr{lr}"))
             print(rows[-1], flush=True)
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
     doc = {
         "command": "python benchmarks/cnn_lr.py " + " ".join(sys.argv[1:]),
-        "commit": commit.strip(),
+        "commit": git_head(),
         "machine": {"cores": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__},
         "seconds": time.perf_counter() - started,
         "split_used_for_the_choice": "validation (10% of the training file, stratified)",

@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from provenance import git_head
 
 
 def main() -> None:
@@ -52,7 +52,7 @@ def main() -> None:
     doc = {
         "command": "python benchmarks/default_job.py " + " ".join(sys.argv[1:]),
         "runs": "qnas-hw search --out DIR --no-progress",
-        "commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip(),
+        "commit": git_head(),
         "machine": {"cores": os.cpu_count(), "platform": platform.platform()},
         "wall_seconds": seconds,
         "candidates": n,

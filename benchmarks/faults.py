@@ -35,6 +35,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from provenance import git_head
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = """
 seed = 4
@@ -344,7 +346,7 @@ def main() -> None:
     print(f"wall time {total:.0f} s")
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+        commit = git_head()
         args.out.write_text(
             json.dumps(
                 {

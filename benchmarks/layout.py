@@ -19,12 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from provenance import git_head
 
 from qnas_hw.data import load_dataset
 from qnas_hw.hardware.backends import get_backend
@@ -47,10 +47,7 @@ ARCHS = (
 
 
 def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    return git_head()
 
 
 def measure(devices: list[str], shots: int, epochs: int, seed: int) -> list[dict[str, object]]:

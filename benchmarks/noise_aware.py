@@ -35,7 +35,6 @@ import math
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,6 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 from presets import pure_quantum_config
+from provenance import git_head
 
 ROOT = Path(__file__).resolve().parents[1]
 MODES = ("ideal", "noisy", "noisy+nat", "random-noisy")
@@ -212,11 +212,11 @@ def write(out: Path, argv: list[str], runs: list[dict[str, Any]], seconds: float
     import qiskit
     import qiskit_aer
 
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
+    commit = git_head()
     out.parent.mkdir(parents=True, exist_ok=True)
     doc = {
         "command": "python benchmarks/noise_aware.py " + " ".join(argv),
-        "commit": commit.strip(),
+        "commit": commit,
         "complete": complete,
         "machine": {
             "cores": os.cpu_count(),

@@ -68,6 +68,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from provenance import git_head
 
 from qnas_hw.hardware.backends import get_backend
 from qnas_hw.hardware.cost import CostModel
@@ -390,20 +391,16 @@ def write_results(path: Path, rows: list[dict[str, Any]], seconds: float, argv: 
     import json
     import os
     import platform
-    import subprocess
     import sys
 
     import qiskit
     import qiskit_aer
     import torch
 
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
+    commit = git_head()
     payload = {
         "command": "python benchmarks/objectives.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "commit": commit.strip(),
+        "commit": commit,
         "machine": {
             "cores": os.cpu_count(),
             "platform": platform.platform(),

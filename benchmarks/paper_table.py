@@ -49,7 +49,6 @@ import math
 import os
 import platform
 import shlex
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -59,6 +58,7 @@ from typing import Any
 
 import torch
 from presets import PRESETS, PUBLISHED
+from provenance import git_head, uncommitted_files
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -151,11 +151,7 @@ class Results:
 def _provenance() -> dict[str, Any]:
     """The commit of the code that ran, and the files that differ from it (so a dirty run says so)."""
 
-    def git(*cmd: str) -> str:
-        return subprocess.run(["git", *cmd], capture_output=True, text=True, cwd=ROOT).stdout
-
-    dirty = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines() if line]
-    return {"commit": git("rev-parse", "HEAD").strip(), "uncommitted_changes": dirty}
+    return {"commit": git_head(), "uncommitted_changes": uncommitted_files()}
 
 
 def _machine(threads: int) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from presets import PRESETS, rank_preset
+from provenance import git_head
 from scipy import stats
 
 from qnas_hw.config import DEFAULT_LR
@@ -211,16 +212,13 @@ def _provenance() -> dict[str, object]:
     """Command, commit and machine, so a results file says what made it."""
     import os
     import platform
-    import subprocess
     import sys
 
     import qiskit
 
-    root = Path(__file__).resolve().parents[1]
-    commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
     return {
         "command": "python benchmarks/rank_correlation.py " + " ".join(sys.argv[1:]),
-        "commit": commit.strip(),
+        "commit": git_head(),
         "machine": {
             "cores": os.cpu_count(),
             "platform": platform.platform(),

@@ -28,7 +28,6 @@ import json
 import math
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,8 +36,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from provenance import git_head
 
-ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("nsga2", "optuna-nsga2", "random")
 
 
@@ -202,11 +201,11 @@ def main() -> None:
         import optuna
         import pymoo
 
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
+        commit = git_head()
         args.out.parent.mkdir(parents=True, exist_ok=True)
         doc = {
             "command": "python benchmarks/search_quality.py " + " ".join(sys.argv[1:]),
-            "commit": commit.strip(),
+            "commit": commit,
             "machine": {
                 "cores": os.cpu_count(),
                 "platform": platform.platform(),

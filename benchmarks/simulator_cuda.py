@@ -13,7 +13,6 @@ import math
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from provenance import git_head
 from reference_simulator import ReferenceSimulator
 from simulator import make_step, workload_arch
 
@@ -186,10 +186,7 @@ def machine(gpu: torch.device) -> dict[str, Any]:
 def _commit(given: str | None) -> str:
     if given:
         return given
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (no git checkout here: pass --commit)"
+    return git_head(missing="unknown (no git checkout here: pass --commit)")
 
 
 def run_cuda(args: argparse.Namespace) -> None:

@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -35,6 +34,7 @@ from typing import Any
 
 import numpy as np
 from objectives import NEW, Timing, cold_timings  # the sibling benchmark: same stack, same first-visit timing
+from provenance import git_head, uncommitted_files
 
 from qnas_hw.hardware.backends import get_backend
 from qnas_hw.model.space import EMBEDDINGS, Architecture, SearchSpace
@@ -113,12 +113,10 @@ def machine() -> dict[str, Any]:
 
 
 def commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return out + (" (working tree with uncommitted changes)" if dirty.strip() else "")
+    head = git_head()
+    if head == "unknown":
+        return head
+    return head + (" (working tree with uncommitted changes)" if uncommitted_files(untracked=True) else "")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
