@@ -12,6 +12,8 @@ to edit.
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 import tomllib
 from pathlib import Path
@@ -20,10 +22,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from qnas_hw.data import DATASET_NAMES
-from qnas_hw.model.hqnn import FRONTENDS
 from qnas_hw.model.space import (
     CLASSIC_EMBEDDINGS,
     ENTANGLERS,
+    FRONTENDS,
     MAX_LAYERS,
     MAX_QUBITS,
     ROTATIONS,
@@ -47,6 +49,8 @@ ENGINES: tuple[str, ...] = ("local", "ray")
 #: Local simulators without a device's error data: ``noisy`` cannot be their default.
 _NOISELESS_BACKENDS = frozenset({"aer_ideal", "braket_local_sv", "braket_local_dm"})
 
+log = logging.getLogger(__name__)
+
 
 def default_accuracy(backend: str) -> str:
     """``noisy`` for any backend that describes a device's errors (snapshots, devices, aer_noisy), else ``ideal``.
@@ -56,6 +60,38 @@ def default_accuracy(backend: str) -> str:
     simulates a snapshot's noise but has no device ``Target`` to place on).
     """
     return "ideal" if backend in _NOISELESS_BACKENDS else "noisy"
+
+
+@functools.cache
+def device_qubits(backend: str) -> int | None:
+    """How many qubits ``backend`` has, read offline; None where only the cloud knows (``ibm:<device>``).
+
+    Cached because a command validates its config several times (file, then
+    overrides) and building a snapshot parses its calibration data.
+    """
+    if backend.startswith("ibm:"):
+        return None
+    import warnings
+
+    from qnas_hw.hardware.backends import BackendError, get_backend  # lazy: the providers are heavy to import
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a snapshot's construction notes belong to `devices`, not to a config
+            return int(get_backend(backend).num_qubits)
+    except (BackendError, ImportError) as exc:  # the search names the problem when it builds the backend itself
+        log.debug("qubit count of %s unknown offline: %s", backend, exc)
+        return None
+
+
+def device_qubit_budget(backend: str, widest: int) -> int:
+    """The qubit budget that follows the device: all its qubits, but no more than the widest candidate needs.
+
+    A device whose size is unknown offline (``ibm:<device>``: every current
+    IBM QPU is far wider than the space) gets the widest candidate's width.
+    """
+    n = device_qubits(backend)
+    return max(2, widest if n is None else min(n, widest))
 
 
 class ConfigError(ValueError):
@@ -241,7 +277,7 @@ class DeviceJobsConfig(_Section):
 
 
 class SearchConfig(_Section):
-    """NSGA-II settings.  ``generations`` counts the initial population as generation 0.
+    """NSGA-II settings.  ``generations`` counts the initial population as one: every output numbers them 1..N.
 
     ``accuracy`` decides what ``val_error`` measures: ``ideal`` (exact
     statevector, infinite shots), ``noisy`` (the fine-tuned model's quantum
@@ -266,6 +302,14 @@ class SearchConfig(_Section):
     cut_shots: Literal["scaled", "fixed"] = "scaled"
     #: a cut candidate with more subexperiment circuits than this is not scored under noise (left infeasible)
     cut_max_experiments: int = 128
+    #: what simulates ``noisy``: the batched torch simulator (exact density matrix up to 5 qubits, quantum
+    #: trajectories beyond; ``qnas_hw.hardware.trajectories``) or Aer's density matrix per sample (``aer``, the
+    #: reference)
+    noisy_simulator: Literal["trajectories", "aer"] = "trajectories"
+    #: relax qubits that wait while others run: each placed circuit is scheduled with the target's durations
+    #: (``idle_schedule``: as late or as soon as possible) and every idle gap gets the qubit's T1/T2 relaxation
+    idle_noise: bool = True
+    idle_schedule: Literal["alap", "asap"] = "alap"
     device: DeviceJobsConfig = Field(default_factory=DeviceJobsConfig)
 
     @field_validator("shots")
@@ -326,7 +370,10 @@ class HardwareConfig(_Section):
     """The target device: what the runtime objective is calibrated for and what cutting plans fit."""
 
     backend: str = "fake_kolkata"
-    qubit_budget: int = 4
+    #: qubits per subcircuit (wider candidates are cut).  Left out, it follows the device: its number of qubits,
+    #: capped by the space's widest candidate (:func:`device_qubit_budget`), so a 5-qubit device is not searched
+    #: with another device's budget; it then stays marked as unset, like ``search.accuracy``.
+    qubit_budget: int | None = None
     optimization_level: int = 1
     shots: int = 1024
     n_circuits: int = 32
@@ -344,20 +391,18 @@ class HardwareConfig(_Section):
         v = v.strip()
         if v.startswith(("ibm:", "braket:")) and len(v.split(":", 1)[1]) > 0:
             return v
-        from qnas_hw.hardware.backends import known_backend_names  # lazy: listing names imports the providers
+        # listing the names imports no provider SDK (known_backend_names): validating a config stays fast
+        from qnas_hw.hardware.backends import known_backend_names, unknown_backend_message
 
         known = known_backend_names()
         if v not in known:
-            raise ValueError(
-                f"backend {v!r} is unknown; use one of {', '.join(known)}, or 'ibm:<device>' / "
-                "'braket:<device ARN>' for a real QPU (see `qnas-hw devices`)"
-            )
+            raise ValueError(unknown_backend_message(v, known))
         return v
 
     @field_validator("qubit_budget")
     @classmethod
-    def _budget(cls, v: int) -> int:
-        if not 2 <= v <= MAX_QUBITS:
+    def _budget(cls, v: int | None) -> int | None:
+        if v is not None and not 2 <= v <= MAX_QUBITS:
             raise ValueError(f"qubit_budget={v} must be in 2..{MAX_QUBITS} (qubits per subcircuit after cutting)")
         return v
 
@@ -561,6 +606,31 @@ class RunConfig(_Section):
             self.search.__pydantic_fields_set__.discard("accuracy")
         return self
 
+    def qubit_budget_is_default(self) -> bool:
+        """True when ``hardware.qubit_budget`` follows the device (or is the default job's), not the user's."""
+        return "qubit_budget" not in self.hardware.model_fields_set
+
+    def qubit_budget_follows_device(self) -> bool:
+        """True when ``hardware.qubit_budget`` was derived from the device (see :func:`device_qubit_budget`)."""
+        hw = self.hardware
+        return self.qubit_budget_is_default() and hw.qubit_budget == device_qubit_budget(
+            hw.backend, self.space.qubits[1]
+        )
+
+    def qubit_budget_reason(self) -> str:
+        """Why the budget is what it is, for the start line: ``follows fake_belem's 5 qubits``, or set."""
+        hw = self.hardware
+        if not self.qubit_budget_is_default():
+            return "set by hardware.qubit_budget"
+        if not self.qubit_budget_follows_device():
+            return f"the default job's, for {hw.backend}"
+        n = device_qubits(hw.backend)
+        widest = self.space.qubits[1]
+        if n is None:
+            return f"follows {hw.backend}, whose size is known only online: the widest candidate's {widest}"
+        capped = f", capped by the widest candidate's {widest}" if n > widest else ""
+        return f"follows {hw.backend}'s {n} qubits{capped}"
+
     def accuracy_is_default(self) -> bool:
         """True when ``search.accuracy`` came from the backend rather than from the user."""
         return "accuracy" not in self.search.model_fields_set
@@ -605,6 +675,17 @@ class RunConfig(_Section):
                 raise ValueError(problem)
         if self.space.layers[1] > MAX_LAYERS:  # pragma: no cover - SearchSpace already rejects it
             raise ValueError(f"space.layers upper bound must be <= {MAX_LAYERS}")
+        return self
+
+    @model_validator(mode="after")
+    def _default_budget(self) -> RunConfig:
+        """Resolve a left-out ``hardware.qubit_budget`` from the device; it stays marked as unset (see
+        with_overrides), so ``--backend`` re-derives it and :meth:`qubit_budget_reason` can say where it came from.
+        Runs after the cross-checks: reading the device's size builds the backend (seconds), which a config that
+        is refused anyway should not wait for."""
+        if self.hardware.qubit_budget is None:
+            self.hardware.qubit_budget = device_qubit_budget(self.hardware.backend, self.space.qubits[1])
+            self.hardware.__pydantic_fields_set__.discard("qubit_budget")
         return self
 
     def search_space(self) -> SearchSpace:
@@ -679,6 +760,8 @@ def config_from_dict(data: dict[str, Any], source: str = "configuration") -> Run
 #: linear front-end (accuracy grows with the qubits the head reads), and a 2-qubit cut budget on fake_kolkata so
 #: 3-5 qubit candidates run as real 2- and 3-piece cut plans (measured: a 3-point front with 1, 2 and 3
 #: subcircuits at 5.3 s, 8.7 s and 12.0 s; Iris, the earlier default, tied 17 of 90 candidates at val_error 0).
+#: Its budget of 2 belongs to this job on fake_kolkata: a config file that leaves the budget out, and ``--backend``
+#: on the default job, get the budget that follows the device instead (see :meth:`RunConfig.qubit_budget_reason`).
 DEFAULT_JOB: dict[str, Any] = {
     "data": {"dataset": "digits4", "val_fraction": 0.3},
     "space": {"qubits": [2, 5], "layers": [1, 3]},
@@ -700,7 +783,12 @@ def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_config(path: Path | str) -> RunConfig:
-    """Read a TOML config; missing sections/keys take the default job's values (:func:`default_config`)."""
+    """Read a TOML config; missing sections/keys take the default job's values (:func:`default_config`).
+
+    Except ``hardware.qubit_budget``: the default job's 2 was chosen for its
+    own space on fake_kolkata, so a file that leaves the budget out gets the
+    one that follows its device (:func:`device_qubit_budget`).
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist; pass an existing TOML file (see examples/)")
@@ -712,12 +800,20 @@ def load_config(path: Path | str) -> RunConfig:
         raise ConfigError(f"config file {path} is not UTF-8 text: {exc}") from None
     if not isinstance(data, dict):  # pragma: no cover - tomllib always returns a table
         raise ConfigError(f"config file {path}: expected a table of sections")
-    return config_from_dict(_merged(DEFAULT_JOB, data), source=f"config file {path}")
+    base = {**DEFAULT_JOB, "hardware": {k: v for k, v in DEFAULT_JOB["hardware"].items() if k != "qubit_budget"}}
+    return config_from_dict(_merged(base, data), source=f"config file {path}")
 
 
 def default_config() -> RunConfig:
-    """The embedded offline default job: :data:`DEFAULT_JOB` over the section defaults (see its comment for why)."""
-    return config_from_dict(DEFAULT_JOB, source="the default job")
+    """The embedded offline default job: :data:`DEFAULT_JOB` over the section defaults (see its comment for why).
+
+    Its qubit budget stays marked as unset: it is the job's choice for its
+    backend, not the user's, so :func:`with_overrides` with another backend
+    re-derives it from that device.
+    """
+    config = config_from_dict(DEFAULT_JOB, source="the default job")
+    config.hardware.__pydantic_fields_set__.discard("qubit_budget")
+    return config
 
 
 def with_overrides(config: RunConfig, **overrides: Any) -> RunConfig:
@@ -727,6 +823,13 @@ def with_overrides(config: RunConfig, **overrides: Any) -> RunConfig:
         data["supercircuit"]["lr"] = None  # re-derive it: an overridden front-end changes the default
     if config.accuracy_is_default() and overrides.get("search.accuracy") is None:
         data["search"]["accuracy"] = None  # re-derive it: an overridden backend changes the default
+    # a budget the user did not set follows the device again; the default job's keeps its 2 on its own backend
+    keep_budget = config.qubit_budget_is_default() and overrides.get("hardware.qubit_budget") is None
+    backend = overrides.get("hardware.backend")
+    new_backend = backend is not None and str(backend).strip() != config.hardware.backend
+    if keep_budget and (new_backend or config.qubit_budget_follows_device()):
+        data["hardware"]["qubit_budget"] = None
+        keep_budget = False
     for dotted, value in overrides.items():
         if value is None:
             continue
@@ -739,4 +842,7 @@ def with_overrides(config: RunConfig, **overrides: Any) -> RunConfig:
         if leaf not in node:
             raise ConfigError(f"unknown config key {dotted!r}")
         node[leaf] = value
-    return config_from_dict(data, source="configuration with command-line overrides")
+    out = config_from_dict(data, source="configuration with command-line overrides")
+    if keep_budget:  # still the default job's, not the user's
+        out.hardware.__pydantic_fields_set__.discard("qubit_budget")
+    return out

@@ -27,11 +27,12 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from sklearn.model_selection import train_test_split
-from torch.utils.data import TensorDataset
+
+if TYPE_CHECKING:  # torch and scikit-learn load on first use: validating a config only reads the names below
+    from torch.utils.data import TensorDataset
 
 logger = logging.getLogger(__name__)
 
@@ -298,7 +299,7 @@ def _stratified_subset(idx: np.ndarray, labels: np.ndarray, size: int | None, se
     n_classes = len(np.unique(labels[idx]))
     if size < n_classes:
         raise DatasetError(f"a subset of {size} samples cannot hold all {n_classes} classes; use >= {n_classes}")
-    kept, _ = train_test_split(idx, train_size=size, stratify=labels[idx], random_state=seed)
+    kept, _ = _train_test_split(idx, train_size=size, stratify=labels[idx], random_state=seed)
     return np.sort(kept)
 
 
@@ -321,14 +322,24 @@ def _carve(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Split training indices into (train, val), stratified and seeded; then apply the limits."""
     idx = np.arange(len(labels))
-    train_idx, val_idx = train_test_split(idx, test_size=val_fraction, stratify=labels, random_state=seed)
+    train_idx, val_idx = _train_test_split(idx, test_size=val_fraction, stratify=labels, random_state=seed)
     # Different derived seeds keep the limit subsets independent of the carve itself.
     train_idx = _stratified_subset(np.sort(train_idx), labels, limit_train, seed + 1)
     val_idx = _stratified_subset(np.sort(val_idx), labels, limit_val, seed + 2)
     return train_idx, val_idx
 
 
+def _train_test_split(*arrays: Any, **options: Any) -> Any:
+    """scikit-learn's ``train_test_split``, imported on first use (scikit-learn and scipy take seconds to load)."""
+    from sklearn.model_selection import train_test_split as split
+
+    return split(*arrays, **options)
+
+
 def _tensor_dataset(x: np.ndarray, y: np.ndarray) -> TensorDataset:
+    import torch
+    from torch.utils.data import TensorDataset
+
     return TensorDataset(
         torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), torch.from_numpy(y.astype(np.int64))
     )
@@ -339,7 +350,7 @@ def _load_bundled(
 ) -> DatasetSplits:
     """Iris or digits4 from scikit-learn: a fixed stratified 20% test hold-out, validation carved from the rest."""
     x, y, n_classes = _bundled_arrays(name)
-    rest, test_idx = train_test_split(
+    rest, test_idx = _train_test_split(
         np.arange(len(y)), test_size=IRIS_TEST_FRACTION, stratify=y, random_state=IRIS_TEST_SEED
     )
     rest = np.sort(rest)

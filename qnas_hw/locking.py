@@ -65,6 +65,26 @@ def holder(target: Path | str) -> dict[str, Any] | None:
         return None
 
 
+def is_held(target: Path | str) -> bool:
+    """Whether a live process holds the writer lock of ``target`` (asked without creating or taking anything).
+
+    A reader uses it to tell a study nobody is writing (which it may read as
+    an immutable file, leaving no WAL side files behind) from one being written.
+    """
+    path = lock_path(target)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops the shared lock taken just above
+    return False
+
+
 class WriterLock:
     """``with WriterLock(path, "qnas-hw search"):`` - exclusive, re-entrant in-process, released on exit or death."""
 

@@ -48,11 +48,19 @@ def _inputs(seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
     return rng.uniform(0.3, 2.8, size=(2, ARCH.n_qubits)), rng.uniform(0, 2 * np.pi, size=ARCH.n_weights)
 
 
-def test_unknown_backend_names_bad_name_and_lists_known():
+def test_unknown_backend_names_bad_name_and_suggests_the_closest():
     with pytest.raises(BackendError) as err:
-        get_backend("fake_nowhere")
+        get_backend("fake_kolkat")
     msg = str(err.value)
-    assert "'fake_nowhere'" in msg and "fake_kolkata" in msg and "braket_local_sv" in msg and "aer_noisy" in msg
+    # the three closest names, not all ~75: the one meant stands out; the full list is one command away
+    assert "'fake_kolkat'" in msg and "did you mean 'fake_kolkata', " in msg and msg.count("'fake_") == 4
+    assert "`qnas-hw devices --all`" in msg and "'ibm:<device>'" in msg
+    with pytest.raises(BackendError) as err:
+        get_backend("aer_idael")
+    assert "did you mean 'aer_ideal'?" in str(err.value)
+    with pytest.raises(BackendError) as err:
+        get_backend("zzz")
+    assert "did you mean" not in str(err.value) and "`qnas-hw devices --all`" in str(err.value)
     assert "fake_kolkata" in known_backend_names()
     with pytest.raises(BackendError, match="no device snapshot for Braket ARN"):
         get_backend("braket:arn:aws:braket:::device/qpu/acme/none")

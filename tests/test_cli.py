@@ -30,8 +30,10 @@ def test_bad_config_value_exits_1_with_message(tmp_path: Path) -> None:
 
 
 def test_unknown_backend_and_budget_overrides_are_validated(tmp_path: Path) -> None:
-    res = _invoke("search", "--backend", "fake_nowhere", "--out", str(tmp_path / "r"), "--no-progress")
-    assert res.exit_code == 1 and "'fake_nowhere'" in res.output and "fake_kolkata" in res.output
+    res = _invoke("search", "--backend", "fake_belm", "--out", str(tmp_path / "r"), "--no-progress")
+    assert res.exit_code == 1 and "'fake_belm'" in res.output and "Traceback" not in res.output
+    assert "did you mean 'fake_belem', " in res.output and "`qnas-hw devices --all`" in res.output
+    assert "fake_kolkata" not in res.output  # three suggestions, not the ~75 names
     res = _invoke("search", "--qubit-budget", "0", "--out", str(tmp_path / "r"), "--no-progress")
     assert res.exit_code == 1 and "qubit_budget=0" in res.output
 
@@ -75,9 +77,10 @@ def test_search_resume_report_train(tmp_path: Path, tiny_search_toml: str) -> No
     res = _invoke("report", str(run / "study.sqlite"), "--out", str(out))
     assert res.exit_code == 0, res.output
     report = json.loads((out / "report.json").read_text())
-    assert set(report["exact_front"]) == set(study.generations()[-1].front)
-    front = report["front"]  # ties within resolution collapsed
+    front = report["front"]  # ties within resolution collapsed: the front the study's generation records hold
+    assert [f["architecture"] for f in front] == study.generations()[-1].front
     assert {f["architecture"] for f in front} <= set(report["exact_front"]) and front
+    assert [g["generation"] for g in report["generations"]] == [1, 2]  # numbered as the console lines above
 
     arch = front[0]["architecture"]
     res = _invoke(
@@ -248,14 +251,14 @@ def test_devices_all_lists_every_fake_backend_the_registry_accepts(console_80) -
     assert "qnas-hw devices --all" in short.output
 
 
-def test_train_outside_the_study_space_warns_and_says_nothing_was_saved(narrow_run) -> None:
+def test_train_outside_the_study_space_warns_and_still_keeps_the_result(narrow_run) -> None:
     _, run = narrow_run
     outside = "angle-x|q2|l1|ry|none|z"  # the tiny space has angle-y and iqp embeddings only
     res = _invoke("train", "--arch", outside, "--study", str(run / "study.sqlite"), "--epochs", "1", "--no-progress")
     assert res.exit_code == 0, res.output
     assert "Traceback" not in res.output
     assert "warning:" in res.output and "outside the search space" in res.output and "'angle-x'" in res.output
-    assert "nothing was saved" in res.output and "--out" in res.output
+    assert "saved the weights to " in res.output and list((run / "trained").glob("angle-x_q2_l1_ry_none_z-*.pt"))
 
     inside = json.loads((run / "report" / "report.json").read_text())["front"][0]["architecture"]
     res = _invoke("train", "--arch", inside, "--study", str(run / "study.sqlite"), "--epochs", "1", "--no-progress")
@@ -272,7 +275,116 @@ def test_train_out_names_files_by_architecture_and_key(narrow_run, tmp_path: Pat
         "--out", str(tmp_path), "--no-progress",
     )  # fmt: skip
     assert res.exit_code == 0, res.output
-    assert "Traceback" not in res.output and "nothing was saved" not in res.output
+    assert "Traceback" not in res.output
     stem = f"iqp_q2_l1_ry_ring_z-{arch.key()}"
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"{stem}.json", f"{stem}.pt"]
     assert json.loads((tmp_path / f"{stem}.json").read_text())["architecture"] == arch.canonical()
+
+
+# ------------------------------------------------------------ the qubit budget says where it comes from
+def test_search_says_which_qubit_budget_it_uses_and_why(narrow_run) -> None:
+    res = _invoke("search", "--dry-run", "--backend", "fake_belem")
+    assert res.exit_code == 0, res.output
+    assert "qubit budget 5 (follows fake_belem's 5 qubits)" in res.output  # not the default job's 2
+    res = _invoke("search", "--dry-run")
+    assert res.exit_code == 0 and "qubit budget 2 (the default job's, for fake_kolkata)" in res.output
+    res = _invoke("search", "--dry-run", "--backend", "fake_belem", "--qubit-budget", "3")
+    assert res.exit_code == 0 and "qubit budget 3 (--qubit-budget)" in res.output
+    output, _ = narrow_run  # a real search's start line: the tiny config sets its budget
+    assert "; qubit budget 2 (set by hardware.qubit_budget))" in output
+
+
+# ------------------------------------------------------------ a closed pipe is not a failure
+@pytest.mark.parametrize("args", [["--version"], ["--help"], ["devices"]], ids=["version", "help", "devices"])
+def test_a_reader_closing_the_pipe_early_ends_quietly_with_status_0(args: list[str]) -> None:
+    """`qnas-hw devices --all | head`: the reader leaves before the output ends; a Unix tool then exits 0, silently."""
+    import os
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    proc = subprocess.Popen([sys.executable, "-m", "qnas_hw.cli", *args], stdout=write_end, stderr=subprocess.PIPE)
+    os.close(write_end)
+    os.close(read_end)  # closed before the command prints: its first write meets a pipe without a reader
+    _, err = proc.communicate(timeout=300)
+    assert (proc.returncode, err.decode()) == (0, "")
+
+
+# ------------------------------------------------------------ train keeps its result and says what it measured
+def test_train_keeps_its_result_in_the_study_run_directory(narrow_run) -> None:
+    import torch
+
+    from qnas_hw.model.space import Architecture
+
+    _, run = narrow_run
+    arch = Architecture.parse("angle-y|q2|l1|ry|ring|z")
+    args = ("train", "--arch", arch.canonical(), "--study", str(run / "study.sqlite"), "--epochs", "1", "--no-progress")
+    res = _invoke(*args)
+    assert res.exit_code == 0, res.output
+    stem = f"angle-y_q2_l1_ry_ring_z-{arch.key()}"
+    weights, figures = run / "trained" / f"{stem}.pt", run / "trained" / f"{stem}.json"
+    assert f"saved the weights to {weights} and the figures to {figures}" in res.output
+    assert torch.load(weights)  # a state dict
+    data = json.loads(figures.read_text())
+    assert data["architecture"] == arch.canonical() and data["study"] == str(run / "study.sqlite")
+    assert data["test_accuracy_mode"] == "ideal" and data["noisy_test"] is None
+    # it says the test accuracy is exact, and how to get it under the target's noise
+    assert f"test accuracy {100 * data['test_acc']:.2f}% (exact: noise-free simulator)" in res.output
+    assert "`--accuracy noisy` also scores it under fake_kolkata's noise model" in res.output
+    again = _invoke(*args)
+    assert again.exit_code == 0 and "(replacing an earlier retrain of this architecture)" in again.output
+
+
+def test_train_accuracy_noisy_scores_the_test_split_as_the_search_scores_noisy(narrow_run, tmp_path: Path) -> None:
+    import torch
+
+    from qnas_hw.config import config_from_dict
+    from qnas_hw.data import load_dataset, stratified_subset
+    from qnas_hw.model.hqnn import HQNN
+    from qnas_hw.model.space import Architecture
+    from qnas_hw.search.nsga import make_hardware, make_scorer
+
+    _, run = narrow_run
+    arch = Architecture.parse("iqp|q2|l1|ry|ring|z")
+    res = _invoke(
+        "train", "--arch", arch.canonical(), "--study", str(run / "study.sqlite"), "--epochs", "1",
+        "--accuracy", "noisy", "--out", str(tmp_path), "--no-progress",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    data = json.loads(next(tmp_path.glob("*.json")).read_text())
+    noisy = data["noisy_test"]
+    assert noisy["backend"] == "fake_kolkata" and noisy["accuracy_mode"] == "noisy" and noisy["shots"] == 1024
+    assert noisy["samples"] == noisy["test_samples"] > 0  # the whole (small) test split: fewer than val_samples
+    assert 0.0 <= noisy["test_acc"] <= 1.0
+    assert f"test accuracy under fake_kolkata's noise: {100 * noisy['test_acc']:.2f}% (" in res.output
+    assert f"exact (noise-free simulator): {100 * data['test_acc']:.2f}%" in res.output  # reported beside it
+
+    # the number is the search's noisy score (NoisyScorer on the study's backend) of the saved weights
+    with Study.open(run / "study.sqlite") as study:
+        cfg = config_from_dict(study.config)
+    assert cfg.search.accuracy == "noisy"
+    d = cfg.data
+    splits = load_dataset(d.dataset, d.data_dir, val_fraction=d.val_fraction, seed=cfg.seed, limit_train=d.limit_train)
+    model = HQNN(arch, tuple(splits.input_shape), splits.n_classes, frontend=cfg.model.frontend, seed=cfg.seed)
+    model.load_state_dict(torch.load(tmp_path / f"iqp_q2_l1_ry_ring_z-{arch.key()}.pt"))
+    hw = make_hardware(cfg)
+    scorer = make_scorer(cfg, hw.backend, hw.transpiler, hw.planner)
+    X, y = splits.test.tensors
+    idx = torch.as_tensor(stratified_subset(y.numpy(), cfg.search.val_samples, cfg.seed))
+    assert scorer.score(arch, model, X[idx], y[idx])[0] == noisy["test_acc"]
+
+
+def test_train_accuracy_refusals_come_before_any_training(narrow_run, tmp_path: Path) -> None:
+    _, run = narrow_run
+    study = ("--study", str(run / "study.sqlite"), "--out", str(tmp_path), "--no-progress")
+    res = _invoke("train", "--arch", "iqp|q2|l1|ry|ring|z", *study, "--accuracy", "device")
+    assert res.exit_code == 1 and "'device' is not supported by train" in res.output and "hw-eval" in res.output
+    # 3 qubits on the study's 2-qubit budget: a cut plan far beyond search.cut_max_experiments
+    res = _invoke("train", "--arch", "iqp|q3|l1|ry|ring|z", *study, "--accuracy", "noisy")
+    assert res.exit_code == 1 and "cannot be scored under fake_kolkata's noise with qubit budget 2" in res.output
+    ideal = tmp_path / "ideal.toml"
+    ideal.write_text('[data]\ndataset = "iris"\n[hardware]\nbackend = "aer_ideal"\n')
+    res = _invoke("train", "--arch", "iqp|q2|l1|ry|ring|z", "--config", str(ideal), "--out", str(tmp_path),
+                  "--accuracy", "noisy", "--no-progress")  # fmt: skip
+    assert res.exit_code == 1 and "backend 'aer_ideal' has none" in res.output
+    assert "validation accuracy" not in res.output and list(tmp_path.iterdir()) == [ideal]  # nothing trained

@@ -49,7 +49,10 @@ def test_example_file_loads() -> None:
         ({"search": {"generations": 0}}, ["search.generations", "generations=0"]),
         ({"search": {"objectives": ["val_error", "fidelity"]}}, ["search.objectives", "'fidelity'", "'runtime_s'"]),
         ({"search": {"constraints": {"max_sampling_overhead": 0.5}}}, ["max_sampling_overhead=0.5", ">= 1"]),
-        ({"hardware": {"backend": "fake_nowhere"}}, ["hardware.backend", "'fake_nowhere'", "fake_kolkata"]),
+        (
+            {"hardware": {"backend": "fake_kolkat"}},
+            ["hardware.backend", "'fake_kolkat'", "did you mean 'fake_kolkata'", "`qnas-hw devices --all`"],
+        ),
         ({"hardware": {"qubit_budget": 1}}, ["hardware.qubit_budget", "qubit_budget=1", "2..20"]),
         ({"hardware": {"optimization_level": 5}}, ["optimization_level=5", "0, 1, 2 or 3"]),
         ({"hw_eval": {"which": "best"}}, ["hw_eval.which", "'best'"]),
@@ -107,10 +110,12 @@ def test_partial_file_keeps_defaults(tmp_path: Path) -> None:
     f = tmp_path / "c.toml"
     f.write_text('seed = 7\n[search]\npop_size = 6\n[space]\nqubits = [2, 4]\nentanglers = ["ring"]\n')
     cfg = load_config(f)
-    # every key the file leaves out is the default job's (what `qnas-hw search` runs with no config)
+    # every key the file leaves out is the default job's (what `qnas-hw search` runs with no config) ...
     default = default_config()
     assert cfg.seed == 7 and cfg.search.pop_size == 6 and cfg.search.generations == default.search.generations
-    assert (cfg.data.dataset, cfg.hardware.qubit_budget) == (default.data.dataset, default.hardware.qubit_budget)
+    assert (cfg.data.dataset, cfg.hardware.backend) == (default.data.dataset, default.hardware.backend)
+    # ... except the qubit budget, which follows the device: fake_kolkata's 27 qubits, capped by the space's 4
+    assert cfg.hardware.qubit_budget == 4 and cfg.qubit_budget_follows_device()
     assert cfg.search_space().entanglers == ("ring",)
     assert cfg.search_space().qubits == (2, 4)
 
@@ -139,3 +144,44 @@ def test_lr_defaults_to_the_frontend_value_and_is_stored_resolved() -> None:
     assert with_overrides(explicit, **{"model.frontend": "mlp"}).supercircuit.lr == 1e-2
     # A stored (resolved) config reloads with the same number, whatever the front-end default is.
     assert config_from_dict(cnn.resolved()).supercircuit.lr == 3e-3
+
+
+# ------------------------------------------------------- the qubit budget follows the device unless it is set
+def test_a_config_without_a_budget_gets_the_devices_qubits(tmp_path: Path) -> None:
+    f = tmp_path / "belem.toml"
+    f.write_text('[hardware]\nbackend = "fake_belem"\n')
+    cfg = load_config(f)
+    assert cfg.hardware.qubit_budget == 5  # fake_belem has 5 qubits, the default job's space reaches 5
+    assert cfg.qubit_budget_reason() == "follows fake_belem's 5 qubits"
+    assert cfg.resolved()["hardware"]["qubit_budget"] == 5  # the study stores the number used
+    # capped by the widest candidate of the space
+    f.write_text('[hardware]\nbackend = "fake_belem"\n[space]\nqubits = [2, 3]\n')
+    assert load_config(f).hardware.qubit_budget == 3
+    # and re-derived when an override changes the backend
+    kolkata = with_overrides(load_config(f), **{"hardware.backend": "fake_kolkata", "space.qubits": [2, 6]})
+    assert kolkata.hardware.qubit_budget == 6
+    assert kolkata.qubit_budget_reason() == "follows fake_kolkata's 27 qubits, capped by the widest candidate's 6"
+
+
+def test_an_explicit_budget_is_kept(tmp_path: Path) -> None:
+    f = tmp_path / "belem3.toml"
+    f.write_text('[hardware]\nbackend = "fake_belem"\nqubit_budget = 3\n')
+    cfg = load_config(f)
+    assert cfg.hardware.qubit_budget == 3 and cfg.qubit_budget_reason() == "set by hardware.qubit_budget"
+    assert with_overrides(cfg, **{"hardware.backend": "fake_kolkata"}).hardware.qubit_budget == 3
+    flag = with_overrides(default_config(), **{"hardware.backend": "fake_belem", "hardware.qubit_budget": 4})
+    assert flag.hardware.qubit_budget == 4
+    assert config_from_dict(flag.resolved()).hardware.qubit_budget == 4  # a stored study keeps its budget
+
+
+def test_the_default_job_keeps_its_budget_of_2_on_its_own_backend() -> None:
+    default = default_config()
+    assert default.hardware.qubit_budget == 2
+    assert default.qubit_budget_reason() == "the default job's, for fake_kolkata"
+    # `qnas-hw search` passes every flag, most of them None; other settings leave the budget alone
+    same = with_overrides(default, **{"seed": 3, "hardware.backend": None, "hardware.qubit_budget": None})
+    assert same.hardware.qubit_budget == 2 and same.qubit_budget_reason() == default.qubit_budget_reason()
+    assert with_overrides(same, **{"hardware.backend": "fake_kolkata"}).hardware.qubit_budget == 2
+    # `--backend fake_belem` on the default job: the budget follows the new device
+    belem = with_overrides(default, **{"hardware.backend": "fake_belem"})
+    assert belem.hardware.qubit_budget == 5 and belem.qubit_budget_reason() == "follows fake_belem's 5 qubits"

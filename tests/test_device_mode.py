@@ -215,7 +215,7 @@ def test_search_dry_run_prices_the_whole_search_and_creates_nothing(tmp_path: Pa
         app, ["search", "--config", str(cfg), "--accuracy", "device", "--dry-run", "--out", str(out)]
     )
     assert res.exit_code == 0, res.output
-    assert "generation 0 (" in res.output and "whole search: at most 8 evaluations" in res.output
+    assert "generation 1 (" in res.output and "whole search: at most 8 evaluations" in res.output
     assert "dry run: nothing was trained or submitted" in res.output and not out.exists()
 
 

@@ -85,3 +85,18 @@ def test_constant_coefficients_are_the_addons_and_sample_dependent_ones_differ()
     assert not np.allclose(coeffs, [[c for c, _ in iqp.addon_coefficients]] * 3)  # worst case only at x_i x_j = pi/2
     # each sample's coefficients sum in absolute value to its own gamma, at most the planned worst case
     assert np.all(np.abs(coeffs).sum(axis=1) <= math.sqrt(iqp.plan.sampling_overhead) + 1e-9)
+
+
+def test_cut_program_details_place_every_subcircuit() -> None:
+    """Each subcircuit is placed on its own, often on the same best qubits: the union alone ([24, 25] for five
+    qubits) hid that; ``subcircuit_layouts`` keeps every subcircuit's qubits, in the plan's label order."""
+    arch = Architecture.parse("angle-y|q5|l1|ry|none")  # no entangler: three separate pieces under a 2-qubit budget
+    backend = get_backend("fake_belem")
+    planner = CutPlanner(2, seed=0, max_qubits=backend.num_qubits)
+    program = ProgramBuilder(backend, Transpiler(backend), planner, shots=1024).build(arch)
+    details = program.details()
+    pieces = details["subcircuit_layouts"]
+    assert len(pieces) == planner.plan(arch).n_subcircuits == 3
+    assert sorted(len(p) for p in pieces) == sorted(planner.plan(arch).subcircuit_widths)
+    assert sorted({q for p in pieces for q in p}) == details["layout"]  # the union is still there, beside them
+    assert ProgramBuilder(backend, Transpiler(backend), None, shots=1024).build(arch).subcircuit_layouts() == []

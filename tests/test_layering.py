@@ -2,7 +2,8 @@
 
 Layers, top to bottom (a module may import its own layer and any layer below):
 
-    cli -> reports -> search -> jobs, config -> hardware -> model -> data, atomic_write, locking
+    cli -> deploy -> reports -> search -> jobs, config -> hardware -> model -> data, atomic_write, locking, text,
+    progress
 
 This adapts the plan of the package-layout issue (``cli -> jobs/reports ->
 search -> hardware/model -> config/data``) to two facts of the code: the
@@ -25,12 +26,13 @@ import qnas_hw
 PACKAGE = Path(qnas_hw.__file__).parent
 LAYERS: list[set[str]] = [
     {"cli"},
+    {"deploy"},  # export bundles and predict: reads the reports' picks, runs through search's scorer and jobs
     {"reports"},
     {"search"},
     {"jobs", "config"},
     {"hardware"},
     {"model"},
-    {"data", "atomic_write", "locking"},
+    {"data", "atomic_write", "locking", "text", "progress"},
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 

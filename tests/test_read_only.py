@@ -1,21 +1,18 @@
 """Studies in read-only places: reports read them as they are; writers are refused with a clear message.
 
-A read-only directory is made with ``chmod`` for an ordinary user and with a
-read-only bind mount for root (root ignores file modes); where neither is
-possible the tests are skipped, saying why.
+The read-only directory comes from :func:`readonly.read_only_view`.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import sqlite3
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from readonly import read_only_view
 from typer.testing import CliRunner
 
 from qnas_hw.cli import app
@@ -44,23 +41,8 @@ def read_only_dir(tmp_path: Path) -> Iterator[Path]:
     src.mkdir()
     _make_study(src / "study.sqlite")
     assert not (src / "study.sqlite-wal").exists()  # a clean close leaves no side files
-    if os.geteuid() != 0:
-        src.chmod(0o555)
-        yield src
-        src.chmod(0o755)
-        return
-    mnt = tmp_path / "ro"
-    mnt.mkdir()
-    bind = subprocess.run(["mount", "--bind", str(src), str(mnt)], capture_output=True)
-    if bind.returncode != 0:
-        pytest.skip(f"running as root without mount rights, so no read-only directory can be made: {bind.stderr!r}")
-    try:
-        ro = subprocess.run(["mount", "-o", "remount,ro,bind", str(mnt)], capture_output=True)
-        if ro.returncode != 0:
-            pytest.skip(f"cannot remount read-only: {ro.stderr!r}")
-        yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], capture_output=True)
+    with read_only_view(src, tmp_path / "ro") as ro:
+        yield ro
 
 
 def _invoke(*args: str):

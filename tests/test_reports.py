@@ -558,3 +558,232 @@ def test_console_front_table_never_cuts_an_architecture_at_80_columns() -> None:
     for i in data.front:  # each architecture whole, on one line (what `qnas-hw train --arch` takes)
         assert any(data.candidates[i].arch.canonical() in line for line in lines), data.candidates[i].arch
     assert not any("…" in line for line in lines)
+
+
+# ------------------------------------------------ one front, one numbering (issue 22)
+def _console_lines(text: str) -> list[tuple[int, int, int, int | None]]:
+    """``(number, total, front, exact or None)`` of every ``generation N/T: ... front F (exact E)`` console line."""
+    import re
+
+    pattern = r"generation (\d+)/(\d+): .*?; front (\d+)(?: \(exact (\d+)\))?, hypervolume"
+    return [
+        (int(n), int(t), int(f), int(e) if e else None) for n, t, f, e in re.findall(pattern, text.replace("\n", " "))
+    ]
+
+
+def _searched_study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int = 5) -> tuple[Any, str]:
+    """The synthetic search replayed through the search's own record and console code into a real study file.
+
+    Each generation's records are stored as the search stores them, then
+    :func:`~qnas_hw.search.nsga.generation_record` and
+    :func:`~qnas_hw.search.nsga.generation_summary` run exactly as after a real
+    generation and the CLI prints the line; returns the study and the console text.
+    """
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    import qnas_hw.cli as cli
+    from qnas_hw.search.nsga import generation_record, generation_summary
+    from qnas_hw.search.study import Study
+
+    records, gens = synthetic_study(seed=seed)
+    console = Console(record=True, width=400)
+    monkeypatch.setattr(cli, "err_console", console)
+    study = Study.create(tmp_path / "study.sqlite", {"seed": seed}, objective_names=NAMES)
+    run = SimpleNamespace(
+        study=study,
+        evaluator=SimpleNamespace(settings_key="k", evaluated=0, reused=0, failed=0),
+        names=NAMES,
+        box=None,
+        ledger=None,
+    )
+    for g in gens:
+        for r in (r for r in records if r.generation == g.index):
+            study.add_candidate(r.arch, "k", r.objectives, r.details, r.timings, r.generation, r.feasible)
+            run.evaluator.evaluated += 1
+        rec = study.commit_generation(generation_record(run, g.index, g.population), b"state")
+        cli._print_generation(generation_summary(run, rec, len(gens)))
+    return study, console.export_text()
+
+
+def test_console_study_report_and_hw_eval_share_one_front_and_one_numbering(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seen on the default job: the console said "front 5", the table "3 of 59", hw-eval measured 5, gens 1/5 vs 0."""
+    from qnas_hw.reports.data import study_report_data
+    from qnas_hw.reports.plots import hypervolume_figure
+    from qnas_hw.search.hw_eval import pick_architectures
+
+    study, console = _searched_study(tmp_path, monkeypatch)
+    data = study_report_data(study)
+    assert len(data.exact_front) > len(data.front) > 0  # the case where the two definitions disagree
+    shown = [data.candidates[i].arch.canonical() for i in data.front]
+    files = write_report_data(data, tmp_path / "report")
+    report = json.loads(files.report_json.read_text())
+    summary = files.summary_md.read_text()
+    _, front_rows = _markdown_table(summary, "## Pareto front")
+
+    lines = _console_lines(console)
+    n = len(study.generations())
+    assert [(number, total) for number, total, _, _ in lines] == [(g, n) for g in range(1, n + 1)]
+    _, _, front, exact = lines[-1]
+    # the front size: console line == study record == report table == summary.md == report.json == hw-eval
+    assert front == len(study.generations()[-1].front) == front_table(data).row_count == len(front_rows)
+    assert front == len(report["front"]) == len(shown) and f"({front} of {len(data.candidates)} candidates" in str(
+        front_table(data).title
+    )
+    assert exact == len(report["exact_front"]) == len(data.exact_front)
+    assert study.generations()[-1].front == shown
+    assert [a.canonical() for a in pick_architectures(study, "front")] == shown
+
+    # one numbering: the console's generation N is summary.md's, report.json's and the plot's generation N
+    _, hv_rows = _markdown_table(summary, "## Hypervolume")
+    console_rows = [[str(g), str(f) if e is None else f"{f} (exact {e})"] for g, _, f, e in lines]
+    assert [row[:2] for row in hv_rows] == console_rows
+    assert report["generation_numbering"].startswith("1-based")
+    assert [g["generation"] for g in report["generations"]] == [g for g, _, _, _ in lines]
+    assert [(g["front"], g["exact_front"]) for g in report["generations"]] == [(f, e or f) for _, _, f, e in lines]
+    assert [h["generation"] for h in report["hypervolume"]] == list(range(1, n + 1))
+    fig = hypervolume_figure(data)
+    try:
+        assert list(fig.axes[0].lines[0].get_xdata()) == list(range(1, n + 1))
+        assert "1 = initial population" in fig.axes[0].get_xlabel()
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    stored = {c.arch.canonical(): c.generation for c in study.candidates()}
+    assert all(c["generation"] == stored[c["architecture"]] + 1 for c in report["candidates"])
+    header, _ = _markdown_table(summary, "## Pareto front")
+    gen_col = header.index("gen")
+    assert all(row[gen_col] == str(stored[row[1].strip("`").replace("\\|", "|")] + 1) for row in front_rows)
+    csv_rows = list(csv.DictReader(files.candidates_csv.open()))
+    assert all(int(r["generation"]) == stored[r["architecture"]] + 1 for r in csv_rows)
+
+
+def test_hw_eval_front_of_an_older_study_is_the_reports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Studies written before the record held the resolved front store the exact one: hw-eval still measures the
+    report's rows, never the stored list."""
+    from qnas_hw.reports.data import study_report_data
+    from qnas_hw.search.hw_eval import pick_architectures
+    from qnas_hw.search.study import GenerationRecord
+
+    study, _ = _searched_study(tmp_path, monkeypatch)
+    data = study_report_data(study)
+    last = study.generations()[-1]
+    exact = [data.candidates[i].arch.canonical() for i in data.exact_front]
+    study.commit_generation(GenerationRecord(last.index + 1, last.population, exact, last.hypervolume), b"old")
+    assert [a.canonical() for a in pick_architectures(study, "front")] == [
+        data.candidates[i].arch.canonical() for i in data.front
+    ]
+
+
+def test_cut_candidate_layout_lists_every_subcircuit(tmp_path: Path) -> None:
+    """A 5-qubit candidate cut into 2-qubit pieces all placed on qubits 24 and 25 showed ``[24, 25]``."""
+    from qnas_hw.reports.data import layout_text
+
+    cut = Rec(
+        Architecture.parse("angle-y|q5|l1|ry|none"),
+        {"val_error": 0.1, "runtime_s": 2.0, "subcircuits": 3},
+        details={
+            "val_error": {"accuracy": {"layout": [24, 25], "subcircuit_layouts": [[24, 25], [24, 25], [24]]}},
+            "runtime_s": {"layout": [20, 21, 24, 25, 26]},
+        },
+    )
+    uncut = Rec(
+        Architecture.parse("angle-y|q2|l1|ry|none"),
+        {"val_error": 0.3, "runtime_s": 1.0, "subcircuits": 1},
+        details={"val_error": {"accuracy": {"layout": [3, 5]}}},
+    )
+    unplaced = Rec(  # accuracy "ideal": the subcircuits were never placed; the uncut placement is not what runs
+        Architecture.parse("angle-y|q4|l1|ry|none"),
+        {"val_error": 0.2, "runtime_s": 1.5, "subcircuits": 2},
+        details={"runtime_s": {"layout": [1, 2, 3, 4]}},
+    )
+    recs = [cut, uncut, unplaced]
+    data = analyze(recs, [Gen(0, [r.arch.canonical() for r in recs], [])], NAMES)
+    by_arch = {c.arch.canonical(): c for c in data.candidates}
+    assert layout_text(by_arch[cut.arch.canonical()]) == "A:[24,25] B:[24,25] C:[24]"
+    assert layout_text(by_arch[uncut.arch.canonical()]) == "[3,5]"
+    assert layout_text(by_arch[unplaced.arch.canonical()]) == "2 subcircuits, placements not stored"
+    files = write_report_data(data, tmp_path)
+    header, rows = _markdown_table(files.summary_md.read_text(), "## Pareto front")
+    layouts = {row[1].strip("`").replace("\\|", "|"): row[header.index("layout")] for row in rows}
+    assert layouts[cut.arch.canonical()] == "A:[24,25] B:[24,25] C:[24]"
+    csv_rows = {r["architecture"]: r for r in csv.DictReader(files.candidates_csv.open())}
+    assert json.loads(csv_rows[cut.arch.canonical()]["subcircuit_layouts"]) == [[24, 25], [24, 25], [24]]
+
+
+def test_runtime_plot_keeps_infeasible_outliers_off_the_axis() -> None:
+    """A cut plan costed at 1e48 QPU s stretched the runtime axis to 10^48 and squashed the front into its edge."""
+    import matplotlib.pyplot as plt
+
+    from qnas_hw.reports.plots import BEYOND_LABEL, front_figure
+
+    records, gens = synthetic_study(seed=5)
+    huge = [r for r in records if not r.feasible]
+    assert huge
+    for r in huge:
+        r.objectives["runtime_s"] = 1e48
+    data = analyze(records, gens, NAMES, {"hardware": {"backend": "fake_kolkata"}})
+    usable_max = max(c.objectives["runtime_s"] for c in data.candidates if c.usable)
+    fig = front_figure(data, NAMES.index("runtime_s"), NAMES.index("subcircuits"))
+    try:
+        fig.canvas.draw()
+        (ax,) = fig.axes
+        assert ax.get_xlim()[1] < 10 * usable_max  # the axis spans the feasible candidates
+        pinned = [c for c in ax.collections if c.get_label() == BEYOND_LABEL]
+        assert len(pinned) == 1 and len(pinned[0].get_offsets()) == len(huge)
+        assert all(x == pytest.approx(ax.get_xlim()[1]) for x, _ in pinned[0].get_offsets())  # at the edge
+        notes = [t.get_text() for t in ax.texts if t.get_text().startswith("note:")]
+        assert notes == [f"note: {len(huge)} infeasible candidates beyond the axes (runtime_s up to 1e+48), drawn "
+                         "at the edge; the axes span the feasible candidates"]  # fmt: skip
+    finally:
+        plt.close(fig)
+
+
+def test_3d_labels_sit_apart_from_their_markers_and_the_z_label_is_readable() -> None:
+    import matplotlib.pyplot as plt
+
+    from qnas_hw.reports.data import short_name
+    from qnas_hw.reports.plots import LABEL_SIZE_3D, front_figure_3d
+
+    records, gens = synthetic_study(seed=5)
+    data = analyze(records, gens, NAMES, {"hardware": {"backend": "fake_kolkata"}})
+    fig = front_figure_3d(data)
+    try:
+        fig.canvas.draw()
+        (ax,) = fig.axes
+        renderer = fig.canvas.get_renderer()
+        F = data.matrix()
+        names = {short_name(data.candidates[i].arch): i for i in data.front}
+        labels = [t for t in ax.texts if t.get_text() in names]
+        assert len(labels) == len(data.front)
+        for t in labels:  # the label is anchored away from its point in every data direction that has a range
+            x, _, z = t.get_position_3d()
+            i = names[t.get_text()]
+            assert (x, z) != (F[i, 0], F[i, 2]), t.get_text()
+        for axis in (ax.xaxis, ax.yaxis, ax.zaxis):
+            assert axis.label.get_fontsize() >= LABEL_SIZE_3D >= 10
+        box = ax.zaxis.label.get_window_extent(renderer)
+        assert fig.bbox.x0 <= box.x0 and box.x1 <= fig.bbox.x1 and fig.bbox.y0 <= box.y0 and box.y1 <= fig.bbox.y1
+    finally:
+        plt.close(fig)
+
+
+def test_counts_are_singular_for_one() -> None:
+    """ "(2 qubits, 1 layers)": every count the reports print goes through one helper."""
+    from qnas_hw.reports.report import summary_markdown
+    from qnas_hw.text import plural
+
+    assert [plural(n, "layer") for n in (0, 1, 2, 1.0)] == ["0 layers", "1 layer", "2 layers", "1 layer"]
+    assert plural(3, "batch", "batches") == "3 batches"
+    one = Rec(Architecture.parse("angle-y|q2|l1|ry|linear"), {"val_error": 0.1, "runtime_s": 1.0})
+    data = analyze([one], [Gen(0, [one.arch.canonical()], [])], ["val_error", "runtime_s"],
+                   {"hardware": {"qubit_budget": 1}, "data": {"dataset": "iris"}})  # fmt: skip
+    summary = summary_markdown(data)
+    assert "(2 qubits, 1 layer)" in summary and "1 layers" not in summary
+    assert "qubit budget: 1 qubit per subcircuit" in summary
+    assert "study holds 1 candidate (" in summary
+    assert "(1 of 1 candidate)" in str(front_table(data).title)

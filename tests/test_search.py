@@ -30,6 +30,7 @@ from qnas_hw.hardware.cost import CostModel
 from qnas_hw.hardware.cutting import CutPlanner
 from qnas_hw.hardware.transpilation import Transpiler
 from qnas_hw.model.space import Architecture
+from qnas_hw.search.fronts import study_front
 from qnas_hw.search.nsga import (
     ArchitectureProblem,
     CandidateEvaluator,
@@ -200,8 +201,11 @@ def test_search_study_is_complete_and_consistent(tiny_study: Study) -> None:
     usable = [c for c in cands if c.feasible and all(math.isfinite(v) for v in c.objectives.values())]
     F = np.array([[c.objectives[n] for n in study.objective_names] for c in usable])
     expected = {usable[i].arch.canonical() for i in naive_front(F)}
-    assert set(gens[-1].front) == expected
     assert {cands[i].arch.canonical() for i in archive_front(cands, study.objective_names)} == expected
+    # the generation record holds the front users see (ties within resolution collapsed), a subset of that
+    shown = study_front(cands, study.objective_names)
+    assert gens[-1].front == shown.architectures() and set(shown.exact_architectures()) == expected
+    assert set(gens[-1].front) <= expected and gens[-1].front
     assert gens[-1].hypervolume is not None and gens[-1].hypervolume > 0
     run = study.runs()[-1]
     assert run["evaluated"] == len(cands) and run["failed"] == 0
@@ -425,3 +429,26 @@ def test_one_hypervolume_box_for_log_study_and_report(tiny_study: Study, tmp_pat
     write_report(tiny_study, tmp_path / "rep")
     report = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert {k: v for k, v in report["hypervolume_box"].items() if k != "source"} == box
+    # per generation, the report repeats the study's record: the same 1-based number, the same front
+    gens = tiny_study.generations()
+    assert [(g["generation"], g["front"]) for g in report["generations"]] == [(g.number, len(g.front)) for g in gens]
+    assert [h["generation"] for h in report["hypervolume"]] == [g.number for g in gens] == [1, 2, 3]
+
+
+def test_a_search_that_runs_out_of_architectures_stops_cleanly(tmp_path: Path) -> None:
+    """6 architectures, 4 per generation: generation 2 has none left to propose; the study keeps all 6."""
+    config = _cfg(
+        space={
+            "qubits": [2, 2],
+            "layers": [1, 1],
+            "embeddings": ["angle-y"],
+            "rotations": ["ry", "rx-ry", "ry-rz"],
+            "entanglers": ["none", "linear"],
+        },
+        search={"pop_size": 4, "generations": 5, "objectives": ["val_error", "subcircuits"], "accuracy": "ideal"},
+    )
+    study = run_search(config, tmp_path / "run", progress=False)
+    names = {c.arch.canonical() for c in study.candidates()}
+    assert len(names) == 6  # the whole space, each once
+    assert 1 <= len(study.generations()) < 5
+    study.close()

@@ -53,6 +53,7 @@ from qnas_hw.hardware.cost import (
 from qnas_hw.hardware.transpilation import Transpiler, TranspileRecord
 from qnas_hw.locking import WriterLock
 from qnas_hw.model.space import Architecture
+from qnas_hw.text import plural
 
 log = logging.getLogger(__name__)
 
@@ -437,7 +438,10 @@ def _calibrate(
 
 
 def _label(p: DesignPoint) -> str:
-    return f"{p.width} qubits x {p.layers} layers, {p.shots} shots, {p.rows * p.pubs} circuits"
+    return (
+        f"{plural(p.width, 'qubit')} x {plural(p.layers, 'layer')}, {plural(p.shots, 'shot')}, "
+        f"{plural(p.rows * p.pubs, 'circuit')}"
+    )
 
 
 def _split(measured: list[tuple[DesignPoint, Workload, float, Any]], feats: np.ndarray, y: np.ndarray):

@@ -135,7 +135,15 @@ class CandidateProgram:
         return self.cut.reconstruct(by_label, self.cut.coefficients(inputs))
 
     def details(self) -> dict[str, Any]:
-        """Figures the study stores with the candidate: placement, success probability, circuits and shots."""
+        """Figures the study stores with the candidate: placement, success probability, circuits and shots.
+
+        ``layout`` is every physical qubit the candidate's circuits touch.  A
+        cut candidate's subcircuits are placed one by one, often on the same
+        best qubits, so that union can be narrower than the candidate
+        (``[24, 25]`` for five qubits cut into 2-qubit pieces);
+        ``subcircuit_layouts`` keeps each subcircuit's own qubits, in the cut
+        plan's label order, for the report's layout column.
+        """
         esps = [r.esp for r in self.runs if r.esp is not None]
         first = self.runs[0].record
         out: dict[str, Any] = {
@@ -150,7 +158,22 @@ class CandidateProgram:
         if self.cut is not None:
             out["cut_experiments"] = self.cut.n_experiments
             out["layout"] = sorted({q for r in self.runs for q in r.record.physical_qubits})
+            out["subcircuit_layouts"] = self.subcircuit_layouts()
         return out
+
+    def subcircuit_layouts(self) -> list[list[int]]:
+        """Per subcircuit of the cut plan (label order), the sorted physical qubits its subexperiments run on.
+
+        Each subexperiment is transpiled and placed on its own; the ones of one
+        subcircuit normally share a placement, and where they do not the union
+        is what that subcircuit occupies.  Empty for an uncut program.
+        """
+        if self.cut is None:
+            return []
+        qubits: dict[Hashable, set[int]] = {label: set() for label in self.cut.labels}
+        for run in self.runs:
+            qubits[_label_of(run.label, self.cut)].update(run.record.physical_qubits)
+        return [sorted(qubits[label]) for label in self.cut.labels]
 
 
 def _label_of(run_label: str, cut: CutExecution) -> Hashable:

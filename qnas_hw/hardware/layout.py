@@ -97,6 +97,9 @@ def active_physical_qubits(circuit: QuantumCircuit) -> list[int]:
 def deflate(circuit: QuantumCircuit) -> tuple[QuantumCircuit, list[int]]:
     """The circuit on its active qubits only (renumbered 0..k-1, classical registers kept), and those qubits.
 
+    Delays on active qubits are kept (the qubit relaxes while it waits); a
+    qubit with nothing but delays is not active and is dropped.
+
     Unlike ``mapomatic.deflate_circuit`` this keeps every classical register
     by name and size, so the counts of a cutting subexperiment (two
     registers) can still be split by register afterwards.
@@ -112,6 +115,8 @@ def deflate(circuit: QuantumCircuit) -> tuple[QuantumCircuit, list[int]]:
             kept = [q for q in qubits if q in index]
             if inst.operation.name == "barrier" and kept:  # keep the barrier on the active qubits it spans
                 out.barrier(*[qreg[index[q]] for q in kept])
+            elif kept:  # a delay on an active qubit is idling the noisy simulators relax (an idle wire is dropped)
+                out.append(inst.operation, [qreg[index[q]] for q in kept])
             continue
         out.append(
             inst.operation,

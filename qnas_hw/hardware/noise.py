@@ -42,6 +42,20 @@ ancilla is measured at the end into the same classical bit, with the
 readout error of the qubit it stands for.  The outcome distribution is the
 same as Aer's own mid-circuit simulation under this noise model (Aer adds no
 error to a measurement besides its readout error); the tests compare both.
+
+Idle noise (``idle_noise="alap"`` or ``"asap"``, the search's default
+``alap``): ``NoiseModel.from_backend`` puts relaxation on gates only, so a
+qubit that waits while others run (for a SWAP chain elsewhere, or for a
+mid-circuit measurement of a cut candidate, microseconds long) would decay for
+free.  :func:`prepare_circuit` schedules the deflated circuit with the
+target's gate and measurement durations (qiskit's ``ALAPScheduleAnalysis`` /
+``ASAPScheduleAnalysis`` + ``PadDelay``) so every idle gap becomes a
+``Delay``; Aer then applies Aer's ``thermal_relaxation_error`` with the
+qubit's T1 and T2 (T2 capped at 2 T1, as Aer's gate errors do) after each
+delay (:func:`with_idle_relaxation`), and the trajectory simulator
+(:mod:`qnas_hw.hardware.trajectories`) applies the same channel.  Targets
+without T1 (Braket snapshots) have no relaxation to apply and are not
+scheduled.
 """
 
 from __future__ import annotations
@@ -63,6 +77,10 @@ log = logging.getLogger(__name__)
 
 #: Widest circuit simulated as a density matrix (4**10 complex entries = 16 MB); wider ones use trajectories.
 DM_MAX_QUBITS = 10
+#: How an idle qubit's waiting is placed (``[search] idle_schedule``): as late or as soon as possible.
+IDLE_SCHEDULES: tuple[str, ...] = ("alap", "asap")
+#: Delay resolution used when a target gives no ``dt`` (a schedule still needs one); 0.1 ns.
+_NOMINAL_DT = 1e-10
 
 
 class NoiseModelError(BackendError):
@@ -156,6 +174,116 @@ def _target_figures(target: Any) -> list[tuple[Any, ...]]:
     return rows
 
 
+def relaxation_times(target: Any, qubit: int) -> tuple[float, float] | None:
+    """T1 and T2 (seconds) of a physical qubit as Aer's gate errors use them, or None where the target has no T1.
+
+    Idle noise must be the relaxation the gate errors already carry, so T2 is
+    capped at 2 T1 and defaults to it, as in ``qiskit_aer.noise.device.models``.
+    """
+    props = target.qubit_properties or []
+    qp = props[qubit] if qubit < len(props) else None
+    t1 = getattr(qp, "t1", None)
+    if t1 is None:
+        return None
+    t2 = getattr(qp, "t2", None)
+    return float(t1), (2.0 * float(t1) if t2 is None else min(float(t2), 2.0 * float(t1)))
+
+
+def has_relaxation(target: Any) -> bool:
+    """True when every qubit has a T1 (IBM snapshots and devices; Braket snapshots report none)."""
+    n = target.num_qubits or 0
+    return n > 0 and all(relaxation_times(target, q) is not None for q in range(n))
+
+
+def idle_dt(target: Any) -> float:
+    """Seconds per ``dt`` of the delays a schedule inserts (the target's, or a nominal 0.1 ns without one)."""
+    return float(target.dt or _NOMINAL_DT)
+
+
+def schedule_idle(small: QuantumCircuit, physical: Sequence[int], target: Any, method: str) -> QuantumCircuit:
+    """``small`` (a deflated circuit on ``physical``) scheduled with the target's durations, idle gaps as delays.
+
+    Durations are looked up on the physical qubits (an instruction the target
+    gives no duration, like a virtual ``rz``, takes none).  Nothing is padded
+    after a qubit's last instruction: idling after the final measurement
+    changes no outcome.
+    """
+    from qiskit.transpiler import InstructionDurations, PassManager
+    from qiskit.transpiler.passes import ALAPScheduleAnalysis, ASAPScheduleAnalysis, PadDelay
+
+    if method not in IDLE_SCHEDULES:
+        raise ValueError(
+            f"idle schedule {method!r} is not supported; use one of {', '.join(map(repr, IDLE_SCHEDULES))}"
+        )
+    rows: dict[tuple[str, tuple[int, ...]], tuple[str, list[int], float, str]] = {}
+    for inst in small.data:
+        name = inst.operation.name
+        qs = tuple(small.find_bit(q).index for q in inst.qubits)
+        if name in ("barrier", "delay") or (name, qs) in rows:
+            continue
+        where = tuple(int(physical[q]) for q in qs)
+        props = (target[name] or {}).get(where) if name in target.operation_names else None
+        rows[(name, qs)] = (name, list(qs), float(getattr(props, "duration", None) or 0.0), "s")
+    durations = InstructionDurations(list(rows.values()), dt=idle_dt(target))
+    analysis = ALAPScheduleAnalysis if method == "alap" else ASAPScheduleAnalysis
+    passes = PassManager([analysis(durations=durations), PadDelay(fill_very_end=False, durations=durations)])
+    return passes.run(small)
+
+
+def delay_seconds(operation: Any, dt: float) -> float:
+    """A ``Delay``'s length in seconds (PadDelay writes ``dt`` units)."""
+    from qiskit.utils.units import apply_prefix
+
+    if operation.unit == "dt":
+        return float(operation.duration) * dt
+    return float(apply_prefix(float(operation.duration), operation.unit))
+
+
+def idle_error(target: Any, physical_qubit: int, seconds: float) -> Any:
+    """Aer's ``thermal_relaxation_error`` of an idle physical qubit over ``seconds`` (None: nothing decays)."""
+    from qiskit_aer.noise import thermal_relaxation_error
+
+    times = relaxation_times(target, int(physical_qubit))
+    if times is None or seconds <= 0:
+        return None
+    return thermal_relaxation_error(times[0], times[1], seconds)
+
+
+def prepare_circuit(
+    circuit: QuantumCircuit, target: Any, idle: str | None
+) -> tuple[QuantumCircuit, list[int], list[int]]:
+    """What both simulators run: the circuit deflated, scheduled (``idle``) and its mid-circuit measurements deferred.
+
+    Returns the small circuit, the physical qubit of each of its first
+    ``len(physical)`` qubits, and the stand-ins of the deferred ancillas
+    (see :func:`defer_measurements`).  Scheduling comes before deferral: a
+    mid-circuit measurement takes its real duration, during which the other
+    qubits wait.
+    """
+    small, physical = deflate(circuit)
+    if idle is not None and has_relaxation(target):
+        small = schedule_idle(small, physical, target, idle)
+    small, stand_ins = defer_measurements(small)
+    return small, physical, stand_ins
+
+
+def with_idle_relaxation(small: QuantumCircuit, physical: Sequence[int], target: Any) -> QuantumCircuit:
+    """``small`` with Aer's thermal relaxation channel after every delay on a physical qubit (the Aer path)."""
+    if not any(inst.operation.name == "delay" for inst in small.data):
+        return small
+    dt = idle_dt(target)
+    out = small.copy_empty_like()
+    for inst in small.data:
+        out.append(inst)
+        if inst.operation.name != "delay":
+            continue
+        q = small.find_bit(inst.qubits[0]).index
+        error = idle_error(target, physical[q], delay_seconds(inst.operation, dt)) if q < len(physical) else None
+        if error is not None:
+            out.append(error.to_instruction(), [inst.qubits[0]])
+    return out
+
+
 class NoisySimulator(ThreadLockPickling):
     """Runs transpiled circuits under the backend's noise, simulating only their active physical qubits.
 
@@ -163,12 +291,17 @@ class NoisySimulator(ThreadLockPickling):
     or None) with shots per pair, and returns counts per pair per row with
     qiskit's key convention (highest clbit first, no spaces), the same
     convention the job layer stores.  Seeded: the same call gives the same
-    counts.
+    counts.  ``idle_noise`` (``"alap"``, ``"asap"`` or None) adds the idle
+    qubits' relaxation (see the module docstring); None keeps the gate errors
+    of ``NoiseModel.from_backend`` only.
     """
 
-    def __init__(self, backend: Backend, threads: int = 0) -> None:
+    def __init__(self, backend: Backend, threads: int = 0, idle_noise: str | None = None) -> None:
+        if idle_noise is not None and idle_noise not in IDLE_SCHEDULES:
+            raise ValueError(f"idle_noise={idle_noise!r} is not supported; use None or one of {IDLE_SCHEDULES}")
         self.backend = backend
         self.threads = threads
+        self.idle_noise = idle_noise
         self._errors: _DeviceErrors | None = None
         self._models: dict[tuple[int, ...], Any] = {}
         self._lock = threading.Lock()
@@ -181,7 +314,7 @@ class NoisySimulator(ThreadLockPickling):
 
     def settings_key(self) -> str:
         """Changes whenever the noise the candidates see changes (a refreshed snapshot, another device)."""
-        return f"noise={self.backend.name}:{self.errors.key}|dm<={DM_MAX_QUBITS}"
+        return f"noise={self.backend.name}:{self.errors.key}|dm<={DM_MAX_QUBITS}|idle={self.idle_noise or 'off'}"
 
     def readout_matrix(self, physical_qubit: int) -> np.ndarray:
         """``[[P(0|0), P(1|0)], [P(0|1), P(1|1)]]`` (row: prepared, column: read) of one physical qubit."""
@@ -234,8 +367,8 @@ class NoisySimulator(ThreadLockPickling):
             raise ValueError(f"{len(shot_list)} shot counts for {len(pubs)} circuits")
         out: list[list[dict[str, int]]] = []
         for k, ((circuit, values), n_shots) in enumerate(zip(pubs, shot_list, strict=True)):
-            small, physical = deflate(circuit)
-            small, stand_ins = defer_measurements(small)
+            small, physical, stand_ins = prepare_circuit(circuit, self.backend.target, self.idle_noise)
+            small = with_idle_relaxation(small, physical, self.backend.target)
             if small.num_qubits <= DM_MAX_QUBITS:
                 rng = np.random.default_rng(int(seed) + 7919 * k)
                 out.append(self._sample_exact(circuit, small, physical, stand_ins, values, n_shots, rng))
@@ -258,17 +391,29 @@ class NoisySimulator(ThreadLockPickling):
             out.append([{key.replace(" ", ""): int(v) for key, v in c.items()} for c in counts])
         return out
 
-    def _sample_exact(
+    def probabilities(self, circuit: QuantumCircuit, values: np.ndarray | None, readout: bool = True) -> np.ndarray:
+        """Exact noisy outcome distribution per row, ``(rows, 2**m)``; bit j is the j-th measured clbit (ascending).
+
+        Aer's density matrix of the prepared circuit (at most
+        :data:`DM_MAX_QUBITS` qubits), readout errors applied exactly unless
+        ``readout`` is False: the reference the trajectory simulator is tested against.
+        """
+        small, physical, stand_ins = prepare_circuit(circuit, self.backend.target, self.idle_noise)
+        small = with_idle_relaxation(small, physical, self.backend.target)
+        if small.num_qubits > DM_MAX_QUBITS:
+            raise ValueError(f"{circuit.name!r} needs {small.num_qubits} qubits; exact up to {DM_MAX_QUBITS}")
+        return self._exact_probabilities(circuit, small, physical, stand_ins, values, readout)[0]
+
+    def _exact_probabilities(
         self,
         circuit: QuantumCircuit,
         small: QuantumCircuit,
         physical: Sequence[int],
         stand_ins: Sequence[int],
         values: np.ndarray | None,
-        shots: int,
-        rng: np.random.Generator,
-    ) -> list[dict[str, int]]:
-        """Exact noisy outcome distribution per row (Aer, density matrix), readout applied, shots drawn."""
+        readout: bool = True,
+    ) -> tuple[np.ndarray, list[int]]:
+        """Rows of exact distributions over the measured clbits (Aer, density matrix), and those clbits."""
         from qiskit_aer import AerSimulator
 
         body, measured = _split_final_measurements(small)
@@ -288,13 +433,29 @@ class NoisySimulator(ThreadLockPickling):
         matrices = [
             self.readout_matrix(physical[q] if q < n_phys else physical[stand_ins[q - n_phys]]) for q, _ in measured
         ]
-        clbits = [c for _, c in measured]
-        total = small.num_clbits
-        out = []
+        rows = []
         for r in range(n_rows):
             probs = np.asarray(result.data(r)["p"], dtype=float)
-            probs = _apply_readout(probs, matrices)
-            draws = rng.multinomial(shots, probs / probs.sum())
+            probs = _apply_readout(probs, matrices) if readout else np.clip(probs, 0.0, None)
+            rows.append(probs / probs.sum())
+        return np.stack(rows), [c for _, c in measured]
+
+    def _sample_exact(
+        self,
+        circuit: QuantumCircuit,
+        small: QuantumCircuit,
+        physical: Sequence[int],
+        stand_ins: Sequence[int],
+        values: np.ndarray | None,
+        shots: int,
+        rng: np.random.Generator,
+    ) -> list[dict[str, int]]:
+        """Exact noisy outcome distribution per row (Aer, density matrix), readout applied, shots drawn."""
+        dists, clbits = self._exact_probabilities(circuit, small, physical, stand_ins, values)
+        total = small.num_clbits
+        out = []
+        for probs in dists:
+            draws = rng.multinomial(shots, probs)
             counts: dict[str, int] = {}
             for v in np.flatnonzero(draws):
                 bits = ["0"] * total
@@ -346,7 +507,7 @@ def defer_measurements(circuit: QuantumCircuit) -> tuple[QuantumCircuit, list[in
             if qs[0] in later_use:
                 mid.add(i)
             later_use.add(qs[0])
-        elif inst.operation.name != "barrier":
+        elif inst.operation.name not in ("barrier", "delay"):  # idling after a measurement is no later use
             later_use.update(qs)
     if not mid:
         return circuit, []

@@ -21,6 +21,16 @@ Three retry levels, never mixed up:
 
 Permanent errors (bad circuit, authentication, validation) fail fast with the
 provider's message and what to do about it.
+
+A batch reports where it stands (:class:`JobProgress`: waiting, queued at the
+provider, running, done) to an ``on_progress`` callback whenever a job changes
+state, and once a second besides, so the CLI can show a generation's jobs
+instead of minutes of silence; the library itself prints nothing.  A
+:class:`StopRequest` (the CLI's Ctrl-C) is read between provider calls: at the
+first request nothing more is submitted and the jobs in flight finish and are
+recorded; at the second the executor stops waiting for them (the ledger holds
+them as submitted, by provider job id, for ``--resume``).  Either way
+:class:`JobsInterrupted` is raised once nothing is half-done.
 """
 
 from __future__ import annotations
@@ -84,6 +94,96 @@ class JobStillRunning(PermanentJobError):
 
 class UnsafeResubmission(PermanentJobError):
     """Resubmitting would risk paying twice for one job; the user must check the provider console."""
+
+
+class JobsInterrupted(KeyboardInterrupt):
+    """The user stopped a batch (:class:`StopRequest`); everything finished is in the ledger.
+
+    A ``KeyboardInterrupt``, so every layer above unwinds (closing the study
+    and ledger) as it does for Ctrl-C, and nothing catches it as a job
+    failure.  ``left`` jobs had not finished: never submitted, or (``now``, a
+    second request) still running at the provider, recorded as submitted so a
+    resume re-attaches to them.
+    """
+
+    def __init__(self, left: int, now: bool) -> None:
+        super().__init__(f"stopped with {left} job(s) unfinished" + (" (in flight ones left running)" if now else ""))
+        self.left = left
+        self.now = now
+
+
+class StopRequest:
+    """A request to stop, made outside the executor (the CLI's SIGINT handler) and read between provider calls.
+
+    :meth:`request` only sets a counter, so it is safe in a signal handler:
+    level 1 (``stopping``) submits nothing more and lets the jobs in flight
+    finish and be recorded; level 2 (``stop_now``) stops waiting for them.
+    ``jobs_running`` tells the handler whether a batch is there to wind down
+    (when none is, the CLI stops at once).
+    """
+
+    def __init__(self) -> None:
+        self.level = 0
+        self._batches = 0
+
+    def request(self) -> int:
+        """One more request (one more Ctrl-C); returns the new level."""
+        self.level += 1
+        return self.level
+
+    @property
+    def stopping(self) -> bool:
+        return self.level >= 1
+
+    @property
+    def stop_now(self) -> bool:
+        return self.level >= 2
+
+    @property
+    def jobs_running(self) -> bool:
+        return self._batches > 0
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    """Where one batch of jobs stands (what ``on_progress`` receives).
+
+    ``waiting``: not submitted yet (a concurrency slot, or a retry's
+    backoff); ``queued``: accepted by the provider, not running yet;
+    ``running``; ``done`` (``reused`` of them answered by the ledger);
+    ``failed``.  Candidates are the jobs' ``meta["arch"]`` (none for jobs
+    that carry no architecture): a candidate is done when all its jobs are.
+    """
+
+    batch: str
+    total: int
+    waiting: int
+    queued: int
+    running: int
+    done: int
+    reused: int
+    failed: int
+    candidates: int
+    candidates_done: int
+    elapsed_s: float
+    stopping: bool = False
+    finished: bool = False  # the batch's last report: every job ended, or the batch stopped
+
+    def status(self) -> str:
+        """``4 running, 2 queued, 6 waiting; candidates 1/4 done`` (what a bar shows beside done/total)."""
+        parts = [f"{self.running} running", f"{self.queued} queued", f"{self.waiting} waiting"]
+        if self.reused:
+            parts.append(f"{self.reused} from the ledger")
+        if self.failed:
+            parts.append(f"{self.failed} failed")
+        text = ", ".join(parts)
+        if self.candidates:
+            text += f"; candidates {self.candidates_done}/{self.candidates} done"
+        return text + ("; stopping after the jobs in flight" if self.stopping else "")
+
+
+#: How often a running batch reports even when no job changed (a bar's clock, a log's heartbeat).
+PROGRESS_TICK_S = 1.0
 
 
 #: AWS error codes that mean "slow down / try again" (botocore ClientError ``Error.Code``).
@@ -306,6 +406,8 @@ class AsyncExecutor:
         policy: RetryPolicy | None = None,
         batch: str = "default",
         resume: bool = True,
+        on_progress: Callable[[JobProgress], None] | None = None,
+        stop: StopRequest | None = None,
     ) -> None:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency must be a positive integer, got {concurrency!r}")
@@ -315,6 +417,12 @@ class AsyncExecutor:
         self.policy = policy or RetryPolicy.for_backend(backend)
         self.batch = batch
         self.resume = resume
+        self.on_progress = on_progress
+        self.stop = stop
+        self._states: dict[str, str] = {}  # key -> waiting | queued | running | done | failed (what progress counts)
+        self._reused: set[str] = set()
+        self._groups: dict[str, list[str]] = {}
+        self._started = time.monotonic()
 
     # ---------------------------------------------------------------- public
     def run_sync(self, specs: Sequence[JobSpec]) -> list[JobOutcome]:
@@ -331,22 +439,105 @@ class AsyncExecutor:
 
     async def run(self, specs: Sequence[JobSpec]) -> list[JobOutcome]:
         keys = self.plan(specs)
+        self._track(specs, keys)
         sem = asyncio.Semaphore(self.concurrency)
 
-        async def one(spec: JobSpec, key: str) -> JobOutcome:
+        async def one(spec: JobSpec, key: str) -> JobOutcome | None:
             async with sem:
                 return await self._run_job(spec, key)
 
         tasks = [
             asyncio.create_task(one(s, k), name=f"job-{s.label or k[:12]}") for s, k in zip(specs, keys, strict=True)
         ]
+        monitor = asyncio.create_task(self._monitor(tasks)) if self.on_progress or self.stop else None
+        if self.stop is not None:
+            self.stop._batches += 1
+        self._emit()
         try:
-            return list(await asyncio.gather(*tasks))
-        except BaseException:
+            results = list(await asyncio.gather(*tasks))
+        except BaseException as exc:
             for t in tasks:  # one permanent failure stops the batch; finished results are already in the ledger
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if isinstance(exc, asyncio.CancelledError) and self.stop is not None and self.stop.stop_now:
+                raise JobsInterrupted(self._unfinished(), now=True) from None
             raise
+        finally:
+            if monitor is not None:
+                monitor.cancel()
+                await asyncio.gather(monitor, return_exceptions=True)
+            if self.stop is not None:
+                self.stop._batches -= 1
+            self._emit(finished=True)
+        if any(r is None for r in results):  # a stop request: these were never submitted
+            raise JobsInterrupted(self._unfinished(), now=False)
+        return [r for r in results if r is not None]
+
+    # ---------------------------------------------------------------- progress and stop
+    def _track(self, specs: Sequence[JobSpec], keys: Sequence[str]) -> None:
+        """Every job of the batch as waiting (or done, when the ledger already holds its result)."""
+        self._started = time.monotonic()
+        self._states, self._reused, self._groups = {}, set(), {}
+        for spec, key in zip(specs, keys, strict=True):
+            rec = self.ledger.get(key)
+            done = rec is not None and rec.state is LedgerState.DONE
+            self._states[key] = "done" if done else "waiting"
+            if done:
+                self._reused.add(key)
+            if spec.meta.get("arch"):  # a candidate's job (readout calibrations are shared, not a candidate's)
+                self._groups.setdefault(str(spec.meta["arch"]), []).append(key)
+
+    def _set(self, key: str, state: str) -> None:
+        if self._states.get(key) != state:
+            self._states[key] = state
+            self._emit()
+
+    def _unfinished(self) -> int:
+        return sum(state not in ("done", "failed") for state in self._states.values())
+
+    def progress(self, finished: bool = False) -> JobProgress:
+        """The batch's counts now."""
+        states = list(self._states.values())
+        done_groups = sum(all(self._states.get(k) == "done" for k in keys) for keys in self._groups.values())
+        return JobProgress(
+            batch=self.batch,
+            total=len(states),
+            waiting=states.count("waiting"),
+            queued=states.count("queued"),
+            running=states.count("running"),
+            done=states.count("done"),
+            reused=len(self._reused),
+            failed=states.count("failed"),
+            candidates=len(self._groups),
+            candidates_done=done_groups,
+            elapsed_s=time.monotonic() - self._started,
+            stopping=self.stop is not None and self.stop.stopping,
+            finished=finished,
+        )
+
+    def _emit(self, finished: bool = False) -> None:
+        if self.on_progress is None:
+            return
+        try:
+            self.on_progress(self.progress(finished))
+        except Exception as exc:  # a display that fails must not stop (or fail) the jobs it shows
+            log.warning("progress callback failed: %s", describe_error(exc))
+
+    def _stopping(self) -> bool:
+        return self.stop is not None and self.stop.stopping
+
+    async def _monitor(self, tasks: Sequence[asyncio.Task[Any]]) -> None:
+        """Report once a second; on a second stop request, stop waiting for the jobs (cancel their tasks)."""
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(0.1)
+            if self.stop is not None and self.stop.stop_now:
+                for t in tasks:
+                    t.cancel()
+                return
+            if time.monotonic() - last >= PROGRESS_TICK_S:
+                last = time.monotonic()
+                self._emit()
 
     def plan(self, specs: Sequence[JobSpec]) -> list[str]:
         """Write a ``planned`` row per job (idempotent); returns the keys in order."""
@@ -375,13 +566,19 @@ class AsyncExecutor:
         return keys
 
     # ---------------------------------------------------------------- one job
-    async def _run_job(self, spec: JobSpec, key: str) -> JobOutcome:
+    async def _run_job(self, spec: JobSpec, key: str) -> JobOutcome | None:
+        """The job's outcome, or None when a stop request came before it was submitted (or re-attached)."""
         rec = self.ledger.get(key)
         assert rec is not None, "planned above"
         if rec.state is LedgerState.DONE:
             log.info("job %s (%s): reusing the ledger's result", key[:12], spec.label)
+            self._set(key, "done")
             return _outcome_from_record(rec, reused=True)
+        if self._stopping():
+            return None
         handle = await self._recover(spec, rec)
+        if handle is not None:
+            self._set(key, "queued")
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.policy.max_attempts),
             wait=wait_random_exponential(multiplier=self.policy.backoff_s, max=self.policy.backoff_max_s),
@@ -393,9 +590,15 @@ class AsyncExecutor:
             async for attempt in retrying:
                 with attempt:
                     if handle is None:
+                        if self._stopping():  # a resubmission after a failure waits for the resume too
+                            self._set(key, "waiting")
+                            return None
                         handle = await self._submit(spec, key)
+                        self._set(key, "queued")
                     current, handle = handle, None  # a failed job is never polled again
-                    return await self._finish(spec, key, current)
+                    outcome = await self._finish(spec, key, current)
+                    self._set(key, "done")
+                    return outcome
         except asyncio.CancelledError:
             raise
         except JobStillRunning:
@@ -407,6 +610,7 @@ class AsyncExecutor:
             why = "retrying cannot fix it" if kind is FaultKind.PERMANENT else f"gave up after {n} submissions"
             message = f"job {spec.label or key[:12]} on {self.backend.name} failed ({why}): {describe_error(exc)}"
             self.ledger.mark_failed(key, message)
+            self._set(key, "failed")
             raise PermanentJobError(message + _hint(exc)) from exc
         raise AssertionError("unreachable: tenacity either returns or reraises")  # pragma: no cover
 
@@ -471,7 +675,7 @@ class AsyncExecutor:
     async def _finish(self, spec: JobSpec, key: str, handle: JobHandle) -> JobOutcome:
         job_id = handle.job_id
         try:
-            await self._wait(handle, spec)
+            await self._wait(handle, spec, key)
             counts = await self._call(handle.counts, what="result")
             timing = await self._call(handle.timing, what="timing")
         except (JobFailedAtProvider, JobTimedOut) as exc:
@@ -510,13 +714,15 @@ class AsyncExecutor:
             wall_seconds=timing.wall_seconds,
         )
 
-    async def _wait(self, handle: JobHandle, spec: JobSpec) -> None:
+    async def _wait(self, handle: JobHandle, spec: JobSpec, key: str | None = None) -> None:
         """Poll until the job is final; a timeout on a paid backend leaves the job to ``--resume``."""
         deadline = time.monotonic() + self.policy.timeout_s
         while True:
             state = await self._call(handle.state, what="status")
             if state is JobState.DONE:
                 return
+            if key is not None and state in (JobState.QUEUED, JobState.RUNNING):
+                self._set(key, "running" if state is JobState.RUNNING else "queued")
             if state in (JobState.FAILED, JobState.CANCELLED):
                 raise JobFailedAtProvider(
                     f"provider job {handle.job_id} ended {state.value}: {await self._failure_reason(handle)}",
@@ -571,6 +777,7 @@ class AsyncExecutor:
 
     def _log_retry(self, spec: JobSpec, key: str) -> Callable[[RetryCallState], None]:
         def before_sleep(state: RetryCallState) -> None:
+            self._set(key, "waiting")  # until it is submitted again
             exc = state.outcome.exception() if state.outcome else None
             self.ledger.record_event(key, "retry", describe_error(exc) if exc else None, state.attempt_number)
             log.warning(

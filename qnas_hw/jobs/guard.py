@@ -25,6 +25,7 @@ from typing import Any
 from qnas_hw.hardware.backends.base import Backend
 from qnas_hw.hardware.cost import CostModel, dollars_for, estimate_job_cost
 from qnas_hw.jobs.executor import JobSpec
+from qnas_hw.text import plural
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,8 @@ class SpendPlan:
             out.append(f"{ln.label[:44]:<44} {jobs:>9} {ln.rows:>6} {ln.shots:>10} {ln.seconds:>10.2f} {dev:>10}")
         dev_total = "n/a" if self.device_usd is None else f"${self.device_usd:.2f}"
         out.append(
-            f"TOTAL to run: {self.jobs_to_run} of {self.jobs} jobs, {self.shots} shots, {self.seconds:.2f} {unit}, "
+            f"TOTAL to run: {self.jobs_to_run} of {plural(self.jobs, 'job')}, {plural(self.shots, 'shot')}, "
+            f"{self.seconds:.2f} {unit}, "
             f"billed ${self.billed_usd:.2f} (on the real device: {dev_total})"
         )
         b = self.budget

@@ -185,10 +185,20 @@ class JobLedger:
     threads and the event loop may all write.
     """
 
-    def __init__(self, source: ConnectionSource) -> None:
+    def __init__(self, source: ConnectionSource, *, read_only: bool | None = None) -> None:
+        """Open the ledger; a writer creates its tables, a reader never writes.
+
+        ``read_only`` defaults to the source's own ``read_only`` (a study
+        opened for reading, as ``hw-eval --dry-run`` and ``report`` do): such a
+        ledger reads a study that never had a job as an empty ledger instead of
+        creating tables on a connection that cannot write.
+        """
         self._lock = threading.RLock()
+        self.read_only = bool(getattr(source, "read_only", False)) if read_only is None else read_only
         self._conn = self._open(source)
         self._conn.execute("PRAGMA busy_timeout = 30000")
+        if self.read_only:
+            return
         mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()
         if mode and str(mode[0]).lower() not in ("wal", "memory"):
             log.warning("ledger database is in journal mode %s, not WAL", mode[0])
@@ -225,6 +235,11 @@ class JobLedger:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """One committed transaction (BEGIN IMMEDIATE: no other writer interleaves a read-modify-write)."""
+        if self.read_only:
+            raise LedgerError(
+                "this job ledger was opened read-only (a dry run or a report) and cannot record jobs; open the "
+                "study for writing (run hw-eval or the search without --dry-run) to submit"
+            )
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
@@ -375,42 +390,40 @@ class JobLedger:
             self._event(conn, key, "forgotten", None, None, reason)
 
     # ----------------------------------------------------------------- reads
-    def get(self, key: str) -> JobRecord | None:
+    def select(self, sql: str, params: Sequence[Any] = (), *, table: str = "hw_jobs") -> list[Any]:
+        """Rows of a read from ``table``; none when the study never made that table (a reader does not create it)."""
         with self._lock:
-            row = self._conn.execute(f"SELECT {_COLUMNS} FROM hw_jobs WHERE key = ?", (key,)).fetchone()
-        return None if row is None else _record(row)
+            if not _table_exists(self._conn, table):
+                return []
+            return self._conn.execute(sql, tuple(params)).fetchall()
+
+    def get(self, key: str) -> JobRecord | None:
+        rows = self.select(f"SELECT {_COLUMNS} FROM hw_jobs WHERE key = ?", (key,))
+        return _record(rows[0]) if rows else None
 
     def jobs(self, batch: str | None = None) -> list[JobRecord]:
-        with self._lock:
-            if batch is None:
-                rows = self._conn.execute(f"SELECT {_COLUMNS} FROM hw_jobs ORDER BY created_at, key").fetchall()
-            else:
-                rows = self._conn.execute(
-                    f"SELECT {_COLUMNS} FROM hw_jobs WHERE batch = ? ORDER BY created_at, key", (batch,)
-                ).fetchall()
+        if batch is None:
+            rows = self.select(f"SELECT {_COLUMNS} FROM hw_jobs ORDER BY created_at, key")
+        else:
+            rows = self.select(f"SELECT {_COLUMNS} FROM hw_jobs WHERE batch = ? ORDER BY created_at, key", (batch,))
         return [_record(r) for r in rows]
 
     def events(self, key: str | None = None) -> list[LedgerEvent]:
-        with self._lock:
-            if key is None:
-                rows = self._conn.execute(
-                    "SELECT key, at, event, attempt, provider_job_id, detail FROM hw_job_events ORDER BY id"
-                ).fetchall()
-            else:
-                rows = self._conn.execute(
-                    "SELECT key, at, event, attempt, provider_job_id, detail FROM hw_job_events WHERE key = ?"
-                    " ORDER BY id",
-                    (key,),
-                ).fetchall()
+        columns = "key, at, event, attempt, provider_job_id, detail"
+        if key is None:
+            rows = self.select(f"SELECT {columns} FROM hw_job_events ORDER BY id", table="hw_job_events")
+        else:
+            rows = self.select(
+                f"SELECT {columns} FROM hw_job_events WHERE key = ? ORDER BY id", (key,), table="hw_job_events"
+            )
         return [LedgerEvent(*r) for r in rows]
 
     def paid_keys(self, backend: str) -> set[str]:
         """Keys of jobs the provider already has (done, submitted, or possibly accepted): never priced again."""
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT key FROM hw_jobs WHERE backend = ? AND (state IN (?, ?, ?) OR submissions > 0)",
-                (backend, LedgerState.DONE.value, LedgerState.SUBMITTED.value, LedgerState.SUBMITTING.value),
-            ).fetchall()
+        rows = self.select(
+            "SELECT key FROM hw_jobs WHERE backend = ? AND (state IN (?, ?, ?) OR submissions > 0)",
+            (backend, LedgerState.DONE.value, LedgerState.SUBMITTED.value, LedgerState.SUBMITTING.value),
+        )
         return {r[0] for r in rows}
 
     def spent(self, batch: str) -> dict[str, float]:
@@ -419,10 +432,9 @@ class JobLedger:
         Every submission counts (a job resubmitted after a provider failure is
         paid again), so a budget is never exceeded by retries.
         """
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT meta, result, submissions FROM hw_jobs WHERE batch = ? AND submissions > 0", (batch,)
-            ).fetchall()
+        rows = self.select(
+            "SELECT meta, result, submissions FROM hw_jobs WHERE batch = ? AND submissions > 0", (batch,)
+        )
         out = {"seconds": 0.0, "usd": 0.0, "shots": 0.0}
         for meta_text, result_text, submissions in rows:
             meta = json.loads(meta_text) if meta_text else {}
@@ -436,9 +448,12 @@ class JobLedger:
 
     def submission_counts(self) -> dict[str, int]:
         """Key -> number of backend.submit calls ever made for it (from the ``submissions`` column)."""
-        with self._lock:
-            rows = self._conn.execute("SELECT key, submissions FROM hw_jobs").fetchall()
+        rows = self.select("SELECT key, submissions FROM hw_jobs")
         return {k: int(n) for k, n in rows}
+
+
+def _table_exists(conn: sqlite3.Connection, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
 
 
 _COLUMNS = (

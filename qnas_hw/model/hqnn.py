@@ -24,10 +24,8 @@ import torch
 from torch import Tensor, nn
 
 from qnas_hw.model.simulator import QuantumLayer
-from qnas_hw.model.space import Architecture, SpaceError
+from qnas_hw.model.space import FRONTENDS, Architecture, SpaceError
 
-#: The classical front-ends; ``none``: no front-end (pure quantum), the features are the circuit's angles (x pi).
-FRONTENDS: tuple[str, ...] = ("identity", "linear", "mlp", "cnn", "none")
 QUANTUM_KINDS: tuple[str, ...] = ("simulator", "identity")
 
 #: Hidden width of the "mlp" front-end and of the CNN's fully connected layer.

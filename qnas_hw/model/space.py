@@ -44,6 +44,10 @@ def reuploads(name: str) -> bool:
 
 
 ROTATIONS: tuple[str, ...] = ("ry", "rx-ry", "ry-rz", "rx-ry-rz")
+#: The classical front-ends (``model.frontend``: shared by every candidate, not a searched gene); ``none``: no
+#: front-end (pure quantum), the features are the circuit's angles (x pi).  Defined here rather than next to the
+#: torch modules (:mod:`qnas_hw.model.hqnn`) so that validating a config does not import torch.
+FRONTENDS: tuple[str, ...] = ("identity", "linear", "mlp", "cnn", "none")
 ENTANGLERS: tuple[str, ...] = ("none", "linear", "ring", "full", "sparse")
 READOUTS: tuple[str, ...] = ("z",)
 

@@ -66,6 +66,7 @@ from torch.func import functional_call
 from qnas_hw.atomic_write import DamagedFileError, atomic_write_torch, read_torch
 from qnas_hw.model.hqnn import HQNN
 from qnas_hw.model.space import GENES, Architecture, SearchSpace, SpaceError
+from qnas_hw.progress import track
 
 logger = logging.getLogger(__name__)
 
@@ -448,12 +449,11 @@ def train_supercircuit(
         t0 = time.perf_counter()
         total, count, correct, archs_seen = 0.0, 0, 0, set()
         batches = list(_batches(len(X), cfg.batch_size, shuffle_gen))
-        iterator: Any = batches
-        if progress:
-            from tqdm import tqdm
-
-            iterator = tqdm(batches, desc=f"supercircuit epoch {epoch + 1}/{cfg.epochs}", leave=False)
-        for idx in iterator:
+        # running figures of the sampled subnets on their training batches (read late, within this epoch, on
+        # purpose): a bar on a terminal, plain lines in a log
+        running = lambda: f"loss={total / max(count, 1):.3f} acc={correct / max(count, 1):.3f}"  # noqa: E731, B023
+        desc = f"supercircuit epoch {epoch + 1}/{cfg.epochs}"
+        for idx in track(batches, desc, unit="batches", enabled=progress, status=running):
             xb, yb = X[idx].to(device), y[idx].to(device)
             opt.zero_grad(set_to_none=True)
             archs = sampler.step()
@@ -469,8 +469,6 @@ def train_supercircuit(
                 archs_seen.add(arch.canonical())
             opt.step()
             steps += 1
-            if progress:  # running figures of the sampled subnets on their training batches
-                iterator.set_postfix(loss=f"{total / count:.3f}", acc=f"{correct / count:.3f}", refresh=False)
         dt = time.perf_counter() - t0
         seconds += dt
         history.append(

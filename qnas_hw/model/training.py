@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
 from qnas_hw.data import DatasetSplits
+from qnas_hw.progress import track
 
 logger = logging.getLogger(__name__)
 
@@ -145,14 +146,6 @@ def _snapshot(model: nn.Module) -> dict[str, Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def _progress(iterable: range, enabled: bool, desc: str) -> Any:
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, desc=desc, leave=False)
-
-
 def train_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -173,8 +166,10 @@ def train_epoch(
     device = model_device(model)
     loss_sum, correct, seen = 0.0, 0, 0
     loss_fn = nn.CrossEntropyLoss()
-    bar = _progress(range(0, len(y), batch_size), progress, f"epoch {epoch}")
-    for start in bar:
+    running = lambda: f"loss={loss_sum / max(seen, 1):.3f} acc={correct / max(seen, 1):.3f}"  # noqa: E731
+    batches = range(0, len(y), batch_size)
+    # a bar on a terminal, plain lines in a log (qnas_hw.progress decides), with the running loss and accuracy
+    for start in track(batches, f"epoch {epoch}", unit="batches", enabled=progress, status=running):
         idx = order[start : start + batch_size]
         xb, yb = x[idx].to(device), y[idx].to(device)
         optimizer.zero_grad(set_to_none=True)
@@ -185,8 +180,6 @@ def train_epoch(
         loss_sum += float(loss.detach()) * len(idx)
         correct += int((logits.detach().argmax(dim=1) == yb).sum())
         seen += len(idx)
-        if progress:  # running training loss and accuracy on the bar
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
     return loss_sum / len(y), correct / len(y)
 
 

@@ -2,11 +2,18 @@
 
 :func:`analyze` turns the study's candidate and generation records into a
 :class:`ReportData`: one record per architecture (its latest evaluation), the
-non-dominated front, a knee pick (the best compromise), a most-accurate pick,
-the hypervolume per generation (did the search still improve?) and the
-stored hardware results.  The Pareto math itself lives in
-:mod:`qnas_hw.search.pareto` (one definition for the search and the reports);
-the renderers are :mod:`qnas_hw.reports.report` and :mod:`qnas_hw.reports.plots`.
+front within resolution with the exact front beside it, a knee pick (the best
+compromise), a most-accurate pick, the front size and hypervolume per
+generation (did the search still improve?) and the stored hardware results.
+The front is :func:`qnas_hw.search.fronts.study_front`'s, the one the search's
+console line, the study's generation records and ``hw-eval --which front``
+use, and the Pareto math lives in :mod:`qnas_hw.search.pareto`; the renderers
+are :mod:`qnas_hw.reports.report` and :mod:`qnas_hw.reports.plots`.
+
+* **Generation numbers.** Records store 0-based generation indices; every
+  output (console, summary.md, report.json, CSV, plots) prints the 1-based
+  :func:`~qnas_hw.search.study.generation_number` ("generation 1" is the
+  initial population).
 
 * **Hypervolume history.** The ideal/nadir box is taken over *all* usable
   candidates of the study, so every generation is measured in the same box.
@@ -31,13 +38,13 @@ import logging
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from qnas_hw.model.space import Architecture
-from qnas_hw.search.objectives import resolutions_for
+from qnas_hw.search.fronts import latest_per_arch, preference, study_front
 from qnas_hw.search.pareto import (
     HV_BOX_META,
     Axis,
@@ -47,10 +54,9 @@ from qnas_hw.search.pareto import (
     best_within_resolution,
     front_hypervolume,
     knee_point,
-    pareto_front,
-    resolved_front,
 )
-from qnas_hw.search.study import CandidateRecord, GenerationRecord, OutcomeCounts, Study
+from qnas_hw.search.study import CandidateRecord, GenerationRecord, OutcomeCounts, Study, generation_number
+from qnas_hw.text import plural
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +66,26 @@ ACCURACY_OBJECTIVE = "val_error"
 INTEGER_OBJECTIVES = frozenset({"subcircuits"})
 
 
-def _size(arch: Architecture) -> tuple[int, int, int]:
-    return arch.n_qubits, arch.n_layers, arch.n_weights
+@dataclass(frozen=True)
+class GenerationFront:
+    """One generation as the console line, summary.md and report.json show it.
+
+    ``index`` is the stored, 0-based generation index; :attr:`number` is the
+    1-based number every output prints ("generation 1/5" is the initial
+    population, see :func:`~qnas_hw.search.study.generation_number`).
+    """
+
+    index: int
+    #: size of the front within resolution after this generation (the one every table shows)
+    front: int
+    #: size of the exact Pareto front after it
+    exact_front: int
+    #: hypervolume of the exact front after it, in the report's box
+    hypervolume: float
+
+    @property
+    def number(self) -> int:
+        return generation_number(self.index)
 
 
 @dataclass
@@ -75,7 +99,10 @@ class ReportData:
     front: list[int] = field(default_factory=list)  # indices into candidates
     knee: int | None = None  # index into candidates
     most_accurate: int | None = None  # index into candidates
+    #: ``(stored 0-based generation index, hypervolume)``; renderers print :func:`generation_number` of the index
     hypervolumes: list[tuple[int, float]] = field(default_factory=list)
+    #: per generation: front sizes and hypervolume (summary.md's and report.json's per-generation table)
+    history: list[GenerationFront] = field(default_factory=list)
     #: the study's fixed hypervolume box (None for studies made before boxes were stored: a box of the data)
     box: HypervolumeBox | None = None
     box_source: str = ""
@@ -135,11 +162,15 @@ def accuracy_description(config: dict[str, Any]) -> str:
     if mode == "ideal":
         return "accuracy: ideal (exact statevector simulation, infinite shots; no device noise)"
     where = f"the noise model of {backend}, simulated offline" if mode == "noisy" else f"jobs on {backend} itself"
+    if mode == "noisy":  # studies from before these settings ran Aer without idle noise
+        simulator = "batched trajectories" if search.get("noisy_simulator", "aer") == "trajectories" else "Aer"
+        idle = f"idle noise: {search.get('idle_schedule', 'alap')}" if search.get("idle_noise") else "no idle noise"
+        where = f"{where} by {simulator}, {idle}"
     samples = search.get("val_samples")
     mitigation = "readout mitigation: mthree" if search.get("readout_mitigation", True) else "no readout mitigation"
+    on = "every validation sample" if samples is None else f"up to {plural(samples, 'validation sample')}"
     return (
-        f"accuracy: {mode} ({where}; {search.get('shots', '?')} shots per sample on "
-        f"{'every' if samples is None else f'up to {samples}'} validation samples; {mitigation}; "
+        f"accuracy: {mode} ({where}; {search.get('shots', '?')} shots per sample on {on}; {mitigation}; "
         f"layout: {hw.get('layout', 'calibrated')})"
     )
 
@@ -151,6 +182,51 @@ def placement(c: CandidateRecord) -> tuple[list[int] | None, float | None]:
     layout = acc.get("layout", rt.get("layout", rt.get("physical_qubits")))
     esp = acc.get("esp", rt.get("esp"))
     return (None if layout is None else list(layout)), (None if esp is None else float(esp))
+
+
+def subcircuit_layouts(c: CandidateRecord) -> list[list[int]]:
+    """Each subcircuit's physical qubits for a cut candidate (stored by noisy/device scoring), else ``[]``."""
+    acc = (c.details.get("val_error") or {}).get("accuracy") or {}
+    return [[int(q) for q in qubits] for qubits in acc.get("subcircuit_layouts") or []]
+
+
+def n_subcircuits(c: CandidateRecord) -> int | None:
+    """How many pieces the candidate's cut plan has (1: runs uncut); None when the study did not plan cuts."""
+    value = c.objectives.get("subcircuits", (c.details.get("subcircuits") or {}).get("n_subcircuits"))
+    return None if value is None or not math.isfinite(float(value)) else int(value)
+
+
+def subcircuit_name(k: int) -> str:
+    """``A``, ``B``, ... for subcircuit ``k`` of a cut plan (``S27`` past the alphabet)."""
+    return chr(ord("A") + k) if k < 26 else f"S{k + 1}"
+
+
+def layout_text(c: CandidateRecord) -> str:
+    """The report's layout cell: the physical qubits the candidate runs on, every subcircuit's for a cut one.
+
+    ``[3,5,8]`` for an uncut candidate, ``A:[24,25] B:[3,5,8]`` for one cut
+    into subcircuits (each placed on its own, so the union of their qubits
+    says nothing about any one of them).  Studies scored before
+    per-subcircuit placements were stored kept only that union, shown as
+    such; a cut candidate whose subcircuits were never placed (``accuracy =
+    "ideal"``) says so rather than showing the uncut circuit's placement,
+    which is not what runs; ``-`` when nothing was placed at all.
+    """
+    pieces = subcircuit_layouts(c)
+    if pieces:
+        return " ".join(f"{subcircuit_name(k)}:{_qubit_list(q)}" for k, q in enumerate(pieces))
+    n = n_subcircuits(c)
+    if n is not None and n > 1:
+        acc = (c.details.get("val_error") or {}).get("accuracy") or {}
+        if acc.get("cut_experiments") and acc.get("layout"):
+            return f"{plural(n, 'subcircuit')}, together on {_qubit_list(acc['layout'])}"
+        return f"{plural(n, 'subcircuit')}, placements not stored"
+    layout, _ = placement(c)
+    return "-" if layout is None else _qubit_list(layout)
+
+
+def _qubit_list(qubits: Sequence[int]) -> str:
+    return "[" + ",".join(str(int(q)) for q in qubits) + "]"
 
 
 #: What each objective measures and in which unit; ``runtime_s`` depends on the cost model's currency.
@@ -365,31 +441,6 @@ def cost_model_text(model: Any) -> str:
     )
 
 
-def _latest_per_arch(records: Sequence[Any]) -> list[CandidateRecord]:
-    """Keep one record per architecture (the last stored one), in first-seen order and generation.
-
-    A study may re-evaluate an architecture (e.g. after a resume); the report
-    shows its latest figures once rather than double-counting it on the front.
-    """
-    latest: dict[str, CandidateRecord] = {}
-    for r in records:
-        c = CandidateRecord(
-            arch=r.arch,
-            objectives={k: float(v) for k, v in dict(r.objectives).items()},
-            details=dict(r.details or {}),
-            timings=dict(r.timings or {}),
-            generation=int(r.generation),
-            feasible=bool(r.feasible),
-            settings_key=str(getattr(r, "settings_key", "")),
-        )
-        key = c.arch.canonical()
-        if key in latest:
-            c = replace(c, generation=latest[key].generation)
-            del latest[key]  # re-insert to keep the record, but first-seen generation
-        latest[key] = c
-    return list(latest.values())
-
-
 def _as_generation(g: Any) -> GenerationRecord:
     return GenerationRecord(
         index=int(g.index),
@@ -440,7 +491,7 @@ def hypervolume_history_from_records(
     :func:`data_box`).  Non-decreasing by construction.
     """
     names = list(objective_names)
-    cands = _latest_per_arch(candidates)
+    cands = latest_per_arch(candidates)
     if not cands or not names:
         return []
     box = box if box is not None else data_box(cands, names)
@@ -460,18 +511,6 @@ def hypervolume_history(study: Study) -> list[tuple[int, float]]:
     return hypervolume_history_from_records(study.candidates(), study.generations(), study.objective_names, box)
 
 
-def _preference(cands: list[CandidateRecord], names: list[str]) -> Any:
-    """Tie-break key: fewer qubits, then fewer subcircuits, then lower cost, then the objectives themselves."""
-
-    def key(i: int) -> tuple[Any, ...]:
-        c = cands[i]
-        subcircuits = c.objectives.get("subcircuits", 0.0)
-        cost = c.objectives.get("cost_usd", c.objectives.get("runtime_s", 0.0))
-        return (c.arch.n_qubits, subcircuits, cost, *c.values(names), *_size(c.arch), c.arch.canonical())
-
-    return key
-
-
 def analyze(
     candidates: Sequence[Any],
     generations: Sequence[Any],
@@ -487,18 +526,21 @@ def analyze(
     ``hardware`` the stored hardware results, newest first (see
     :func:`stored_hardware_results`); ``box`` the study's hypervolume box.
 
-    The front shown is resolution-aware (:func:`~qnas_hw.search.pareto.resolved_front`):
-    candidates that differ from a better one by less than each objective's
-    resolution are ties, and ties go to fewer qubits, then fewer subcircuits,
-    then lower cost.  The most accurate pick is the preferred candidate among
-    those within resolution of the best validation error; the knee is the
-    front's best compromise (:func:`~qnas_hw.search.pareto.knee_point`) with
-    runtime and dollars on a log scale.
+    The front shown is :func:`~qnas_hw.search.fronts.study_front`'s, the one
+    the search's console line, the study's generation records and ``hw-eval
+    --which front`` use: candidates that differ from a better one by less
+    than each objective's resolution are ties, and ties go to fewer qubits,
+    then fewer subcircuits, then lower cost.  The most accurate pick is the
+    preferred candidate among those within resolution of the best validation
+    error; the knee is the front's best compromise
+    (:func:`~qnas_hw.search.pareto.knee_point`) with runtime and dollars on a
+    log scale.
     """
     names = list(objective_names)
     if not names:
         raise ValueError("the study has no objective names; was it created by `qnas-hw search`?")
-    cands = _latest_per_arch(candidates)
+    fronts = study_front(candidates, names)
+    cands = fronts.candidates
     gens = [_as_generation(g) for g in generations]
     data = ReportData(
         objective_names=names,
@@ -509,24 +551,36 @@ def analyze(
     )
     data.box = box.for_names(names) if box is not None else data_box(cands, names)
     data.box_source = "fixed when the study was created" if box is not None else "range of this study's candidates"
-    data.resolutions = resolutions_for(names, [c for c in cands if c.usable])
+    data.resolutions = fronts.resolutions
     data.violations = _violations(cands)
     data.context = study_context(data.config, cands, names)
-    F = data.matrix()
-    usable = np.array([c.usable for c in cands], dtype=bool)
-    if usable.any():
-        rows = [int(i) for i in np.flatnonzero(usable)]
-        prefer = _preference(cands, names)
-        data.exact_front = sorted(rows[i] for i in pareto_front(F[rows]))
-        res = [data.resolutions[n] for n in names]
-        shown = resolved_front(F[rows], res, lambda i: prefer(rows[i]))
-        data.front = sorted((rows[i] for i in shown), key=lambda i: (*F[i].tolist(), *prefer(i)))
+    data.exact_front, data.front = list(fronts.exact), list(fronts.shown)
+    if data.front:
+        F = data.matrix()
         Z = data.box.normalize(F[data.front])
         data.knee = data.front[knee_point(Z)]
         acc_col = names.index(ACCURACY_OBJECTIVE) if ACCURACY_OBJECTIVE in names else 0
-        data.most_accurate = best_within_resolution(F, data.front, acc_col, res[acc_col], prefer)
+        res = data.resolutions[names[acc_col]]
+        data.most_accurate = best_within_resolution(F, data.front, acc_col, res, preference(cands, names))
     data.hypervolumes = hypervolume_history_from_records(cands, gens, names, box)
+    data.history = generation_history(cands, names, data.hypervolumes)
     return data
+
+
+def generation_history(
+    candidates: Sequence[Any], names: Sequence[str], hypervolumes: Sequence[tuple[int, float]]
+) -> list[GenerationFront]:
+    """Each generation's front sizes (within resolution and exact) next to its hypervolume.
+
+    The sizes are :func:`~qnas_hw.search.fronts.study_front` of the records
+    first evaluated up to that generation: what the search's console line
+    said after it, so summary.md's per-generation table repeats the console.
+    """
+    out = []
+    for index, hv in hypervolumes:
+        fronts = study_front(candidates, names, upto=index)
+        out.append(GenerationFront(index, len(fronts.shown), len(fronts.exact), hv))
+    return out
 
 
 def _violations(cands: list[CandidateRecord]) -> dict[str, int]:

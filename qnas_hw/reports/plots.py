@@ -7,6 +7,13 @@ architecture name, integer objectives get integer ticks, and the knee and
 most-accurate picks use different markers so both stay visible when they are
 the same candidate.  Figures are at least :data:`MIN_WIDTH_PX` pixels wide.
 
+Infeasible candidates can carry absurd values (a cut plan costed at 10^48 QPU
+seconds); drawn where they are, they squash the front against one edge.  The
+2-D axes therefore span the usable candidates only, and an infeasible point
+beyond them is pinned to the axis edge with an arrow-head marker, counted in a
+note on the plot (:func:`front_figure`).  Generations are numbered from 1 (the
+initial population), as on the console and in summary.md.
+
 matplotlib is imported per figure with the file-only Agg backend, so reports
 work on machines with no display and importing the package stays cheap.
 """
@@ -14,6 +21,8 @@ work on machines with no display and importing the package stays cheap.
 from __future__ import annotations
 
 import itertools
+import math
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +30,8 @@ import numpy as np
 
 from qnas_hw.reports.data import INTEGER_OBJECTIVES, ReportData, short_name
 from qnas_hw.search.pareto import HV_REFERENCE, pareto_front
+from qnas_hw.search.study import generation_number
+from qnas_hw.text import plural
 
 #: Resolution and sizes: 9.0 in x 120 dpi = 1080 px, wide enough to read the point labels.
 DPI = 120
@@ -35,6 +46,12 @@ BEST_LABEL = "most accurate"
 #: other shows both when they coincide.
 _KNEE_STYLE = {"s": 320, "marker": "o", "facecolors": "none", "edgecolors": "tab:red", "linewidths": 2.2, "zorder": 4}
 _BEST_STYLE = {"s": 90, "marker": "D", "c": "tab:green", "edgecolors": "black", "linewidths": 0.6, "zorder": 5}
+#: Legend entry of infeasible candidates pinned to the edge of an axis they lie beyond.
+BEYOND_LABEL = "infeasible, beyond the axis (drawn at its edge)"
+#: Margin around the usable candidates' range: a fraction of the span (linear) or of the decades (log).
+_MARGIN = 0.06
+#: Axis-label size of the 3-D plot: mplot3d shrinks labels with the projection, so they start larger.
+LABEL_SIZE_3D = 10
 
 
 def _pyplot() -> Any:
@@ -113,9 +130,13 @@ def _draw_front(fig: Any, data: ReportData, a: int, b: int) -> None:
     usable, on_front = _masks(data)
     rest = usable & ~on_front
     ax.scatter(F[rest, a], F[rest, b], s=16, c="0.65", label="other feasible candidates")
+    log = log_axes(data)
+    limits = [_usable_limits(F[usable, j], log[j]) for j in (a, b)]
     bad = ~usable & np.isfinite(F[:, [a, b]]).all(axis=1)
-    if bad.any():
-        ax.scatter(F[bad, a], F[bad, b], s=16, marker="x", c="tab:gray", label="infeasible or failed")
+    inside = bad & _within(F[:, a], limits[0]) & _within(F[:, b], limits[1])
+    if inside.any():
+        ax.scatter(F[inside, a], F[inside, b], s=16, marker="x", c="tab:gray", label="infeasible or failed")
+    _draw_beyond(ax, data, F, (a, b), bad & ~inside, limits)
     if data.front:
         ax.scatter(F[on_front, a], F[on_front, b], s=34, c="tab:blue", label="Pareto front (all objectives)", zorder=3)
         # The 2-D front of this projection as a step line, for the eye.
@@ -128,7 +149,6 @@ def _draw_front(fig: Any, data: ReportData, a: int, b: int) -> None:
             ax.scatter(F[idx, a], F[idx, b], label=label, **style)
     ax.set_xlabel(data.label(names[a]))
     ax.set_ylabel(data.label(names[b]))
-    log = log_axes(data)
     if log[a]:
         ax.set_xscale("log")
     elif names[a] in INTEGER_OBJECTIVES:
@@ -137,9 +157,91 @@ def _draw_front(fig: Any, data: ReportData, a: int, b: int) -> None:
         ax.set_yscale("log")
     elif names[b] in INTEGER_OBJECTIVES:
         _integer_ticks(ax.yaxis)
+    if limits[0] is not None:
+        ax.set_xlim(*limits[0])
+    if limits[1] is not None:
+        ax.set_ylim(*limits[1])
     ax.set_title(f"{names[b]} vs {names[a]}{_where(data)}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
+
+
+def _usable_limits(values: np.ndarray, log: bool) -> tuple[float, float] | None:
+    """The axis range of the usable candidates' ``values`` with a small margin; None without any."""
+    v = values[np.isfinite(values)]
+    if log:
+        v = v[v > 0]
+    if v.size == 0:
+        return None
+    lo, hi = float(v.min()), float(v.max())
+    if log:
+        pad = 10 ** (_MARGIN * max(math.log10(hi / lo), 1.0))
+        return lo / pad, hi * pad
+    span = hi - lo if hi > lo else max(abs(hi), 1.0)
+    return lo - _MARGIN * span, hi + _MARGIN * span
+
+
+def _within(values: np.ndarray, limits: tuple[float, float] | None) -> np.ndarray:
+    if limits is None:
+        return np.ones(values.shape, dtype=bool)
+    return (values >= limits[0]) & (values <= limits[1])
+
+
+def _beyond_note(data: ReportData, F: np.ndarray, cols: tuple[int, int], beyond: np.ndarray, limits: list[Any]) -> str:
+    """``note: 21 infeasible candidates beyond the axes (runtime_s up to 1.52e+49), ...``: how many, and how far."""
+    worst = []
+    for k, c in enumerate(cols):
+        if limits[k] is None:
+            continue
+        col = F[beyond, c]
+        if (col > limits[k][1]).any():
+            worst.append(f"{data.objective_names[c]} up to {col.max():.3g}")
+        if (col < limits[k][0]).any():
+            worst.append(f"{data.objective_names[c]} down to {col.min():.3g}")
+    return (
+        f"note: {plural(int(beyond.sum()), 'infeasible candidate')} beyond the axes ({', '.join(worst)}), "
+        "drawn at the edge; the axes span the feasible candidates"
+    )
+
+
+def _draw_beyond(
+    ax: Any, data: ReportData, F: np.ndarray, cols: tuple[int, int], beyond: np.ndarray, limits: list[Any]
+) -> None:
+    """Pin infeasible points beyond the usable range to the axis edge, and say on the plot how many and how far.
+
+    The marker points the way the true value lies (``>`` right of the x
+    range, ``^`` above the y range, and so on), so a reader sees that those
+    candidates exist without the axis stretching to their values.
+    """
+    if not beyond.any():
+        return
+    xy = F[:, cols].copy()
+    markers = np.full(len(F), "", dtype=object)
+    for k, (lims, low, high) in enumerate(zip(limits, ("<", "v"), (">", "^"), strict=True)):
+        if lims is None:
+            continue
+        col = xy[:, k]
+        markers[beyond & (col > lims[1]) & (markers == "")] = high
+        markers[beyond & (col < lims[0]) & (markers == "")] = low
+        xy[:, k] = np.clip(col, *lims)
+    label: str | None = BEYOND_LABEL
+    for marker in ("<", ">", "v", "^"):
+        rows = beyond & (markers == marker)
+        if rows.any():
+            ax.scatter(xy[rows, 0], xy[rows, 1], s=40, marker=marker, c="tab:red", alpha=0.6, clip_on=False,
+                       label=label, zorder=2)  # fmt: skip
+            label = None  # one legend entry for all four directions
+    ax.annotate(  # under the x label, clear of the points and their labels
+        _beyond_note(data, F, cols, beyond, limits),
+        xy=(0.5, 0.0),
+        xycoords="axes fraction",
+        xytext=(0, -34),
+        textcoords="offset points",
+        ha="center",
+        va="top",
+        fontsize=8,
+        color="tab:red",
+    )
 
 
 def front_figure_3d(data: ReportData) -> Any:
@@ -162,8 +264,7 @@ def _draw_front_3d(fig: Any, data: ReportData) -> None:
     rest = usable & ~on_front
     ax.scatter(F[rest, 0], F[rest, 1], F[rest, 2], s=10, c="0.7", label="other feasible candidates")
     ax.scatter(F[on_front, 0], F[on_front, 1], F[on_front, 2], s=28, c="tab:blue", label="Pareto front")
-    for i in data.front:
-        ax.text(F[i, 0], F[i, 1], F[i, 2], " " + short_name(data.candidates[i].arch), fontsize=6, color="tab:blue")
+    _label_front_3d(ax, data, F, usable)
     for label, idx, style in ((KNEE_LABEL, data.knee, _KNEE_STYLE), (BEST_LABEL, data.most_accurate, _BEST_STYLE)):
         if idx is not None:
             ax.scatter(F[idx, 0], F[idx, 1], F[idx, 2], label=label, **style)
@@ -175,11 +276,36 @@ def _draw_front_3d(fig: Any, data: ReportData) -> None:
         labels,
         strict=False,
     ):
-        setter(text, fontsize=8)
+        # wrapped and larger than the 2-D labels: mplot3d draws them small and far out, the z label at the edge
+        setter(textwrap.fill(text, 30), fontsize=LABEL_SIZE_3D, labelpad=12)
         if name in INTEGER_OBJECTIVES and not lg:
             _integer_ticks(axis)
+    ax.set_box_aspect(None, zoom=0.85)  # leaves room around the cube for the z label
     ax.set_title(f"Pareto front{_where(data)}")
     ax.legend(fontsize=8, loc="upper left")
+
+
+#: 3-D label offset from its marker, as a fraction of each axis' range (z alternates up and down).
+_OFFSET_3D = (0.03, 0.0, 0.08)
+
+
+def _label_front_3d(ax: Any, data: ReportData, F: np.ndarray, usable: np.ndarray) -> None:
+    """Each front point's short name, set off from its marker with a thin leader line so neither hides the other.
+
+    Offsets are in data units (a fraction of each axis' usable range), so
+    they hold whatever the view angle; z alternates up and down so labels
+    of neighbouring points separate.
+    """
+    G = F[usable][:, :3]
+    spans = [float(np.nanmax(c) - np.nanmin(c)) if np.isfinite(c).any() else 1.0 for c in G.T] if len(G) else [1.0] * 3
+    step = np.array([f * (s if s > 0 else 1.0) for f, s in zip(_OFFSET_3D, spans, strict=True)])
+    for n, i in enumerate(data.front):
+        sign = 1.0 if n % 2 == 0 else -1.0
+        start = F[i, :3]
+        end = start + step * np.array([1.0, 1.0, sign])
+        ax.plot(*([s, e] for s, e in zip(start, end, strict=True)), c="tab:blue", lw=0.6, alpha=0.6)
+        ax.text(*end, short_name(data.candidates[i].arch), fontsize=7, color="tab:blue",
+                va="bottom" if sign > 0 else "top")  # fmt: skip
 
 
 def hypervolume_figure(data: ReportData) -> Any:
@@ -190,10 +316,10 @@ def hypervolume_figure(data: ReportData) -> Any:
 
 def _draw_hypervolume(fig: Any, data: ReportData) -> None:
     ax = fig.axes[0]
-    gens = [g for g, _ in data.hypervolumes]
+    gens = [generation_number(g) for g, _ in data.hypervolumes]
     hvs = [hv for _, hv in data.hypervolumes]
     ax.plot(gens, hvs, marker="o")
-    ax.set_xlabel("generation (0 = initial population)")
+    ax.set_xlabel(f"generation ({generation_number(0)} = initial population, as on the console and in summary.md)")
     ax.set_ylabel(f"hypervolume (normalised objectives, reference {HV_REFERENCE})")
     _integer_ticks(ax.xaxis)
     ax.set_title(f"Hypervolume per generation{_where(data)}")

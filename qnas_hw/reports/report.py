@@ -4,6 +4,13 @@
 history, hardware results); this module only renders it.  All objectives
 are minimised, as the study stores them (validation *error*, runtime,
 subcircuits); accuracies are shown as percentages next to them.
+
+The front in every output (console table, ``front.csv``, ``report.json``,
+``summary.md``) is the front within resolution, the one the search's console
+line and ``hw-eval --which front`` use; the exact front is listed beside it.
+Generations are numbered from 1 (the initial population) everywhere, as the
+console counts them: stored 0-based indices go through
+:func:`~qnas_hw.search.study.generation_number` before they are printed.
 """
 
 from __future__ import annotations
@@ -25,14 +32,18 @@ from qnas_hw.reports.data import (
     ACCURACY_OBJECTIVE,
     ReportData,
     infeasible_reasons,
+    layout_text,
     measured_seconds,
     objective_header,
     placement,
     study_report_data,
+    subcircuit_layouts,
 )
 from qnas_hw.reports.plots import write_plots
+from qnas_hw.search.fronts import front_size_text
 from qnas_hw.search.pareto import HV_REFERENCE
-from qnas_hw.search.study import Study
+from qnas_hw.search.study import Study, generation_number
+from qnas_hw.text import plural
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +123,7 @@ def front_cells(data: ReportData, i: int) -> list[str]:
         hw = data.hw_result(i, b)
         row.append("-" if hw is None else f"{100 * float(hw['accuracy']):.2f}%")
     _, esp = placement(c)
-    return [*row, "-" if esp is None else f"{esp:.3f}", str(c.generation)]
+    return [*row, "-" if esp is None else f"{esp:.3f}", str(generation_number(c.generation))]
 
 
 #: Columns of the full front table that the console leaves to summary.md, so the table fits 80 columns.
@@ -129,10 +140,12 @@ def front_table(data: ReportData) -> Table:
     takes); the other columns wrap their headers and fold their values first.
     """
     backend = data.context.backend if data.context is not None and data.context.backend else None
-    title = f"Pareto front ({len(data.front)} of {len(data.candidates)} candidates)"
+    exact = "" if len(data.exact_front) == len(data.front) else f"; exact front {len(data.exact_front)}"
+    title = f"Pareto front ({len(data.front)} of {plural(len(data.candidates), 'candidate')}{exact})"
     table = Table(
         title=title + (f" on {backend}" if backend else ""),
-        caption=f"{data.accuracy_header()}. Picks: {KNEE_MARK} = best compromise, {BEST_MARK} = most accurate.",
+        caption=f"{data.accuracy_header()}. Ties within each objective's resolution collapsed. Picks: {KNEE_MARK} = "
+        f"best compromise, {BEST_MARK} = most accurate.",
         caption_justify="left",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
@@ -172,7 +185,7 @@ def candidate_row(data: ReportData, i: int) -> dict[str, Any]:
     row.update({g: genes[g] for g in (*GENES, "readout")})
     row.update({n: c.objectives.get(n, math.nan) for n in data.objective_names})
     row.update(
-        generation=c.generation,
+        generation=generation_number(c.generation),
         feasible=c.feasible,
         on_front=i in data.front,
         knee=i == data.knee,
@@ -181,7 +194,7 @@ def candidate_row(data: ReportData, i: int) -> dict[str, Any]:
     for b in data.hw_backends:
         row.update(_hw_columns(data.hw_result(i, b), b))
     layout, esp = placement(c)
-    row.update(layout=json.dumps(layout), esp=esp)
+    row.update(layout=json.dumps(layout), subcircuit_layouts=json.dumps(subcircuit_layouts(c)), esp=esp)
     extra: dict[str, Any] = {}
     _flat("details", c.details, extra)
     _flat("timings", c.timings, extra)
@@ -208,7 +221,7 @@ def _json_candidate(data: ReportData, i: int) -> dict[str, Any]:
         "objectives": {n: _json_number(c.objectives.get(n, math.nan)) for n in data.objective_names},
         "details": c.details,
         "timings": c.timings,
-        "generation": c.generation,
+        "generation": generation_number(c.generation),
         "feasible": c.feasible,
         "on_front": i in data.front,
         "hardware": {b: _hw_json(r) for b, r in sorted(data.hardware.get(c.arch.canonical(), {}).items())},
@@ -233,11 +246,16 @@ def report_json(data: ReportData) -> dict[str, Any]:
         "infeasible_reasons": infeasible_reasons(data.candidates),
         "context": asdict(data.context) if data.context is not None else None,
         "n_generations": len(data.generations),
+        "generation_numbering": "1-based: generation 1 is the initial population, as the console counts",
+        "generations": [
+            {"generation": g.number, "front": g.front, "exact_front": g.exact_front, "hypervolume": g.hypervolume}
+            for g in data.history
+        ],
         "hypervolume_box": {**(data.box.to_dict() if data.box else {}), "source": data.box_source},
         "resolutions": {n: r.to_dict() for n, r in data.resolutions.items()},
         "exact_front": [data.candidates[i].arch.canonical() for i in data.exact_front],
         "constraint_violations": data.violations,
-        "hypervolume": [{"generation": g, "hypervolume": hv} for g, hv in data.hypervolumes],
+        "hypervolume": [{"generation": generation_number(g), "hypervolume": hv} for g, hv in data.hypervolumes],
         "hardware_backends": data.hw_backends,
         "knee": pick(data.knee),
         "most_accurate": pick(data.most_accurate),
@@ -259,7 +277,8 @@ def _describe(data: ReportData, i: int | None) -> str:
     )
     usd = data.dollars(i) if "cost_usd" not in data.objective_names else None
     price = "" if usd is None else f", ${usd:.2f} per evaluation at the provider's prices"
-    return f"`{c.arch.canonical()}` ({c.arch.n_qubits} qubits, {c.arch.n_layers} layers): {objs}{acc}{price}"
+    size = f"{plural(c.arch.n_qubits, 'qubit')}, {plural(c.arch.n_layers, 'layer')}"
+    return f"`{c.arch.canonical()}` ({size}): {objs}{acc}{price}"
 
 
 def _hardware_section(data: ReportData) -> list[str]:
@@ -302,8 +321,9 @@ def _front_section(data: ReportData) -> list[str]:
         "",
         f"Best accuracy first. pick: `{KNEE_MARK}` = best compromise, `{BEST_MARK}` = most accurate (see Picks). "
         "ESP: estimated success probability of the circuit as placed (product of 1 - error over its gates and "
-        "measurements, from the device's calibration data); layout: the physical qubits it runs on; gen: the "
-        "generation that first evaluated it.",
+        "measurements, from the device's calibration data); layout: the physical qubits it runs on, for a "
+        "candidate cut into subcircuits each subcircuit's (`A:[..] B:[..]`, placed one by one); gen: the "
+        "generation that first evaluated it (1 = the initial population).",
         "",
         "| " + " | ".join(cols) + " |",
         "|" + "|".join("---" if c in ("pick", "architecture", "layout") else "---:" for c in cols) + "|",
@@ -311,8 +331,7 @@ def _front_section(data: ReportData) -> list[str]:
     for i in front_order(data):
         cells = front_cells(data, i)
         cells[1] = f"`{_md_cell(cells[1])}`"
-        layout, _ = placement(data.candidates[i])
-        lines.append("| " + " | ".join([*cells, "-" if layout is None else str(layout)]) + " |")
+        lines.append("| " + " | ".join([*cells, layout_text(data.candidates[i])]) + " |")
     return [*lines, ""]
 
 
@@ -343,7 +362,7 @@ def _context_lines(data: ReportData) -> list[str]:
     ctx = data.context
     if ctx is None:
         return [f"- {data.accuracy_header()}"]
-    budget = "not recorded" if ctx.qubit_budget is None else f"{ctx.qubit_budget} qubits per subcircuit"
+    budget = "not recorded" if ctx.qubit_budget is None else f"{plural(ctx.qubit_budget, 'qubit')} per subcircuit"
     lines = [
         f"- data set: {ctx.dataset or 'not recorded'}",
         f"- backend: {ctx.backend or 'not recorded'}; qubit budget: {budget}",
@@ -378,8 +397,9 @@ def summary_markdown(data: ReportData, files: Sequence[Path] = ()) -> str:
         *(f"- {line}" for line in outcome_lines(data)),
         "- failed: an objective raised an error (a resume retries it); infeasible: evaluated, but a constraint or "
         "an unmeasurable value keeps it off the front",
-        f"- generations: {len(data.generations)}",
-        f"- Pareto front size: {len(data.front)} ({len(data.exact_front)} before ties within resolution)",
+        f"- generations: {len(data.generations)} (numbered from 1, the initial population, as on the console)",
+        f"- Pareto front size: {front_size_text(len(data.front), len(data.exact_front))}, with ties within each "
+        "objective's resolution collapsed, as in the front table and on the console",
         f"- resolution (closer values tie): {_resolutions(data)}",
         f"- seed: {seed}",
         *_constraints_lines(data),
@@ -395,12 +415,16 @@ def summary_markdown(data: ReportData, files: Sequence[Path] = ()) -> str:
         "## Hypervolume",
         "",
         f"Box ({data.box_source}): {_box_text(data)}; reference point {HV_REFERENCE} per normalised objective. "
-        "Each generation's value is the hypervolume of the front of everything evaluated up to it.",
+        "Each generation's value is the hypervolume of the exact front of everything evaluated up to it; front: "
+        "that generation's front within resolution (the exact front's size in parentheses where it differs), as "
+        "the console line printed it. Generation 1 is the initial population.",
         "",
     ]
-    if data.hypervolumes:
-        lines += ["| generation | hypervolume |", "|---:|---:|"]
-        lines += [f"| {g} | {hv:.4f} |" for g, hv in data.hypervolumes]
+    if data.history:
+        lines += ["| generation | front | hypervolume |", "|---:|---:|---:|"]
+        lines += [
+            f"| {g.number} | {front_size_text(g.front, g.exact_front)} | {g.hypervolume:.4f} |" for g in data.history
+        ]
     else:
         lines.append("no generations recorded")
     lines += _hardware_section(data)

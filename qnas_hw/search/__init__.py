@@ -8,6 +8,8 @@
 * ``nsga``: the pymoo NSGA-II loop, constraints, checks before any expense,
   resume.
 * ``pareto``: the one definition of the front, hypervolume and knee.
+* ``fronts``: that front of a study's records, the one the console line, the
+  generation records, ``hw-eval --which front`` and the reports all show.
 * ``study``: the SQLite study (one writer, checksummed rows).
 * ``hw_eval``: hardware evaluation of chosen candidates after a search.
 

@@ -45,6 +45,7 @@ from qnas_hw.model.hqnn import HQNN
 from qnas_hw.model.space import Architecture
 from qnas_hw.model.supercircuit import SuperCircuit
 from qnas_hw.model.training import evaluate_accuracy, train_epoch
+from qnas_hw.progress import track
 from qnas_hw.search.objectives import Objective, ObjectiveResult
 
 logger = logging.getLogger(__name__)
@@ -100,6 +101,7 @@ class ValidationErrorObjective(Objective):
         val_samples: int | None = None,
         training_noise: Any | None = None,
         device: str = "cpu",
+        progress: bool = False,
     ) -> None:
         if finetune_epochs < 0:
             raise ValueError(f"finetune_epochs must be >= 0, got {finetune_epochs}")
@@ -124,6 +126,9 @@ class ValidationErrorObjective(Objective):
         self.device = str(device)
         #: hand the fine-tuned weights back in ``ObjectiveResult.artifacts`` (a worker copy: see :meth:`for_worker`)
         self.ship_weights = False
+        #: show a ``device`` generation's candidates being fine-tuned and built before its jobs are submitted (a
+        #: bar on a terminal, plain lines in a log: minutes that were silent)
+        self.progress = bool(progress)
         self._fingerprint = supercircuit.fingerprint()
         # Only train and val enter the key: the test split is never read by this objective.
         self._data_key = _tensor_hash(*splits.train.tensors, *splits.val.tensors)
@@ -219,6 +224,7 @@ class ValidationErrorObjective(Objective):
         worker = copy.copy(self)
         worker.weights_dir = None
         worker.ship_weights = True
+        worker.progress = False  # a worker's stderr is not the user's terminal
         return worker
 
     def keep_artifacts(self, arch: Architecture, result: ObjectiveResult) -> None:
@@ -259,7 +265,8 @@ class ValidationErrorObjective(Objective):
         X, y = self.scored_split()
         out: dict[str, ObjectiveResult | Exception] = {}
         prepared, trained = [], {}
-        for arch in archs:
+        desc = "preparing candidates (fine-tune, transpile)"
+        for arch in track(archs, desc, unit="candidates", enabled=self.progress):
             try:
                 model, details, timings = self._trained(arch)
                 skipped = self._skipped(arch, details, timings)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -35,7 +35,7 @@ from qnas_hw.hardware.backends.base import Backend
 from qnas_hw.hardware.cost import CostModel
 from qnas_hw.hardware.execution import ProgramBuilder, z_from_distributions
 from qnas_hw.hardware.transpilation import Transpiler
-from qnas_hw.jobs.executor import AsyncExecutor, JobSpec, RetryPolicy
+from qnas_hw.jobs.executor import AsyncExecutor, JobProgress, JobSpec, RetryPolicy, StopRequest
 from qnas_hw.jobs.guard import Budget, BudgetExceeded, SpendPlan, check_budget, plan_spend
 from qnas_hw.jobs.ledger import JobLedger, LedgerState
 from qnas_hw.model.space import Architecture
@@ -212,6 +212,8 @@ def evaluate_on_backend(
     *,
     cost_model: CostModel | None = None,
     planner: Any | None = None,
+    on_progress: Callable[[JobProgress], None] | None = None,
+    stop: StopRequest | None = None,
 ) -> HardwareEvalReport:
     """Plan, guard, run and score every candidate; results are stored in the ledger's database.
 
@@ -219,7 +221,10 @@ def evaluate_on_backend(
     (the study's cut planner) makes candidates wider than its budget run as
     their cut plans.  Raises :class:`~qnas_hw.jobs.guard.BudgetExceeded`
     before submitting anything when the plan breaks a limit;
-    ``settings.dry_run`` returns the plan only.
+    ``settings.dry_run`` returns the plan only.  ``on_progress`` and ``stop``
+    go to the executor, as in a ``device`` search: the jobs' progress for the
+    caller to show, and its Ctrl-C (:class:`~qnas_hw.jobs.JobsInterrupted`
+    once the jobs in flight are recorded; ``resume`` continues).
     """
     import torch
 
@@ -256,6 +261,8 @@ def evaluate_on_backend(
         policy=settings.policy or RetryPolicy.for_backend(backend),
         batch=batch,
         resume=settings.resume,
+        on_progress=on_progress,
+        stop=stop,
     )
     all_specs = [s for specs in groups.values() for s in specs]
     outcomes = {o.key: o for o in executor.run_sync(all_specs)}
@@ -339,21 +346,31 @@ def store_results(ledger: JobLedger, batch: str, results: Sequence[CandidateHard
 
 def stored_results(ledger: JobLedger) -> list[dict[str, Any]]:
     """Every stored hardware result (for reports), newest first."""
-    with ledger.transaction() as conn:
-        conn.execute(_RESULTS_SCHEMA)
-        rows = conn.execute("SELECT batch, result, created_at FROM hw_eval_results ORDER BY created_at DESC").fetchall()
+    rows = ledger.select(  # a read: works on a read-only ledger and on a study that never stored a result
+        "SELECT batch, result, created_at FROM hw_eval_results ORDER BY created_at DESC, rowid DESC",
+        table="hw_eval_results",
+    )
     return [{"batch": b, "created_at": c, **json.loads(r)} for b, r, c in rows]
 
 
 # ------------------------------------------------------------------ studies
 def pick_architectures(study: Any, which: str) -> list[Architecture]:
-    """``front``: the last generation's Pareto front; ``all``: every feasible evaluated candidate."""
+    """``front``: the study's front as the report shows it; ``all``: every feasible evaluated candidate.
+
+    The front is :func:`~qnas_hw.search.fronts.study_front` of the study's
+    records (within resolution, best first), computed here rather than read
+    from the last generation record: studies made before the record stored
+    that front hold the exact one there, and the measured candidates must be
+    the report table's rows, no more and no fewer.
+    """
     if which == "front":
-        gens = study.generations()
-        if not gens:
+        from qnas_hw.search.fronts import study_front
+
+        if not study.generations():
             raise ValueError(f"study {study.path} has no finished generation yet; run or resume the search first")
-        names = list(dict.fromkeys(gens[-1].front))
-        return [Architecture.parse(n) for n in names]
+        front = study_front(study.candidates(), study.objective_names)
+        log.info("hw-eval --which front: %d candidates (exact front: %d)", len(front.shown), len(front.exact))
+        return [front.candidates[i].arch for i in front.shown]
     if which == "all":
         seen: dict[str, Architecture] = {}
         for rec in study.candidates():
@@ -399,6 +416,9 @@ def evaluate_study(
     backend: Backend,
     which: str = "front",
     settings: HardwareEvalSettings | None = None,
+    *,
+    on_progress: Callable[[JobProgress], None] | None = None,
+    stop: StopRequest | None = None,
 ) -> HardwareEvalReport:
     """Hardware evaluation of a finished (or paused) search: its fine-tuned candidates on its validation split.
 
@@ -428,7 +448,9 @@ def evaluate_study(
         planner = CutPlanner(budget, seed=config.seed, max_qubits=backend.num_qubits)
         ledger = JobLedger(study)
         try:
-            return evaluate_on_backend(candidates, X, y, backend, ledger, settings, planner=planner)
+            return evaluate_on_backend(
+                candidates, X, y, backend, ledger, settings, planner=planner, on_progress=on_progress, stop=stop
+            )
         finally:
             ledger.close()
     finally:

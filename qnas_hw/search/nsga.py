@@ -59,7 +59,9 @@ from pymoo.termination.max_gen import MaximumGenerationTermination
 
 from qnas_hw.config import RunConfig, config_from_dict, with_overrides
 from qnas_hw.model.space import GENES, Architecture, SearchSpace
+from qnas_hw.progress import Progress
 from qnas_hw.search.engine import CandidateOutcome, Engine, EngineError, LocalEngine, open_engine
+from qnas_hw.search.fronts import study_front
 from qnas_hw.search.objectives import Objective, RuntimeCostObjective, SubcircuitObjective
 from qnas_hw.search.pareto import HV_BOX_META, archive_front, front_hypervolume
 from qnas_hw.search.study import (
@@ -69,9 +71,11 @@ from qnas_hw.search.study import (
     Study,
     StudyError,
     StudyStorageError,
+    generation_number,
     now_iso,
     storage_problem,
 )
+from qnas_hw.text import plural
 
 logger = logging.getLogger(__name__)
 
@@ -266,8 +270,31 @@ def make_transpiler(config: RunConfig, backend: Any) -> Any:
     return Transpiler(backend, optimization_level=hw.optimization_level, seed=config.seed, layout=hw.layout)
 
 
-def make_scorer(config: RunConfig, backend: Any, transpiler: Any, planner: Any, ledger: Any | None = None) -> Any:
-    """The accuracy scorer of ``search.accuracy`` (None for ``ideal``): see :mod:`qnas_hw.search.scoring`."""
+def noisy_simulator(config: RunConfig, backend: Any) -> Any:
+    """``accuracy = "noisy"``'s simulator: ``search.noisy_simulator`` with its idle noise, on the compute device."""
+    from qnas_hw.config import resolve_device
+    from qnas_hw.hardware.trajectories import make_noisy_simulator
+
+    s = config.search
+    idle = s.idle_schedule if s.idle_noise else None
+    return make_noisy_simulator(backend, s.noisy_simulator, idle, resolve_device(config.compute.device))
+
+
+def make_scorer(
+    config: RunConfig,
+    backend: Any,
+    transpiler: Any,
+    planner: Any,
+    ledger: Any | None = None,
+    *,
+    on_jobs: Callable[[Any], None] | None = None,
+    stop: Any | None = None,
+) -> Any:
+    """The accuracy scorer of ``search.accuracy`` (None for ``ideal``): see :mod:`qnas_hw.search.scoring`.
+
+    ``on_jobs`` and ``stop`` reach the ``device`` scorer's executor: the
+    generation's job progress for the caller to show, and its stop request.
+    """
     from qnas_hw.hardware.execution import ProgramBuilder
     from qnas_hw.search.scoring import DeviceScorer, DeviceSettings, NoisyScorer
 
@@ -278,9 +305,7 @@ def make_scorer(config: RunConfig, backend: Any, transpiler: Any, planner: Any, 
         backend, transpiler, planner, s.shots, s.cut_shots, max_cut_experiments=s.cut_max_experiments
     )
     if s.accuracy == "noisy":
-        from qnas_hw.hardware.noise import NoisySimulator
-
-        return NoisyScorer(builder, NoisySimulator(backend), mitigation=s.readout_mitigation, seed=config.seed)
+        return NoisyScorer(builder, noisy_simulator(config, backend), mitigation=s.readout_mitigation, seed=config.seed)
     from qnas_hw.jobs import Budget, RetryPolicy
 
     d = s.device
@@ -294,6 +319,8 @@ def make_scorer(config: RunConfig, backend: Any, transpiler: Any, planner: Any, 
         policy=RetryPolicy.for_backend(backend, max_attempts=d.max_attempts, timeout_s=d.timeout_s),
         budget=Budget(d.max_cost_usd, d.max_qpu_seconds, d.max_shots),
         batch=device_batch(config, backend),
+        on_progress=on_jobs,
+        stop=stop,
     )
     return DeviceScorer(builder, backend, ledger, settings)
 
@@ -576,6 +603,8 @@ class SearchRun:
     box: Any | None = None  # the study's fixed hypervolume box (qnas_hw.search.pareto.HypervolumeBox)
     #: called after every committed generation with :func:`generation_summary`'s dict (the CLI prints it)
     on_generation: Callable[[dict[str, Any]], None] | None = None
+    #: the caller's stop request (qnas_hw.jobs.StopRequest, the CLI's Ctrl-C): read after every generation
+    stop: Any | None = None
 
     @property
     def names(self) -> list[str]:
@@ -637,6 +666,7 @@ def _build_accuracy_objective(
         val_samples=config.search.val_samples,
         training_noise=noise if config.search.noise_aware_finetune else None,
         device=device,
+        progress=progress,
     )
 
 
@@ -874,22 +904,66 @@ class SearchCostEstimate:
     total_usd: float
     total_shots: int
     skipped: list[str] = field(default_factory=list)
+    generations: int = 1
+    #: the jobs' predicted wall-clock seconds (generation 0, whole search) where the cost model has a wall fit for
+    #: this machine (a local simulator, or a snapshot simulated locally; None for a real QPU, whose queue no model
+    #: predicts), and the file it comes from
+    wall_first_generation_seconds: float | None = None
+    wall_total_seconds: float | None = None
+    wall_source: str = ""
+    local: bool = False  # the jobs run on this machine (a simulator or a snapshot), not at a provider
+
+    def wall_seconds_left(self, done_generations: int = 0) -> float | None:
+        """Predicted wall seconds of the jobs of the generations after the first ``done_generations``."""
+        first, total = self.wall_first_generation_seconds, self.wall_total_seconds
+        if first is None or total is None:
+            return None
+        if done_generations <= 0:
+            return total
+        later = max(1, self.generations - 1)  # every later generation at the same predicted time
+        return max(0, self.generations - done_generations) * (total - first) / later
+
+    def wall_line(self, done_generations: int = 0) -> str:
+        """How long the device jobs will take, as the calibrated cost model predicts it (one line, before a run)."""
+        first = generation_number(0)
+        scope = f"the whole search ({plural(self.generations, 'generation')})"
+        if self.wall_first_generation_seconds is not None and self.wall_total_seconds is not None:
+            text = (
+                f"predicted wall time of the device jobs on {self.backend}: generation {first} "
+                f"{_duration(self.wall_first_generation_seconds)}, {scope} {_duration(self.wall_total_seconds)}"
+            )
+            left = self.wall_seconds_left(done_generations)
+            if done_generations > 0 and left is not None:
+                text += f", the {plural(self.generations - done_generations, 'generation')} left {_duration(left)}"
+            return text + f" (cost model: {self.wall_source}; SuperCircuit training and fine-tunes come on top)"
+        if self.local:
+            return (
+                f"no wall-clock prediction for the device jobs on {self.backend}: its cost model has no fit for this "
+                f"machine; `qnas-hw calibrate --backend {self.backend}` makes one"
+            )
+        return (
+            f"predicted QPU time of the device jobs on {self.backend}: generation {first} "
+            f"{_duration(self.first_generation_seconds)}, {scope} {_duration(self.total_seconds)} (cost model; the "
+            "wait in the provider's queue comes on top and is not predicted)"
+        )
 
     def lines(self) -> list[str]:
         unit = "QPU s" if self.timing_source == "device" else "local s"
+        first = generation_number(0)
         out = [
             f"device search on {self.backend} ({'PAID' if self.paid else 'free'}); SuperCircuit training excluded",
-            f"generation 0 ({len(self.first_generation)} candidates, exact):",
+            f"generation {first} ({plural(len(self.first_generation), 'candidate')}, exact):",
         ]
         for ln in self.first_generation:
             usd = "n/a" if ln.device_usd is None else f"${ln.device_usd:.2f}"
             out.append(f"  {ln.label:<44} jobs {ln.jobs:>3} shots {ln.shots:>10} {ln.seconds:>10.2f} {unit} {usd}")
         out += [f"  not run (cut plan infeasible or too large): {a}" for a in self.skipped]
         out.append(
-            f"whole search: at most {self.evaluations} evaluations; predicted {self.total_seconds:.1f} {unit}, "
-            f"{self.total_shots} shots, billed ${self.total_usd:.2f} (later generations at generation 0's mean per "
-            f"candidate, {self.per_candidate_seconds:.2f} {unit}; the costliest candidate seen: "
-            f"{self.max_candidate_seconds:.2f} {unit}). The guard re-checks every generation against what is left."
+            f"whole search: at most {plural(self.evaluations, 'evaluation')}; predicted {self.total_seconds:.1f} "
+            f"{unit}, {plural(self.total_shots, 'shot')}, billed ${self.total_usd:.2f} (later generations at "
+            f"generation {first}'s mean per candidate, {self.per_candidate_seconds:.2f} {unit}; the costliest "
+            f"candidate seen: {self.max_candidate_seconds:.2f} {unit}). The guard re-checks every generation "
+            "against what is left."
         )
         return out
 
@@ -943,6 +1017,8 @@ def estimate_search_cost(config: RunConfig, hw: Hardware) -> SearchCostEstimate:
             groups[f"readout-cal{list(qubits)}"] = [JobSpec(cal, CAL_SHOTS, label="cal")]
     model = CostModel.for_backend(hw.backend)
     plan = plan_spend(hw.backend, groups, cost_model=model)
+    wall_model = _wall_model(model, hw.backend)
+    wall = plan_spend(hw.backend, groups, cost_model=wall_model) if wall_model is not None else None
     cand = [ln for ln in plan.lines if not ln.label.startswith("readout-cal")]
     n = max(1, len(cand))
     per_s = sum(ln.seconds for ln in cand) / n
@@ -950,7 +1026,6 @@ def estimate_search_cost(config: RunConfig, hw: Hardware) -> SearchCostEstimate:
     evaluations = s.pop_size * s.generations
     later = max(0, evaluations - len(archs))
     billed = (lambda usd: usd) if plan.paid else (lambda usd: 0.0)
-    cal_s = sum(ln.seconds for ln in plan.lines if ln.label.startswith("readout-cal"))
     cal_usd = sum((ln.device_usd or 0.0) for ln in plan.lines if ln.label.startswith("readout-cal"))
     return SearchCostEstimate(
         backend=hw.backend.name,
@@ -963,11 +1038,46 @@ def estimate_search_cost(config: RunConfig, hw: Hardware) -> SearchCostEstimate:
         max_candidate_seconds=max((ln.seconds for ln in cand), default=0.0),
         first_generation_seconds=plan.seconds,
         first_generation_usd=billed(plan.device_usd or 0.0),
-        total_seconds=plan.seconds + later * per_s + cal_s * later / n,
+        total_seconds=_whole_search_seconds(plan, later),
         total_usd=billed((plan.device_usd or 0.0) + later * per_usd + cal_usd * later / n),
         total_shots=int(plan.shots + later * sum(ln.shots for ln in cand) / n),
         skipped=skipped,
+        generations=s.generations,
+        wall_first_generation_seconds=wall.seconds if wall is not None else None,
+        wall_total_seconds=_whole_search_seconds(wall, later) if wall is not None else None,
+        wall_source=wall.cost_model_source if wall is not None else "",
+        local=bool(hw.backend.is_simulator),
     )
+
+
+def _whole_search_seconds(plan: Any, later: int) -> float:
+    """Generation 0's seconds (exact) plus ``later`` evaluations at its mean per candidate, each with its share of
+    the readout calibrations: how :func:`estimate_search_cost` extrapolates."""
+    cand = [ln.seconds for ln in plan.lines if not ln.label.startswith("readout-cal")]
+    cal = sum(ln.seconds for ln in plan.lines if ln.label.startswith("readout-cal"))
+    n = max(1, len(cand))
+    return plan.seconds + later * sum(cand) / n + cal * later / n
+
+
+def _wall_model(model: Any, backend: Any) -> Any | None:
+    """The cost model in this machine's wall-clock seconds, where it has them: a simulator's own model, or the wall
+    fit a snapshot's calibration file carries besides its device model (its jobs are simulated here)."""
+    if model.timing_source == "wall":
+        return model
+    if backend.is_simulator and model.wall is not None:
+        import dataclasses
+
+        return dataclasses.replace(model, timing_source="wall")
+    return None
+
+
+def _duration(seconds: float) -> str:
+    """``42 s``, ``3.6 min``, ``2.1 h``: a predicted time as a person reads it."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _scored_rows(config: RunConfig) -> int:
@@ -1030,6 +1140,9 @@ def prepare_search(
     budget_overrides: dict[str, Any] | None = None,
     generations: int | None = None,
     compute_overrides: dict[str, Any] | None = None,
+    on_jobs: Callable[[Any], None] | None = None,
+    on_estimate: Callable[[SearchCostEstimate, int], None] | None = None,
+    stop: Any | None = None,
 ) -> SearchRun:
     """Create (or reopen for ``resume``) the study, train the SuperCircuit, build objectives and the algorithm.
 
@@ -1042,6 +1155,14 @@ def prepare_search(
     many generations (never shortened below the ones it holds).
     ``compute_overrides`` (:data:`EXECUTION_KEYS`: where the evaluations run)
     may change on resume too: the values do not depend on them.
+
+    How the caller watches and stops the run, none of which changes what it
+    computes: ``on_estimate`` gets a ``device`` search's
+    :class:`SearchCostEstimate` (and the generations already done) once the
+    checks have passed, before the SuperCircuit trains; ``on_jobs`` every
+    :class:`~qnas_hw.jobs.JobProgress` of its generations' jobs; ``stop`` (a
+    :class:`~qnas_hw.jobs.StopRequest`) winds the jobs down and ends the run
+    after the generation in progress.
     """
     if resume is not None:
         study = Study.open(resume, write=True, purpose="qnas-hw search --resume")
@@ -1064,6 +1185,7 @@ def prepare_search(
         out_dir = study.path.parent
         hw = make_hardware(config, backend)
         check_before_training(config, hw)
+        _announce_estimate(on_estimate, config, hw, len(study.generations()))
         engine = open_engine(config.compute)
     else:
         if config is None:
@@ -1080,6 +1202,7 @@ def prepare_search(
             config = with_overrides(config, **{"compute.threads": torch.get_num_threads()})
         hw = make_hardware(config, backend)
         check_before_training(config, hw)
+        _announce_estimate(on_estimate, config, hw, 0)
         engine = open_engine(config.compute)  # an unreachable cluster is refused before a study exists
         try:
             study = _failed_start(out_dir / STUDY_FILE, config) or Study.create(
@@ -1089,10 +1212,31 @@ def prepare_search(
             engine.close()
             raise
     try:
-        return _build_run(config, study, hw, engine, out_dir, progress)
+        run = _build_run(config, study, hw, engine, out_dir, progress, on_jobs=on_jobs, stop=stop)
     except BaseException:
         engine.close()
         raise
+    run.stop = stop
+    return run
+
+
+def _announce_estimate(
+    on_estimate: Callable[[SearchCostEstimate, int], None] | None, config: RunConfig, hw: Hardware | None, done: int
+) -> None:
+    """Hand a ``device`` search's predicted job time to the caller before anything long starts (it prints it).
+
+    Informational only: a prediction that cannot be made is logged, never a
+    reason to refuse a search the checks accepted.
+    """
+    s = config.search
+    if on_estimate is None or hw is None or s.accuracy != "device" or "val_error" not in s.objectives:
+        return
+    try:
+        estimate = estimate_search_cost(config, hw)
+    except Exception as exc:
+        logger.warning("could not predict how long the device jobs will take: %s", exc)
+        return
+    on_estimate(estimate, done)
 
 
 #: ``compute`` settings that say where a search's evaluations run, not what they compute: a study may be resumed on
@@ -1114,7 +1258,15 @@ def _execution(config: RunConfig) -> dict[str, Any]:
 
 
 def _build_run(
-    config: RunConfig, study: Study, hw: Hardware | None, engine: Engine, out_dir: Path, progress: bool
+    config: RunConfig,
+    study: Study,
+    hw: Hardware | None,
+    engine: Engine,
+    out_dir: Path,
+    progress: bool,
+    *,
+    on_jobs: Callable[[Any], None] | None = None,
+    stop: Any | None = None,
 ) -> SearchRun:
     """The open study's SuperCircuit (trained, resumed or loaded), objectives, constraints and algorithm."""
     _use_threads(config)
@@ -1127,7 +1279,7 @@ def _build_run(
             from qnas_hw.jobs import JobLedger
 
             ledger = JobLedger(study)
-        scorer = make_scorer(config, hw.backend, hw.transpiler, hw.planner, ledger)
+        scorer = make_scorer(config, hw.backend, hw.transpiler, hw.planner, ledger, on_jobs=on_jobs, stop=stop)
     accuracy = _build_accuracy_objective(config, out_dir, progress, scorer, hw=hw) if "val_error" in names else None
     if accuracy is not None:
         _check_supercircuit(study, accuracy, config)
@@ -1156,7 +1308,7 @@ def _build_run(
         # the stored config's generation count is the run's length (it grows when a study is extended)
         algorithm.termination = MaximumGenerationTermination(config.search.generations)
         next_generation = state.generation + 1
-        logger.info("resuming %s after generation %d", study.path, state.generation)
+        logger.info("resuming %s after generation %d", study.path, generation_number(state.generation))
     run = SearchRun(config, study, space, evaluator, algorithm, problem, next_generation, progress=progress, box=box)
     run.ledger = ledger
     if ledger is not None and hw is not None:
@@ -1245,10 +1397,19 @@ def derive_box(config: RunConfig, objectives: Sequence[Objective], space: Search
     return HypervolumeBox(tuple(axes))
 
 
+class SpaceExhausted(Exception):
+    """No architecture is left to propose: the search ends early, with everything it evaluated kept."""
+
+
 def run_generation(run: SearchRun, generation: int) -> GenerationRecord:
     """Ask, evaluate through the study, tell, and commit the generation with the algorithm state."""
     algo = run.algorithm
     pop = algo.ask()
+    if pop is None or len(pop) == 0:  # duplicate elimination found no unevaluated architecture to propose
+        raise SpaceExhausted(
+            f"every architecture NSGA-II can propose in this search space has been evaluated "
+            f"({len(run.study.candidates())} candidates); stopping before generation {generation_number(generation)}"
+        )
     archs = [decode(x, run.space) for x in pop.get("X")]
     F, G = [], []
     for record, g in run.evaluator.evaluate_many(archs, generation):
@@ -1265,17 +1426,28 @@ def run_generation(run: SearchRun, generation: int) -> GenerationRecord:
     algo.tell(infills=pop)
 
     population = [decode(x, run.space).canonical() for x in algo.pop.get("X")]
-    records = run.study.candidates(settings_key=run.evaluator.settings_key)
-    names = run.names
-    front_idx = archive_front(records, names)
-    record = GenerationRecord(
-        index=generation,
-        population=population,
-        front=[records[i].arch.canonical() for i in front_idx],
-        hypervolume=front_hypervolume(records, front_idx, names, run.box),
-    )
+    record = generation_record(run, generation, population)
     rng_state = algo.random_state.bit_generator.state if algo.random_state is not None else None
     return run.study.commit_generation(record, pickle.dumps(algo), _jsonable(rng_state))
+
+
+def generation_record(run: SearchRun, generation: int, population: list[str]) -> GenerationRecord:
+    """What the study records after ``generation``: its survivors, the front users see, the exact front's hypervolume.
+
+    ``front`` is :func:`~qnas_hw.search.fronts.study_front` of every record
+    evaluated so far, the front the console line counts and the report
+    table lists; the hypervolume measures the exact Pareto front in the
+    study's fixed box, as the report's per-generation history does.
+    """
+    records = run.study.candidates(settings_key=run.evaluator.settings_key)
+    names = run.names
+    exact = archive_front(records, names)
+    return GenerationRecord(
+        index=generation,
+        population=population,
+        front=study_front(records, names).architectures(),
+        hypervolume=front_hypervolume(records, exact, names, run.box),
+    )
 
 
 def _jsonable(state: Any) -> Any:
@@ -1293,12 +1465,18 @@ def run_search(
     generations: int | None = None,
     on_generation: Callable[[dict[str, Any]], None] | None = None,
     compute_overrides: dict[str, Any] | None = None,
+    on_jobs: Callable[[Any], None] | None = None,
+    on_estimate: Callable[[SearchCostEstimate, int], None] | None = None,
+    stop: Any | None = None,
 ) -> Study:
     """Run (or resume) a whole search; returns the study with every candidate and generation committed.
 
     ``config`` may be None when resuming (the study's stored config is used);
     a config that differs from the stored one is refused rather than mixed in.
-    ``backend``, ``budget_overrides``, ``generations`` and ``compute_overrides``: see :func:`prepare_search`.
+    ``backend``, ``budget_overrides``, ``generations``, ``compute_overrides``, ``on_jobs``, ``on_estimate`` and
+    ``stop``: see :func:`prepare_search`.  A stop request ends the run with a ``KeyboardInterrupt``
+    (:class:`~qnas_hw.jobs.JobsInterrupted` when it cut a batch of jobs short) once everything finished is
+    committed; the study is closed then, and ``resume`` continues it.
     """
     started = now_iso()
     run = prepare_search(
@@ -1310,10 +1488,16 @@ def run_search(
         budget_overrides=budget_overrides,
         generations=generations,
         compute_overrides=compute_overrides,
+        on_jobs=on_jobs,
+        on_estimate=on_estimate,
+        stop=stop,
     )
     run.on_generation = on_generation
     try:
         return _run_generations(run, started, resume)
+    except KeyboardInterrupt:
+        run.study.close()  # everything finished is committed; the resume reopens it
+        raise
     finally:
         run.evaluator.engine.close()
         if run.ledger is not None:
@@ -1326,12 +1510,17 @@ def generation_summary(run: SearchRun, rec: GenerationRecord, total: int) -> dic
     ``outcomes`` counts the study's candidates as the report does
     (:class:`~qnas_hw.search.study.OutcomeCounts`), so the console and
     summary.md give the same figures; ``failed`` is this run's failures only.
+    ``generation`` is the 1-based number users see (:func:`~qnas_hw.search.study.generation_number`;
+    ``index`` the stored 0-based one).  ``front`` is the size of the front within resolution, the
+    generation record's and the report table's (:func:`~qnas_hw.search.fronts.study_front`);
+    ``exact_front`` the exact Pareto front's, which the hypervolume measures.
     """
     stored = run.study.candidates(settings_key=run.evaluator.settings_key)
     records = [r for r in stored if r.usable]
     errors = [float(r.objectives["val_error"]) for r in records if "val_error" in r.objectives]
     out: dict[str, Any] = {
-        "generation": rec.index,
+        "generation": generation_number(rec.index),
+        "index": rec.index,
         "generations": total,
         "candidates": run.study.n_candidates(),
         "outcomes": OutcomeCounts.of(stored),
@@ -1339,6 +1528,7 @@ def generation_summary(run: SearchRun, rec: GenerationRecord, total: int) -> dic
         "from_study": run.evaluator.reused,
         "failed": run.evaluator.failed,
         "front": len(rec.front),
+        "exact_front": len(study_front(stored, run.names).exact),
         "hypervolume": rec.hypervolume,
         "best_val_error": min(errors) if errors else None,
     }
@@ -1353,33 +1543,37 @@ def _run_generations(run: SearchRun, started: str, resume: Path | None) -> Study
         logger.info("%s already holds all %d generations; nothing to do", run.study.path, total)
         run.study.append_run({"started_at": started, "evaluated": 0, "reused": 0, "failed": 0, "note": "complete"})
         return run.study
-    bar: Any = None
-    if run.progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, initial=run.next_generation, desc="NSGA-II generations", unit="gen")
+    # a bar on a terminal only: off it, the caller's line per generation (on_generation) says the same
+    bar = Progress(
+        "NSGA-II generations", total, unit="gen", initial=run.next_generation, enabled=run.progress, lines=False
+    )
     try:
         for generation in range(run.next_generation, total):
-            rec = run_generation(run, generation)
+            try:
+                rec = run_generation(run, generation)
+            except SpaceExhausted as exc:
+                logger.warning("%s", exc)
+                break
             ev = run.evaluator
             logger.info(
-                "generation %d: front %d, hypervolume %s (the study's fixed box), evaluated %d new / reused %d "
-                "(failed %d)",
-                generation,
+                "generation %d/%d: front %d (within resolution), hypervolume %s (exact front, the study's fixed "
+                "box), evaluated %d new / reused %d (failed %d)",
+                generation_number(generation),
+                total,
                 len(rec.front),
                 "n/a" if rec.hypervolume is None else f"{rec.hypervolume:.4f}",
                 ev.evaluated,
                 ev.reused,
                 ev.failed,
             )
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(front=len(rec.front), new=ev.evaluated, reused=ev.reused)
+            bar.update(1, status=f"front={len(rec.front)}, new={ev.evaluated}, reused={ev.reused}")
             if run.on_generation is not None:
                 run.on_generation(generation_summary(run, rec, total))
+            if run.stop is not None and run.stop.stopping and generation + 1 < total:
+                # asked to stop while this generation's jobs were in flight: they finished and it is committed
+                raise KeyboardInterrupt(f"stopped after generation {generation_number(generation)} of {total}")
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     run.study.append_run(
         {
             "started_at": started,

@@ -7,8 +7,11 @@ the budget) with finite shots, its measured ``<Z_q>`` (readout-mitigated
 with mthree when enabled) decoded by the head.
 
 * :class:`NoisyScorer` (``accuracy = "noisy"``): the program runs on
-  :class:`~qnas_hw.hardware.noise.NoisySimulator`, the target's own noise on only the
-  qubits it uses.  In-process, seeded, deterministic.
+  :class:`~qnas_hw.hardware.trajectories.TrajectorySimulator` (all samples batched
+  in torch; ``[search] noisy_simulator = "trajectories"``, the default) or
+  :class:`~qnas_hw.hardware.noise.NoisySimulator` (Aer, ``"aer"``), the target's own
+  noise on only the qubits it uses, idle qubits relaxing when
+  ``[search] idle_noise`` is on.  In-process, seeded, deterministic.
 * :class:`DeviceScorer` (``accuracy = "device"``): the same circuits become
   jobs (:class:`~qnas_hw.jobs.executor.JobSpec`), one parameterised PUB per
   circuit with the samples as rows, submitted through the ledger and the
@@ -41,6 +44,7 @@ from qnas_hw.hardware.execution import (
     calibration_circuits,
 )
 from qnas_hw.hardware.noise import NoisySimulator, has_noise_model
+from qnas_hw.hardware.trajectories import TrajectorySimulator
 from qnas_hw.model.circuits import circuit_inputs
 from qnas_hw.model.space import Architecture
 
@@ -72,6 +76,12 @@ def decoded_accuracy(model: Any, z: np.ndarray, y: Any) -> float:
     return float((pred == np.asarray(torch.as_tensor(y).cpu().numpy()).reshape(-1)).mean())
 
 
+def simulator_summary(simulator: NoisySimulator | TrajectorySimulator) -> dict[str, Any]:
+    """Which simulator scored a candidate, with its idle noise and (trajectories) the most trajectories per sample."""
+    out = simulator.summary() if isinstance(simulator, TrajectorySimulator) else {"simulator": "aer"}
+    return {**out, "idle_noise": simulator.idle_noise or "off"}
+
+
 def _qubits_of(program: CandidateProgram) -> tuple[int, ...]:
     return tuple(sorted({q for run in program.runs for q in run.measured_qubits if q is not None}))
 
@@ -81,7 +91,14 @@ class NoisyScorer:
 
     mode = "noisy"
 
-    def __init__(self, builder: ProgramBuilder, simulator: NoisySimulator, *, mitigation: bool, seed: int) -> None:
+    def __init__(
+        self,
+        builder: ProgramBuilder,
+        simulator: NoisySimulator | TrajectorySimulator,
+        *,
+        mitigation: bool,
+        seed: int,
+    ) -> None:
         self.builder = builder
         self.simulator = simulator
         self.mitigation = bool(mitigation) and has_noise_model(builder.backend)
@@ -127,6 +144,7 @@ class NoisyScorer:
             "samples": len(inputs),
             "shots": int(self.builder.shots),
             "mitigation": "mthree" if mit is not None else "none",
+            "noisy_simulator": simulator_summary(self.simulator),
             "_timings": {"build": t1 - t0, "simulate": t2 - t1, "mitigate_decode": t3 - t2},
         }
         return acc, details
@@ -144,6 +162,10 @@ class DeviceSettings:
     policy: Any = None  # RetryPolicy; None: RetryPolicy.for_backend
     budget: Any = None  # Budget; None: no limit
     batch: str = "search"
+    #: how a generation's jobs are going (JobProgress, for the CLI to show) and the CLI's Ctrl-C (StopRequest):
+    #: how a run is watched and stopped, not what it computes (left out of settings_key)
+    on_progress: Any = field(default=None, compare=False)
+    stop: Any = field(default=None, compare=False)
 
 
 @dataclass
@@ -239,7 +261,9 @@ class DeviceScorer:
         anything when the generation's jobs would exceed what is left of the
         budget, and the executor's errors when a job cannot produce a result:
         both stop the search (everything finished stays in the ledger for
-        ``--resume``), neither is a property of the candidate.
+        ``--resume``), neither is a property of the candidate; so does
+        :class:`~qnas_hw.jobs.executor.JobsInterrupted` when ``settings.stop``
+        (the CLI's Ctrl-C) ended the batch before every job had run.
         """
         from qnas_hw.hardware.cost import CostModel
         from qnas_hw.jobs.executor import AsyncExecutor, RetryPolicy
@@ -259,6 +283,8 @@ class DeviceScorer:
             policy=self.settings.policy or RetryPolicy.for_backend(self.backend),
             batch=self.settings.batch,
             resume=True,
+            on_progress=self.settings.on_progress,
+            stop=self.settings.stop,
         )
         outcomes = executor.run_sync(specs)
         return {o.key: o for o in outcomes}
@@ -286,6 +312,17 @@ class DeviceScorer:
         self, p: PreparedCandidate, outcomes: dict[str, Any], mitigators: dict[tuple[int, ...], ReadoutMitigator]
     ) -> tuple[float, dict[str, Any]]:
         """Accuracy of one candidate from its jobs' counts (rows in sample order across chunks)."""
+        z, details = self.measured_expectations(p, outcomes, mitigators)
+        return decoded_accuracy(p.model, z, p.y), details
+
+    def measured_expectations(
+        self, p: PreparedCandidate, outcomes: dict[str, Any], mitigators: dict[tuple[int, ...], ReadoutMitigator]
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """``(rows, n_qubits)`` measured ``<Z_q>`` of one candidate and its run details, from its jobs' counts.
+
+        Apart from :meth:`finish` so that ``qnas-hw predict`` decodes the very
+        expectations a ``device`` search scores into per-sample predictions.
+        """
         per_run: list[list[dict[str, int]]] = [[] for _ in p.program.runs]
         job_ids, reused, qsec, wsec = [], 0, [], []
         for spec in p.jobs:
@@ -305,7 +342,6 @@ class DeviceScorer:
                 mit.add(assignment_matrices(cal.counts[0][0], cal.counts[1][0], p.qubits))
                 mitigators[p.qubits] = mit
         z = p.program.expectations(per_run, p.inputs, mit)
-        acc = decoded_accuracy(p.model, z, p.y)
         details = {
             **p.program.details(),
             "accuracy_mode": self.mode,
@@ -321,4 +357,4 @@ class DeviceScorer:
             "quantum_seconds": None if any(q is None for q in qsec) else float(sum(qsec)),
             "wall_seconds": None if any(w is None for w in wsec) else float(sum(wsec)),
         }
-        return acc, details
+        return z, details

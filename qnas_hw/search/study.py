@@ -41,8 +41,9 @@ from pathlib import Path
 from typing import Any
 
 from qnas_hw.atomic_write import atomic_write_text
-from qnas_hw.locking import LockedError, WriterLock
+from qnas_hw.locking import LockedError, WriterLock, is_held
 from qnas_hw.model.space import Architecture
+from qnas_hw.text import plural
 
 logger = logging.getLogger(__name__)
 
@@ -188,19 +189,42 @@ class OutcomeCounts:
 
     def describe(self) -> str:
         """``"8 candidates (6 feasible, 2 infeasible, 0 failed)"``: the wording of the console and of summary.md."""
-        noun = "candidate" if self.total == 1 else "candidates"
-        return f"{self.total} {noun} ({self.feasible} feasible, {self.infeasible} infeasible, {self.failed} failed)"
+        split = f"{self.feasible} feasible, {self.infeasible} infeasible, {self.failed} failed"
+        return f"{plural(self.total, 'candidate')} ({split})"
 
 
 @dataclass(frozen=True)
 class GenerationRecord:
-    """A completed generation: survivors, the front so far and its hypervolume (architectures as canonical strings)."""
+    """A completed generation: survivors, the front so far and its hypervolume (architectures as canonical strings).
+
+    ``index`` is 0-based as stored; users see :func:`generation_number`.
+    ``front`` is the front within resolution (:func:`qnas_hw.search.fronts.study_front`),
+    the one the console line, the report and ``hw-eval --which front`` show;
+    studies written before it was stored hold the exact front here.
+    ``hypervolume`` is that of the exact front, in the study's fixed box.
+    """
 
     index: int
     population: list[str]
     front: list[str]
     hypervolume: float | None
     finished_at: str = field(default="")
+
+    @property
+    def number(self) -> int:
+        """The 1-based number users see (:func:`generation_number`)."""
+        return generation_number(self.index)
+
+
+def generation_number(index: int) -> int:
+    """The generation number every output prints for stored 0-based ``index``: 1-based, 1 = the initial population.
+
+    The study, its candidates and the optimiser count from 0 (pymoo's and
+    SQLite's convention, kept for existing studies); a person reads
+    "generation 1/5 ... 5/5".  The console, summary.md, report.json, the CSV
+    exports and the plots all print this number, so they agree.
+    """
+    return int(index) + 1
 
 
 @dataclass(frozen=True)
@@ -237,19 +261,29 @@ def _check_writable(path: Path) -> None:
 
 
 def _read_only_connection(path: Path) -> sqlite3.Connection:
-    """A connection that never writes: ``mode=ro``, or ``immutable=1`` where WAL side files cannot be created.
+    """A connection that never writes, and leaves no file behind when nobody is writing the study.
 
-    A WAL-mode file opens read-only only if its ``-shm`` file exists or can be
-    created; in a read-only directory after a clean close neither holds, and
-    then nobody can be writing it, so SQLite may treat it as immutable.
+    A WAL-mode file opened with ``mode=ro`` gets ``-wal``/``-shm`` side files
+    that a reader cannot remove again.  When no ``-wal`` file exists (the last
+    writer closed cleanly, so nothing waits to be checkpointed) and no live
+    process holds the writer lock, the main file is the whole study, and SQLite
+    may read it as ``immutable``: no side files, works in read-only places.  A
+    writer starting meanwhile appends to its own WAL and leaves the main file
+    as read.  Otherwise (a writer is running, or one died leaving its WAL)
+    ``mode=ro`` reads through the WAL, falling back to ``immutable`` only
+    where the side files cannot be created (a read-only directory).
     """
     uri = path.resolve().as_uri()
-    conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30.0, isolation_level=None)
-    try:
-        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-    except sqlite3.OperationalError:
-        conn.close()
+    wal = path.with_name(path.name + "-wal")
+    if not wal.exists() and not is_held(path):
         conn = sqlite3.connect(f"{uri}?immutable=1", uri=True, timeout=30.0, isolation_level=None)
+    else:
+        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30.0, isolation_level=None)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError:
+            conn.close()
+            conn = sqlite3.connect(f"{uri}?immutable=1", uri=True, timeout=30.0, isolation_level=None)
     conn.execute("PRAGMA foreign_keys=ON")
     return conn
 
@@ -265,6 +299,11 @@ class Study:
         self._lock: WriterLock | None = None
         #: opened with ``write=False``: every connection is SQLite read-only, so reading works in a read-only place
         self._read_only = False
+
+    @property
+    def read_only(self) -> bool:
+        """Opened for reading: every connection is read-only (the job ledger reads it without creating tables)."""
+        return self._read_only
 
     def _take_lock(self, purpose: str) -> None:
         _check_writable(self.path)

@@ -9,6 +9,8 @@ Cloud backends are created lazily: naming or listing them never contacts a cloud
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 from qnas_hw.hardware.backends.base import (
@@ -20,6 +22,7 @@ from qnas_hw.hardware.backends.base import (
     Pricing,
     SamplerPub,
     calibration_dir,
+    snapshot_names,
     user_calibration_dir,
 )
 
@@ -39,16 +42,74 @@ __all__ = [
     "get_backend",
     "known_backend_names",
     "list_backends",
+    "unknown_backend_message",
     "user_calibration_dir",
 ]
 
 
 def known_backend_names() -> list[str]:
-    """Every name :func:`get_backend` accepts (besides the ``ibm:``/``braket:`` prefixes)."""
-    from qnas_hw.hardware.backends.braket import snapshot_names
-    from qnas_hw.hardware.backends.ibm import fake_names
+    """Every name :func:`get_backend` accepts (besides the ``ibm:``/``braket:`` prefixes).
 
-    return [*_SIMPLE, *(f"braket_{s}" for s in snapshot_names()), *fake_names()]
+    Every config validation asks (the backend name is checked), so this
+    imports no provider SDK: the fake IBM snapshots are listed from the
+    installed runtime's source (importing it takes seconds; a test checks the
+    two agree), from its classes only when that source cannot be read.
+    """
+    fakes = sorted(_fake_names_from_source())
+    if not fakes:
+        from qnas_hw.hardware.backends.ibm import fake_names
+
+        fakes = fake_names()
+    return [*_SIMPLE, *(f"braket_{s}" for s in snapshot_names()), *fakes]
+
+
+#: Classes of the runtime's fake provider that are not a device snapshot.
+_NOT_SNAPSHOTS = frozenset({"FakeProviderForBackendV2", "FakeFractionalBackend"})
+_FAKE_IMPORT = re.compile(r"^from \.\w+ import (Fake\w+)\s*$", re.MULTILINE)
+
+
+def fake_registry_name(class_name: str) -> str | None:
+    """``FakeKolkataV2`` -> ``fake_kolkata``: the registry name of a fake IBM backend class (None if not one)."""
+    if not class_name.startswith("Fake") or class_name in _NOT_SNAPSHOTS:
+        return None
+    base = class_name[4:]
+    base = base[:-2] if base.endswith("V2") else base
+    return f"fake_{base.lower()}"
+
+
+def _fake_names_from_source() -> set[str]:
+    """The fake backends' registry names as the runtime's source lists them, read without importing it."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("qiskit_ibm_runtime")
+        roots = list(spec.submodule_search_locations or []) if spec is not None else []
+        text = "".join(
+            (Path(root) / "fake_provider" / "backends" / "__init__.py").read_text(encoding="utf-8") for root in roots
+        )
+    except (ImportError, OSError, UnicodeDecodeError, ValueError):
+        return set()
+    return {n for c in _FAKE_IMPORT.findall(text) if (n := fake_registry_name(c)) is not None}
+
+
+def unknown_backend_message(name: str, known: list[str] | None = None) -> str:
+    """Why ``name`` is not a backend: the three closest known names and where the full list is.
+
+    The registry accepts about 75 names (every fake IBM snapshot); listing them
+    all buried the one the user meant, usually a typo (``fake_belm``).
+    """
+    import difflib
+
+    known = known_backend_names() if known is None else known
+    close = difflib.get_close_matches(name, known, n=3)
+    guess = ""
+    if close:
+        head = ", ".join(map(repr, close[:-1]))
+        guess = f"did you mean {head + ' or ' if head else ''}{close[-1]!r}? "
+    return (
+        f"unknown backend {name!r}; {guess}`qnas-hw devices --all` lists the {len(known)} offline names, and "
+        "'ibm:<device>' / 'braket:<device ARN>' name real QPUs"
+    )
 
 
 def get_backend(name: str, **options: Any) -> Backend:
@@ -90,10 +151,7 @@ def get_backend(name: str, **options: Any) -> Backend:
 
         if name in fake_names():
             return FakeIBMBackend(name)
-    raise BackendError(
-        f"unknown backend {name!r}; known: {', '.join(known_backend_names())}, "
-        "or 'ibm:<device>' / 'braket:<device ARN>' for real QPUs"
-    )
+    raise BackendError(unknown_backend_message(name))
 
 
 def list_backends(all_fakes: bool = False) -> list[dict[str, Any]]:

@@ -17,11 +17,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from qiskit import QuantumCircuit
-from qiskit.transpiler import Target
+
+if TYPE_CHECKING:  # annotations only: naming or validating a backend must not import qiskit (seconds)
+    from qiskit import QuantumCircuit
+    from qiskit.transpiler import Target
 
 #: The data-only package the shipped calibration files are installed as (``package-dir`` maps it to the
 #: repository's top-level ``calibration/`` folder, so a wheel carries them and an editable install reads them in place).
@@ -83,6 +85,16 @@ def find_calibration_file(relative: str | Path, directory: Path | None = None) -
         if path.is_file():
             return path
     return None
+
+
+def snapshot_names(directory: Path | None = None) -> list[str]:
+    """Braket device snapshot stems in ``<dir>/devices/`` over the user calibration directory and the shipped data.
+
+    Here rather than in :mod:`~qnas_hw.hardware.backends.braket` (which re-exports it) because it only lists
+    files: validating a backend name reads it, and must not import qiskit or the Braket SDK to do so.
+    """
+    folders = [d / "devices" for d in calibration_dirs(directory)]
+    return sorted({p.stem for folder in folders if folder.is_dir() for p in folder.glob("*.json")})
 
 
 class BackendError(RuntimeError):

@@ -53,8 +53,8 @@ from qnas_hw.hardware.backends.base import (
     JobTiming,
     Pricing,
     SamplerPub,
-    calibration_dirs,
     find_calibration_file,
+    snapshot_names,
     unreachable_reason,
     user_calibration_dir,
 )
@@ -113,12 +113,6 @@ _LOCAL_DEVICES = {"braket_local_sv": "braket_sv", "braket_local_dm": "braket_dm"
 
 
 # ----------------------------------------------------------------- snapshots
-def snapshot_names(directory: Path | None = None) -> list[str]:
-    """Snapshot stems in ``<dir>/devices/`` over the user calibration directory and the shipped data."""
-    folders = [d / "devices" for d in calibration_dirs(directory)]
-    return sorted({p.stem for folder in folders if folder.is_dir() for p in folder.glob("*.json")})
-
-
 def load_snapshot(device: str, directory: Path | None = None) -> dict[str, Any]:
     """A device snapshot by file stem (``iqm_garnet``), validated enough to build a Target.
 

@@ -41,14 +41,10 @@ def _fake_classes() -> dict[str, type]:
     """Registry name -> fake backend class, from what the installed runtime ships."""
     from qiskit_ibm_runtime import fake_provider
 
-    out: dict[str, type] = {}
-    for attr in dir(fake_provider):
-        if not attr.startswith("Fake") or attr in ("FakeProviderForBackendV2", "FakeFractionalBackend"):
-            continue
-        base = attr[4:]
-        base = base[:-2] if base.endswith("V2") else base
-        out[f"fake_{base.lower()}"] = getattr(fake_provider, attr)
-    return out
+    from qnas_hw.hardware.backends import fake_registry_name
+
+    names = {attr: fake_registry_name(attr) for attr in dir(fake_provider)}
+    return {name: getattr(fake_provider, attr) for attr, name in names.items() if name is not None}
 
 
 def fake_names() -> list[str]:
