@@ -2,8 +2,9 @@
 
 Usage::
 
-    python benchmarks/simulator.py [--threads N] [--repeats R] [--batch 256] [--workloads W8,W10,W12,W8x4]
-                                   [--no-pennylane] [--chunk K] [--anchors PATH] [--baseline FILE]
+    python benchmarks/simulator.py [--threads N[,N...]] [--repeats R] [--batch 256] [--workloads W8,W10,W12,W8x4]
+                                   [--no-pennylane] [--chunk K] [--anchors PATH] [--baseline FILE] [--out FILE]
+    python benchmarks/simulator.py --threads 1,2 --pennylane-repeats 5 --out benchmarks/results/simulator.json
     python benchmarks/simulator.py --device cuda [--workloads W8,W12,W16,W20] [--batches 256,16384]
                                    [--repeats 5] [--time-limit 420] [--out benchmarks/results/simulator_cuda.json]
 
@@ -37,16 +38,22 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import math
 import os
+import platform
+import shlex
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
+from provenance import git_head, uncommitted_files
 
+from qnas_hw.atomic_write import atomic_write_text
 from qnas_hw.model.circuits import gate_program
 from qnas_hw.model.simulator import DEFAULT_CHUNK, SimulatorPlan
 from qnas_hw.model.space import Architecture
@@ -181,42 +188,30 @@ def print_anchors(path: Path) -> None:
             print(f"  {cells[0][:70]:<70} " + " ".join(f"{c:>8}" for c in cells[1:]))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cuda: GPU vs CPU vs naive einsum")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed steps (default 20 on cpu, 5 on cuda)")
-    parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--batches", default="256,16384", help="cuda: batch sizes")
-    parser.add_argument("--workloads", default=None, help=f"default {CPU_WORKLOADS} (cpu), {CUDA_WORKLOADS} (cuda)")
-    parser.add_argument("--time-limit", type=float, default=420.0, help="cuda: seconds before the rest is skipped")
-    parser.add_argument("--slow-step", type=float, default=5.0, help="cuda: a slower warm-up step is the timing")
-    parser.add_argument("--cpu-max-log2", type=int, default=28, help="cuda: CPU side only if batch*2**n <= 2**this")
-    parser.add_argument("--out", type=Path, default=CUDA_RESULTS, help="cuda: results JSON")
-    parser.add_argument("--commit", default=None, help="cuda: commit to record (default: git rev-parse HEAD)")
-    parser.add_argument("--chunk", type=int, default=DEFAULT_CHUNK, help="Kronecker chunk width (qubits)")
-    parser.add_argument("--no-pennylane", action="store_true")
-    parser.add_argument("--pennylane-repeats", type=int, default=5)
-    parser.add_argument("--anchors", type=Path, default=DEFAULT_ANCHORS)
-    parser.add_argument("--baseline", type=Path, default=None, help="another simulator.py to time side by side")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.device == "cuda":
-        from simulator_cuda import run_cuda  # the sibling module (benchmarks/ is the script's directory)
+def _cpu_machine() -> dict[str, Any]:
+    """Versions and machine of a CPU run: timings mean nothing without them."""
+    try:
+        import pennylane as qml
 
-        if args.workloads is None:
-            args.workloads = CUDA_WORKLOADS
-        run_cuda(args)
-        return
-    if args.workloads is None:
-        args.workloads = CPU_WORKLOADS
-    if args.repeats is None:
-        args.repeats = 20
-    baseline = load_baseline(args.baseline) if args.baseline else None
+        pennylane_version: str | None = qml.__version__
+    except ImportError:
+        pennylane_version = None
+    return {
+        "cores": os.cpu_count(),
+        "cpu": platform.processor() or platform.machine(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "pennylane": pennylane_version,
+        "allocator": "tuned" if "MALLOC_MMAP_THRESHOLD_" in os.environ else "default",
+    }
+
+
+def run_cpu_pass(args: argparse.Namespace, baseline, have_pl: bool, record: Callable[[dict], None]) -> float:
+    """One pass over the workloads at the current thread count; each row goes to ``record`` as it is measured."""
     tuned = "MALLOC_MMAP_THRESHOLD_" in os.environ
     print(
-        f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch}, "
+        f"\ntorch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch}, "
         f"repeats {args.repeats}, chunk {args.chunk}, allocator {'tuned' if tuned else 'default'}"
     )
     bandwidth = measure_bandwidth()
@@ -229,7 +224,6 @@ def main() -> None:
     )
     print(header)
     print("-" * len(header))
-    have_pl = not args.no_pennylane and pennylane_forward(workload_arch("W8")) is not None
     for name in args.workloads.split(","):
         arch = workload_arch(name)
         gen = torch.Generator().manual_seed(0)
@@ -244,6 +238,20 @@ def main() -> None:
         timed = time_interleaved(steps, args.repeats)
         ours = timed["ours"]
         floor = bandwidth_floor(arch, args.batch, bandwidth)
+        row: dict[str, Any] = {
+            "threads": torch.get_num_threads(),
+            "workload": name,
+            "qubits": arch.n_qubits,
+            "layers": arch.n_layers,
+            "batch": args.batch,
+            "ms_median": ours["median"] * 1e3,
+            "ms_min": ours["min"] * 1e3,
+            "cpu_ms": ours["cpu"] * 1e3,
+            "samples_per_s": args.batch / ours["median"],
+            "floor_ms": floor * 1e3,
+            "over_floor": ours["median"] / floor,
+            "bandwidth_gb_s": bandwidth / 1e9,
+        }
         line = (
             f"{name:<8} {ours['median'] * 1e3:8.2f} {ours['min'] * 1e3:7.2f} {ours['cpu'] * 1e3:7.2f} "
             f"{args.batch / ours['median']:10.0f} {floor * 1e3:9.2f} {ours['median'] / floor:7.2f}"
@@ -253,6 +261,7 @@ def main() -> None:
             mine, theirs = gradients(plan.expectations, x, w, target), gradients(base_plan.expectations, x, w, target)
             gdiff = max((a - b).abs().max().item() for a, b in zip(mine, theirs, strict=True))
             line += f" | {base['median'] * 1e3:8.2f} {base['median'] / ours['median']:9.2f} {gdiff:9.1e}"
+            row.update(baseline_ms=base["median"] * 1e3, baseline_grad_diff=gdiff)
         if have_pl:
             pl_forward = pennylane_forward(arch)
             assert pl_forward is not None
@@ -260,10 +269,99 @@ def main() -> None:
                 diff = (pl_forward(x, w) - plan.expectations(x, w)).abs().max().item()
             pl = time_steps(make_step(pl_forward, x, w, target), args.pennylane_repeats, warmup=1)
             line += f" | {pl['median'] * 1e3:8.2f} {pl['median'] / ours['median']:8.1f} {diff:9.1e}"
+            row.update(
+                pennylane_ms=pl["median"] * 1e3,
+                pennylane_min_ms=pl["min"] * 1e3,
+                pennylane_ratio=pl["median"] / ours["median"],
+                pennylane_max_abs_diff=diff,
+            )
         else:
             line += " | (pennylane not installed: pip install qnas-hw[pennylane])" if not args.no_pennylane else ""
         print(line, flush=True)
+        record(row)
     print("load average (1, 5, 15 min): " + ", ".join(f"{v:.2f}" for v in os.getloadavg()))
+    return bandwidth
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cuda: GPU vs CPU vs naive einsum")
+    parser.add_argument(
+        "--threads", default=None, help="torch threads; cpu: a comma list (1,2) times every workload at each"
+    )
+    parser.add_argument("--repeats", type=int, default=None, help="timed steps (default 20 on cpu, 5 on cuda)")
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--batches", default="256,16384", help="cuda: batch sizes")
+    parser.add_argument("--workloads", default=None, help=f"default {CPU_WORKLOADS} (cpu), {CUDA_WORKLOADS} (cuda)")
+    parser.add_argument("--time-limit", type=float, default=420.0, help="cuda: seconds before the rest is skipped")
+    parser.add_argument("--slow-step", type=float, default=5.0, help="cuda: a slower warm-up step is the timing")
+    parser.add_argument("--cpu-max-log2", type=int, default=28, help="cuda: CPU side only if batch*2**n <= 2**this")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=f"results JSON (cuda default {CUDA_RESULTS.name}; cpu: none unless given)",
+    )
+    parser.add_argument("--commit", default=None, help="cuda: commit to record (default: git rev-parse HEAD)")
+    parser.add_argument("--chunk", type=int, default=DEFAULT_CHUNK, help="Kronecker chunk width (qubits)")
+    parser.add_argument("--no-pennylane", action="store_true")
+    parser.add_argument("--pennylane-repeats", type=int, default=5)
+    parser.add_argument("--anchors", type=Path, default=DEFAULT_ANCHORS)
+    parser.add_argument("--baseline", type=Path, default=None, help="another simulator.py to time side by side")
+    args = parser.parse_args()
+    thread_counts = [int(t) for t in args.threads.split(",")] if args.threads else [None]
+    if args.device == "cuda":
+        from simulator_cuda import run_cuda  # the sibling module (benchmarks/ is the script's directory)
+
+        if thread_counts[0]:
+            torch.set_num_threads(thread_counts[0])
+        if args.workloads is None:
+            args.workloads = CUDA_WORKLOADS
+        if args.out is None:
+            args.out = CUDA_RESULTS
+        run_cuda(args)
+        return
+    if args.workloads is None:
+        args.workloads = CPU_WORKLOADS
+    if args.repeats is None:
+        args.repeats = 20
+    baseline = load_baseline(args.baseline) if args.baseline else None
+    have_pl = not args.no_pennylane and pennylane_forward(workload_arch("W8")) is not None
+    t0 = time.perf_counter()
+    doc: dict[str, Any] = {
+        "benchmark": "simulator",
+        "command": "python benchmarks/simulator.py " + shlex.join(sys.argv[1:]),
+        "commit": git_head(),
+        "uncommitted_changes": uncommitted_files(),
+        "machine": _cpu_machine(),
+        "load_average_at_start": list(os.getloadavg()),
+        "workloads": "angle-y embedding, L layers of (RY, RZ) per qubit + CNOT ring, <Z> on every qubit, MSE loss, "
+        "one forward+backward with gradients for weights and inputs, float32 (complex64 state); PennyLane: "
+        "default.qubit, torch interface, backprop, parameter broadcasting, the same circuit",
+        "repeats": args.repeats,
+        "pennylane_repeats": args.pennylane_repeats if have_pl else None,
+        "seconds": 0.0,
+        "complete": False,
+        "rows": [],
+    }
+
+    def record(row: dict | None = None, complete: bool = False) -> None:
+        if row is not None:
+            doc["rows"].append(row)
+        if args.out is None:
+            return
+        doc["seconds"] = time.perf_counter() - t0
+        doc["complete"] = complete
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(args.out, json.dumps(doc, indent=1) + "\n")
+
+    for threads in thread_counts:
+        if threads:
+            torch.set_num_threads(threads)
+        run_cpu_pass(args, baseline, have_pl, record)
+    record(complete=True)
+    if args.out is not None:
+        print(f"wrote {args.out}")
     print_anchors(args.anchors)
 
 

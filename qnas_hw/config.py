@@ -310,7 +310,19 @@ class SearchConfig(_Section):
     #: (``idle_schedule``: as late or as soon as possible) and every idle gap gets the qubit's T1/T2 relaxation
     idle_noise: bool = True
     idle_schedule: Literal["alap", "asap"] = "alap"
+    #: candidates with fewer two-qubit gates are infeasible: 1 requires an entangling circuit (0 allows product
+    #: states, which a classical model computes exactly)
+    min_two_qubit_gates: int = 0
     device: DeviceJobsConfig = Field(default_factory=DeviceJobsConfig)
+
+    @field_validator("min_two_qubit_gates")
+    @classmethod
+    def _min_2q(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError(
+                f"search.min_two_qubit_gates={v} must be >= 0 (0: any circuit; 1: require an entangling circuit)"
+            )
+        return v
 
     @field_validator("shots")
     @classmethod

@@ -787,3 +787,68 @@ def test_counts_are_singular_for_one() -> None:
     assert "qubit budget: 1 qubit per subcircuit" in summary
     assert "study holds 1 candidate (" in summary
     assert "(1 of 1 candidate)" in str(front_table(data).title)
+
+
+def test_every_report_says_how_many_two_qubit_gates_and_which_are_product_states(tmp_path: Path) -> None:
+    """Reference: qiskit's own transpilation of each architecture's circuit (cx count on all-to-all)."""
+    from qiskit import transpile
+
+    from qnas_hw.model.circuits import PRODUCT_STATE, build_circuit
+
+    records, gens = synthetic_study(seed=4)
+    records = [
+        Rec(
+            r.arch,
+            r.objectives,
+            {k: v for k, v in r.details.items() if k != "n_2q"},
+            r.timings,
+            r.generation,
+            r.feasible,
+        )
+        for r in records
+    ]
+    data = analyze(records, gens, NAMES, {"seed": 4})
+    files = write_report_data(data, tmp_path / "report")
+    report = json.loads(files.report_json.read_text())
+    summary = files.summary_md.read_text()
+    header, rows = _markdown_table(summary, "## Pareto front")
+    column = header.index("2q gates")
+    by_arch = {row[1].strip("`").replace("\\|", "|"): row[column] for row in rows}
+    kinds = set()
+    for cand in report["candidates"]:
+        arch = Architecture.parse(cand["architecture"])
+        expected = (
+            transpile(build_circuit(arch), basis_gates=["rz", "sx", "x", "cx"], optimization_level=1, seed_transpiler=0)
+            .count_ops()
+            .get("cx", 0)
+        )
+        assert cand["two_qubit_gates"] == expected, arch.canonical()
+        assert cand["circuit_class"] == (PRODUCT_STATE if expected == 0 else "entangling")
+        kinds.add(cand["circuit_class"])
+        if cand["architecture"] in by_arch:
+            assert by_arch[cand["architecture"]] == (f"{expected} (product)" if expected == 0 else str(expected))
+    assert kinds == {PRODUCT_STATE, "entangling"}  # the synthetic study holds both kinds
+    assert PRODUCT_STATE in summary
+
+
+def test_a_stored_device_count_is_the_one_reported() -> None:
+    from qnas_hw.reports.data import circuit_class, two_qubit_gates
+
+    arch = Architecture.parse("angle-y|q4|l2|ry|ring|z")
+    rec = Rec(arch, {"val_error": 0.1}, {"runtime_s": {"n_2q": 27}}, {}, 0, True)  # routing added SWAPs
+    assert two_qubit_gates(rec) == 27 and circuit_class(rec) == "entangling"
+
+
+def test_min_two_qubit_gates_makes_product_states_infeasible() -> None:
+    from qnas_hw.config import ConfigError, config_from_dict
+    from qnas_hw.search.nsga import Constraints
+
+    c = Constraints(cut_plan=False, min_two_qubit_gates=1)
+    assert c.names == ["evaluation", "min_two_qubit_gates"]
+    product = Architecture.parse("angle-y|q4|l2|ry|none|z")
+    ring = Architecture.parse("angle-y|q4|l2|ry|ring|z")
+    assert c.values(product, {})[-1] == 1.0  # one gate short
+    assert c.values(ring, {})[-1] <= 0.0
+    assert Constraints(cut_plan=False).names == ["evaluation"]  # the default adds nothing
+    with pytest.raises(ConfigError, match="min_two_qubit_gates=-1"):
+        config_from_dict({"search": {"min_two_qubit_gates": -1}})

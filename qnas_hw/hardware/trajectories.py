@@ -70,6 +70,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -827,9 +828,11 @@ class RunStats:
     method: str
     qubits: int
     clusters: list[dict[str, Any]] = field(default_factory=list)
+    #: where the time went: compiling the circuit, simulating the distributions, readout + drawing the shots
+    seconds: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "qubits": self.qubits, "clusters": self.clusters}
+        return {"method": self.method, "qubits": self.qubits, "clusters": self.clusters, "seconds": self.seconds}
 
 
 class TrajectorySimulator(ThreadLockPickling):
@@ -948,6 +951,7 @@ class TrajectorySimulator(ThreadLockPickling):
         out = []
         for k, ((circuit, values), n_shots) in enumerate(zip(pubs, shot_list, strict=True)):
             pub_seed = int(seed) + 7919 * k
+            t0 = time.perf_counter()
             try:
                 compiled = self.compile(circuit)
             except UnsupportedCircuit as exc:
@@ -955,7 +959,9 @@ class TrajectorySimulator(ThreadLockPickling):
                 out.append(self.reference.run([(circuit, values)], n_shots, pub_seed)[0])
                 self._local.stats.append(RunStats("aer", circuit.num_qubits))
                 continue
+            t1 = time.perf_counter()
             out.append(self._run_one(circuit, compiled, values, n_shots, pub_seed))
+            self.stats[-1].seconds["compile"] = t1 - t0
         return out
 
     def _rows(self, circuit: QuantumCircuit, values: np.ndarray | None) -> np.ndarray:
@@ -968,8 +974,12 @@ class TrajectorySimulator(ThreadLockPickling):
     def _run_one(
         self, circuit: QuantumCircuit, compiled: _Compiled, values: np.ndarray | None, shots: int, seed: int
     ) -> list[dict[str, int]]:
+        t0 = time.perf_counter()
         dists = self._distributions(circuit, compiled, values, shots, seed, readout=True)
-        return _sample_counts(compiled, dists, shots, np.random.default_rng(seed))
+        t1 = time.perf_counter()
+        counts = _sample_counts(compiled, dists, shots, np.random.default_rng(seed))
+        self.stats[-1].seconds.update(simulate=t1 - t0, sample=time.perf_counter() - t1)
+        return counts
 
     def probabilities(
         self,

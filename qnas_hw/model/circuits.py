@@ -294,6 +294,22 @@ class CircuitMetrics:
     n_2q: int
 
 
+#: What a circuit without any two-qubit gate is: every qubit stays unentangled from |0...0>, so each <Z_q> is a
+#: function of that qubit's own inputs and a classical model computes it exactly.
+PRODUCT_STATE = "product state (classically simulable)"
+
+
+def entangling_gates(arch: Architecture) -> int:
+    """Two-qubit gates the architecture's circuit keeps after optimisation (before any device routing).
+
+    Zero means a product state (:data:`PRODUCT_STATE`): routing on a device
+    only adds SWAPs between qubits that already interact, so such a circuit
+    has no two-qubit gate on any device either.  ``[search]
+    min_two_qubit_gates`` and the reports read it.
+    """
+    return circuit_metrics(arch).n_2q
+
+
 def circuit_metrics(arch: Architecture, seed: int = 0) -> CircuitMetrics:
     """Depth and gate counts after transpiling to {rz, sx, x, cx} on all-to-all connectivity."""
     qc = build_circuit(arch)

@@ -184,6 +184,31 @@ def placement(c: CandidateRecord) -> tuple[list[int] | None, float | None]:
     return (None if layout is None else list(layout)), (None if esp is None else float(esp))
 
 
+def two_qubit_gates(c: CandidateRecord) -> int:
+    """Two-qubit gates of the candidate after transpilation: the device's count (routing SWAPs included) where
+    the runtime objective stored it, else the architecture's own (:func:`~qnas_hw.model.circuits.entangling_gates`).
+    """
+    stored = (c.details.get("runtime_s") or {}).get("n_2q")
+    if stored is not None:
+        return int(stored)
+    from qnas_hw.model.circuits import entangling_gates
+
+    return entangling_gates(c.arch)
+
+
+def circuit_class(c: CandidateRecord) -> str:
+    """``"product state (classically simulable)"`` for a candidate without a two-qubit gate, else ``"entangling"``."""
+    from qnas_hw.model.circuits import PRODUCT_STATE
+
+    return PRODUCT_STATE if two_qubit_gates(c) == 0 else "entangling"
+
+
+def two_qubit_text(c: CandidateRecord) -> str:
+    """The tables' cell: the count, marked where it is a product state (the tables' notes say what that means)."""
+    n = two_qubit_gates(c)
+    return f"{n} (product)" if n == 0 else str(n)
+
+
 def subcircuit_layouts(c: CandidateRecord) -> list[list[int]]:
     """Each subcircuit's physical qubits for a cut candidate (stored by noisy/device scoring), else ``[]``."""
     acc = (c.details.get("val_error") or {}).get("accuracy") or {}

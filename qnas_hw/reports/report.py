@@ -27,10 +27,12 @@ from typing import Any
 from rich import box
 from rich.table import Table
 
+from qnas_hw.model.circuits import PRODUCT_STATE
 from qnas_hw.model.space import GENES
 from qnas_hw.reports.data import (
     ACCURACY_OBJECTIVE,
     ReportData,
+    circuit_class,
     infeasible_reasons,
     layout_text,
     measured_seconds,
@@ -38,6 +40,8 @@ from qnas_hw.reports.data import (
     placement,
     study_report_data,
     subcircuit_layouts,
+    two_qubit_gates,
+    two_qubit_text,
 )
 from qnas_hw.reports.plots import write_plots
 from qnas_hw.search.fronts import front_size_text
@@ -72,6 +76,10 @@ def _hw_json(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+#: What the tables' "(product)" mark means, said wherever the mark is shown.
+PRODUCT_NOTE = f"0 (product) = {PRODUCT_STATE}: no qubit interacts with another."
+
+
 def _fmt(value: float) -> str:
     if not math.isfinite(value):
         return str(value)
@@ -104,7 +112,7 @@ def front_columns(data: ReportData) -> list[str]:
     if _shows_dollars(data):
         cols.append("USD per eval")
     cols += [f"hw_acc@{b}" for b in data.hw_backends]
-    return [*cols, "ESP", "gen"]
+    return [*cols, "2q gates", "ESP", "gen"]
 
 
 def front_cells(data: ReportData, i: int) -> list[str]:
@@ -123,7 +131,7 @@ def front_cells(data: ReportData, i: int) -> list[str]:
         hw = data.hw_result(i, b)
         row.append("-" if hw is None else f"{100 * float(hw['accuracy']):.2f}%")
     _, esp = placement(c)
-    return [*row, "-" if esp is None else f"{esp:.3f}", str(generation_number(c.generation))]
+    return [*row, two_qubit_text(c), "-" if esp is None else f"{esp:.3f}", str(generation_number(c.generation))]
 
 
 #: Columns of the full front table that the console leaves to summary.md, so the table fits 80 columns.
@@ -145,7 +153,7 @@ def front_table(data: ReportData) -> Table:
     table = Table(
         title=title + (f" on {backend}" if backend else ""),
         caption=f"{data.accuracy_header()}. Ties within each objective's resolution collapsed. Picks: {KNEE_MARK} = "
-        f"best compromise, {BEST_MARK} = most accurate.",
+        f"best compromise, {BEST_MARK} = most accurate. 2q gates: after transpilation; {PRODUCT_NOTE}",
         caption_justify="left",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
@@ -195,6 +203,7 @@ def candidate_row(data: ReportData, i: int) -> dict[str, Any]:
         row.update(_hw_columns(data.hw_result(i, b), b))
     layout, esp = placement(c)
     row.update(layout=json.dumps(layout), subcircuit_layouts=json.dumps(subcircuit_layouts(c)), esp=esp)
+    row.update(two_qubit_gates=two_qubit_gates(c), circuit_class=circuit_class(c))
     extra: dict[str, Any] = {}
     _flat("details", c.details, extra)
     _flat("timings", c.timings, extra)
@@ -218,6 +227,8 @@ def _json_candidate(data: ReportData, i: int) -> dict[str, Any]:
         "architecture": c.arch.canonical(),
         "key": c.arch.key(),
         "genes": c.arch.to_dict(),
+        "two_qubit_gates": two_qubit_gates(c),
+        "circuit_class": circuit_class(c),
         "objectives": {n: _json_number(c.objectives.get(n, math.nan)) for n in data.objective_names},
         "details": c.details,
         "timings": c.timings,
@@ -277,7 +288,9 @@ def _describe(data: ReportData, i: int | None) -> str:
     )
     usd = data.dollars(i) if "cost_usd" not in data.objective_names else None
     price = "" if usd is None else f", ${usd:.2f} per evaluation at the provider's prices"
-    size = f"{plural(c.arch.n_qubits, 'qubit')}, {plural(c.arch.n_layers, 'layer')}"
+    size = f"{plural(c.arch.n_qubits, 'qubit')}, {plural(c.arch.n_layers, 'layer')}, "
+    n2 = two_qubit_gates(c)
+    size += PRODUCT_STATE if n2 == 0 else f"{plural(n2, 'two-qubit gate')} after transpilation"
     return f"`{c.arch.canonical()}` ({size}): {objs}{acc}{price}"
 
 
@@ -323,7 +336,8 @@ def _front_section(data: ReportData) -> list[str]:
         "ESP: estimated success probability of the circuit as placed (product of 1 - error over its gates and "
         "measurements, from the device's calibration data); layout: the physical qubits it runs on, for a "
         "candidate cut into subcircuits each subcircuit's (`A:[..] B:[..]`, placed one by one); gen: the "
-        "generation that first evaluated it (1 = the initial population).",
+        "generation that first evaluated it (1 = the initial population). 2q gates: two-qubit gates after "
+        f"transpilation to the device (routing included); {PRODUCT_NOTE}",
         "",
         "| " + " | ".join(cols) + " |",
         "|" + "|".join("---" if c in ("pick", "architecture", "layout") else "---:" for c in cols) + "|",

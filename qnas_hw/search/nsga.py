@@ -358,6 +358,9 @@ class Constraints:
     cut_plan: bool = True
     max_runtime_s: float | None = None
     max_usd: float | None = None
+    #: fewer two-qubit gates than this (after optimisation, :func:`~qnas_hw.model.circuits.entangling_gates`) is
+    #: infeasible, so a user can require entangling circuits; 0 adds no constraint
+    min_two_qubit_gates: int = 0
 
     @property
     def names(self) -> list[str]:
@@ -372,6 +375,8 @@ class Constraints:
             names.append("max_candidate_runtime_s")
         if self.max_usd is not None:
             names.append("max_candidate_usd")
+        if self.min_two_qubit_gates > 0:
+            names.append("min_two_qubit_gates")
         return names
 
     def values(self, arch: Architecture, facts: dict[str, Any]) -> list[float]:
@@ -392,6 +397,10 @@ class Constraints:
             g.append(_decades_over(facts.get("runtime_s"), self.max_runtime_s, facts.get("failed", False)))
         if self.max_usd is not None:
             g.append(_decades_over(facts.get("usd"), self.max_usd, facts.get("failed", False)))
+        if self.min_two_qubit_gates > 0:
+            from qnas_hw.model.circuits import entangling_gates
+
+            g.append(float(self.min_two_qubit_gates - entangling_gates(arch)))
         return g
 
 
@@ -1326,6 +1335,7 @@ def make_constraints(config: RunConfig, hw: Hardware | None, names: Sequence[str
         cut_plan=hw is not None and hw.planner is not None,
         max_runtime_s=h.max_candidate_runtime_s if "runtime_s" in names else None,
         max_usd=h.max_candidate_usd if priced and ("runtime_s" in names or "cost_usd" in names) else None,
+        min_two_qubit_gates=config.search.min_two_qubit_gates,
     )
 
 
