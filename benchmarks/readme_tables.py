@@ -5,7 +5,12 @@ in README.md and is rebuilt from ``benchmarks/results/NAME.json``, so no
 figure is typed by hand.  ``--check`` exits 1 when the README differs from the
 files (the test suite runs it).  Tables covered so far: ``noise_aware``,
 ``search_quality``, ``default_job``, ``paper_table`` (or ``paper_table_<dataset>``
-for a one-dataset run).
+for a one-dataset run), ``rank_correlation_mnist``, ``mnist_fixed``, ``simulator``,
+``executor``, ``cut_planning`` and ``iris_kfold``.
+
+Both modes refuse (exit 1) a results file whose recorded ``command`` names an
+absolute path (``--data-dir /work/...``, ``--out /tmp/...``): a reader has
+none of those places, so commands are recorded relative to the repository.
 
     python benchmarks/readme_tables.py          # rewrite README.md
     python benchmarks/readme_tables.py --check  # fail if it is stale
@@ -240,7 +245,238 @@ def rank_correlation(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _run(doc: dict[str, Any], minutes: bool = True) -> str:
+    """The provenance sentence every new table ends with: command, commit, dirty files, time, complete or not."""
+    dirty = doc.get("uncommitted_changes") or []
+    text = f"Run: `{doc['command']}` at `{doc['commit'][:7]}`"
+    if dirty:
+        text += f" (plus {len(dirty)} uncommitted file(s), listed in the results file)"
+    text += f", {doc['seconds'] / 60:.0f} min" if minutes else f", {doc['seconds']:.0f} s"
+    complete = doc.get("complete", True)
+    return text + (
+        ", complete." if complete else ", **incomplete**: stopped before the end; the rows are what it measured."
+    )
+
+
+def mnist_fixed(doc: dict[str, Any]) -> str:
+    """The fixed 8-qubit MNIST model and its ablation over seeds: mean ± 95% CI and the paired difference."""
+    s, runs = doc["summary"], [r for r in doc["runs"] if "hybrid" in r and "ablation" in r]
+    if not s.get("seeds_done"):
+        return "No seed finished yet. " + _run(doc)
+    seeds = ", ".join(str(r["seed"]) for r in runs)
+    lines = [
+        f"| model | test %, mean ± 95% CI | test % per seed ({seeds}) | best val %, mean | classical params "
+        "| quantum params | wall s per model, mean |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    arch = doc["arch"].replace("|", "\\|")
+    for m, label in (("hybrid", f"hybrid `{arch}`"), ("ablation", "classical ablation (identity, same width)")):
+        per_seed = ", ".join(f"{100 * r[m]['test_acc']:.2f}" for r in runs)
+        lines.append(
+            f"| {label} | **{_pts(s[f'{m}_test_mean'], s[f'{m}_test_ci95'])}** | {per_seed} | "
+            f"{100 * sum(r[m]['best_val_acc'] for r in runs) / len(runs):.2f} | "
+            f"{runs[0][m]['n_classical_params']:,} | {runs[0][m]['n_quantum_params']} | "
+            f"{sum(r[m]['wall_seconds'] for r in runs) / len(runs):.0f} |"
+        )
+    diffs = ", ".join(f"{100 * (r['hybrid']['test_acc'] - r['ablation']['test_acc']):+.2f}" for r in runs)
+    lines.append(
+        f"| hybrid − ablation (points) | {_pts(s['diff_test_mean'], s['diff_test_ci95'], signed=True)} | {diffs} "
+        "| | | | |"
+    )
+    half = s["diff_test_ci95"]
+    verdict = (
+        "n/a"
+        if half is None
+        else "hybrid better"
+        if s["diff_test_mean"] - half > 0
+        else "ablation better"
+        if s["diff_test_mean"] + half < 0
+        else "no difference"
+    )
+    lines += ["", f"Against its ablation: {ABLATION_WORDS[verdict]}."]
+    sizes = doc["sizes"]
+    subset = (
+        f"a stratified {doc['limit_train']:,}-image subset of the training part (`--limit-train`), not the full 54,000"
+        if doc.get("limit_train")
+        else "the full training part"
+    )
+    m = doc["machine"]
+    lines += [
+        "",
+        f"Training on {subset}: {sizes['train']:,} train / {sizes['val']:,} validation (picks the epoch) / "
+        f"{sizes['test']:,} official test images, {doc['epochs']} epochs, batch {doc['batch_size']}, lr "
+        f"{doc['lr']:g}, {len(runs)} seed(s), hybrid and ablation paired per seed (same initialisation and batch "
+        f"order); {m['cores']} cores, torch {m['torch']}, {m['torch_threads']} thread. " + _run(doc),
+    ]
+    return "\n".join(lines)
+
+
+def simulator(doc: dict[str, Any]) -> str:
+    """Forward+backward ms per step at each thread count, beside PennyLane timed in the same run."""
+    pl = any("pennylane_ms" in r for r in doc["rows"])
+    lines = [
+        "| threads | workload | qnas-hw ms | qnas-hw CPU ms | samples/s | bandwidth floor ms | /floor"
+        + (" | PennyLane ms | PennyLane / qnas-hw | max abs diff |" if pl else " |"),
+        "|---|---|---|---|---|---|---" + ("|---|---|---|" if pl else "|"),
+    ]
+    for r in doc["rows"]:
+        line = (
+            f"| {r['threads']} | {r['workload']} ({r['qubits']} q, {r['layers']} l) | {r['ms_median']:.2f} | "
+            f"{r['cpu_ms']:.2f} | "
+            f"{r['samples_per_s']:,.0f} | {r['floor_ms']:.2f} | {r['over_floor']:.2f} |"
+        )
+        if pl:
+            line += (
+                f" {r['pennylane_ms']:,.1f} | **{r['pennylane_ratio']:.1f}x** | {r['pennylane_max_abs_diff']:.1e} |"
+                if "pennylane_ms" in r
+                else " - | - | - |"
+            )
+        lines.append(line)
+    m = doc["machine"]
+    bandwidths = ", ".join(f"{b:.1f}" for b in dict.fromkeys(round(r["bandwidth_gb_s"], 1) for r in doc["rows"]))
+    batch = doc["rows"][0]["batch"] if doc["rows"] else "-"
+    lines += [
+        "",
+        f"Median wall time of {doc['repeats']} steps (PennyLane: {doc['pennylane_repeats']}) at batch {batch}; CPU ms "
+        "is the process CPU time per step, all threads (what a step costs when other processes preempt it); PennyLane "
+        f"{m['pennylane']} `default.qubit`, torch interface, backprop, same circuit and inputs; max abs diff = "
+        f"largest difference of the two simulators' <Z>. Floor: bytes touched per gate x gates / measured copy "
+        f"bandwidth ({bandwidths} GB/s). {m['cores']} cores, torch {m['torch']}, load average at start "
+        f"{doc['load_average_at_start'][0]:.1f}. " + _run(doc),
+    ]
+    return "\n".join(lines)
+
+
+def executor(doc: dict[str, Any]) -> str:
+    """Circuits per second of each submission strategy, and the batched-vs-per-sample ratio."""
+    lines = [
+        "| strategy | rows per job | jobs | in flight | seconds | circuits/s | speed-up |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in doc["rows"]:
+        lines.append(
+            f"| {r['mode']} | {r['rows_per_job']} | {r['jobs']} | {r['concurrency']} | {r['seconds']:.2f} | "
+            f"{r['circuits_per_s']:.1f} | {r['speedup']:.1f}x |"
+        )
+    m = doc["machine"]
+    lines.append("")
+    if len(doc["rows"]) > 1:
+        last, first = doc["rows"][-1], doc["rows"][0]
+        lines.append(
+            f"One PUB for the candidate ({last['mode']}) against one job per sample: "
+            f"**{first['seconds'] / last['seconds']:.1f}x** the throughput."
+        )
+        lines.append("")
+    lines.append(
+        f"`{doc['backend']}` (Aer with the device's noise model, runtime local mode), `{doc['arch']}` "
+        f"(transpiled depth {doc['transpiled_depth']}), {doc['samples']} samples x {doc['shots']} shots; "
+        f"{m['cores']} cores, qiskit {m['qiskit']}, qiskit-aer {m['qiskit_aer']}. " + _run(doc, minutes=False)
+    )
+    return "\n".join(lines)
+
+
+def _secs(stats: dict[str, Any], key: str, timeout: float) -> str:
+    value = stats[key]
+    return f"> {timeout:g}" if value is None else f"{value:.3f}" if value < 10 else f"{value:.1f}"
+
+
+def cut_planning(doc: dict[str, Any]) -> str:
+    """Median and maximum cold cut-planning time per candidate, the planner beside the addon's full search."""
+    t = doc["full_timeout_s"]
+    lines = [
+        "| group | plans | feasible | planner median s | planner max s | full search median s | full search max s "
+        f"| full search stopped at {t:g} s | same plan (of both finished) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for group, label in (("by_budget", "budget {}"), ("by_entangler", "`{}`")):
+        for key, g in doc["summary"][group].items():
+            p, f = g["planner_s"], g["full_s"]
+            lines.append(
+                f"| {label.format(key)} | {p['n']} | {g['feasible']} | {_secs(p, 'median', t)} | "
+                f"{_secs(p, 'max', t)} | {_secs(f, 'median', t)} | {_secs(f, 'max', t)} | {f['censored']} | "
+                f"{g['agree']}/{g['compared']} |"
+            )
+    m = doc["machine"]
+    widths = [int(c.split("|q")[1].split("|")[0]) for c in doc["candidates"]]
+    width_list = ", ".join(map(str, sorted(set(widths))))
+    lines += [
+        "",
+        f"{len(widths)} seeded candidates (one per entangler at {width_list} qubits, listed "
+        "in the file), each "
+        f"planned cold at every budget in {doc['budgets'][0]}-{doc['budgets'][-1]} narrower than it. Planner: "
+        "`CutPlanner`'s default (lower bound first, greedy plan when it proves infeasibility); full search: the "
+        f"same planner without the precheck (`max_backjumps={doc['full_settings']['max_backjumps']}`), stopped "
+        f"after {t:g} s (counted as more than {t:g} s). {m['cores']} cores, qiskit {m['qiskit']}, "
+        f"qiskit-addon-cutting {m['qiskit_addon_cutting']}, load average at start "
+        f"{m['load_average_at_start'][0]:.1f}. " + _run(doc),
+    ]
+    return "\n".join(lines)
+
+
+def iris_kfold(doc: dict[str, Any]) -> str:
+    """The Iris pick against its ablation over repeated stratified k-fold: the paired difference's intervals."""
+    s = doc["summary"]
+    if not s.get("folds_done"):
+        return "No fold finished yet. " + _run(doc)
+    pick = doc["pick"]
+    arch = pick["arch"].replace("|", "\\|")
+    lines = [
+        "| model | test %, mean over folds ± 95% CI (t) | folds better | best epoch, mean |",
+        "|---|---|---|---|",
+    ]
+    done = [r for r in doc["runs"] if "hybrid" in r and "ablation" in r]
+    for m, label, wins in (
+        ("hybrid", f"hybrid `{arch}`", s["folds_hybrid_better"]),
+        ("ablation", "classical ablation (identity, same width)", s["folds_ablation_better"]),
+    ):
+        epochs = sum(r[m]["best_epoch"] for r in done) / len(done)
+        lines.append(f"| {label} | {_pts(s[f'{m}_test_mean'], s[f'{m}_test_ci95'])} | {wins} | {epochs:.0f} |")
+    lines.append(
+        f"| hybrid − ablation (points) | **{_pts(s['diff_test_mean'], s['diff_test_ci95_corrected'], signed=True)}** "
+        f"(corrected); ± {100 * s['diff_test_ci95']:.2f} plain t | {s['folds_tied']} tied | |"
+    )
+    tc = pick["train_config"]
+    n = doc["folds"] * doc["repeats"]
+    lines += [
+        "",
+        f"{doc['repeats']} x {doc['folds']}-fold `RepeatedStratifiedKFold` over the 150 flowers ({s['folds_done']} of "
+        f"{n} folds done): each test fold ({done[0]['sizes']['test']} flowers) is read once per model; the "
+        f"validation split ({done[0]['sizes']['val']} flowers, {pick['val_fraction']:g} of the training fold) picks "
+        f"the epoch; inputs standardised on the training part. Paper-table Iris retrain settings: at most "
+        f"{tc['epochs']} epochs, patience {tc['patience']}, lr {tc['lr']:g}, batch {tc['batch_size']}, "
+        f"`{tc['select']}`; model seed = fold number, hybrid and ablation paired per fold. The corrected interval "
+        f"(Nadeau-Bengio: variance x (1/k + n_test/n_train)) allows for the folds' overlapping training sets; the "
+        f"plain t interval over folds is too narrow. Against its ablation: "
+        f"{ABLATION_WORDS[s['vs_ablation']].replace('paired difference', 'corrected paired difference')}. " + _run(doc),
+    ]
+    return "\n".join(lines)
+
+
+#: Where a results file's recorded command may point: the repository, never a path of the machine it ran on.
+ABSOLUTE = re.compile(r"(?:^|[\s=])(/[^\s]*|~[^\s]*)")
+
+
+def absolute_paths_in_commands() -> list[str]:
+    """Each results file whose recorded run command (its top-level ``"command"``) names an absolute path.
+
+    Only the command that made the file is checked: it is the one the README
+    prints and a reader reruns.  Commands a benchmark describes inside its rows
+    (what it timed) are that benchmark's business.
+    """
+    found = []
+    for path in sorted(RESULTS.glob("*.json")):
+        command = json.loads(path.read_text()).get("command")
+        if isinstance(command, str):
+            found.extend(f"{path.name}: {m.group(1)} in `{command}`" for m in ABSOLUTE.finditer(command))
+    return found
+
+
 TABLES: dict[str, Callable[[dict[str, Any]], str]] = {
+    "mnist_fixed": mnist_fixed,
+    "simulator": simulator,
+    "executor": executor,
+    "cut_planning": cut_planning,
+    "iris_kfold": iris_kfold,
     "rank_correlation_mnist": rank_correlation,
     "noise_aware": noise_aware,
     "noise_aware_fashion4": noise_aware,
@@ -268,6 +504,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--check", action="store_true", help="exit 1 if README.md differs from the results files")
     args = ap.parse_args(argv)
+    absolute = absolute_paths_in_commands()
+    if absolute:
+        print(
+            "recorded commands name absolute paths (a reader has none of them); record them relative to the "
+            "repository (--data-dir ../shared/datasets, --out benchmarks/results/NAME.json):\n  "
+            + "\n  ".join(absolute),
+            file=sys.stderr,
+        )
+        return 1
     current = README.read_text()
     wanted = render(current)
     if args.check:

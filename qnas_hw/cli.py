@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
 
-from qnas_hw.config import ConfigError, RunConfig, config_from_dict, default_config, load_config, with_overrides
+from qnas_hw.config import ConfigError, RunConfig, default_config, load_config, stored_config, with_overrides
 from qnas_hw.progress import Progress, is_terminal, use_bars
 from qnas_hw.text import plural
 
@@ -252,7 +252,7 @@ def _resolve_config(
         from qnas_hw.search.study import Study
 
         with Study.open(study) as s:
-            cfg = config_from_dict(s.config, source=f"configuration stored in {study}")
+            cfg = stored_config(s.config, source=f"configuration stored in {study}")
     elif config is not None:
         cfg = load_config(config)
     else:
@@ -632,7 +632,7 @@ def _search_hw_eval(study: Any, verbose: bool) -> str | None:
     """
     from qnas_hw.jobs import BudgetExceeded, JobExecutionError, LedgerError
 
-    cfg = config_from_dict(study.config, source=f"configuration stored in {study.path}")
+    cfg = stored_config(study.config, source=f"configuration stored in {study.path}")
     if not cfg.hw_eval.enabled:
         return None
     err_console.print(

@@ -766,6 +766,25 @@ def config_from_dict(data: dict[str, Any], source: str = "configuration") -> Run
         raise ConfigError(f"invalid {source}:\n{_format_errors(exc)}") from None
 
 
+#: Settings added after studies were already being stored, with the value that reproduces how such a study was
+#: scored: a study that stored no ``noisy_simulator`` ran Aer without idle noise, and resuming it (or evaluating
+#: its picks) must not silently switch to another simulator.
+_BEFORE_THE_KEY_EXISTED: dict[tuple[str, str], Any] = {
+    ("search", "noisy_simulator"): "aer",
+    ("search", "idle_noise"): False,
+}
+
+
+def stored_config(data: dict[str, Any], source: str) -> RunConfig:
+    """A study's stored configuration; keys it predates take the values it was scored with (see above)."""
+    if isinstance(data, dict):
+        data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+        for (section, key), value in _BEFORE_THE_KEY_EXISTED.items():
+            if isinstance(data.get(section), dict):
+                data[section].setdefault(key, value)
+    return config_from_dict(data, source=source)
+
+
 #: The embedded offline default job (``qnas-hw search`` with no arguments), as overrides of the section defaults.
 #: Chosen so its three objectives really trade off on a 2-core laptop in under 3 minutes: scikit-learn's 8x8 digits
 #: 0-3 pooled to 16 features (bundled, no download; 30% validation so one sample is 0.6 points), 2-5 qubits behind a

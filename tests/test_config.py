@@ -185,3 +185,16 @@ def test_the_default_job_keeps_its_budget_of_2_on_its_own_backend() -> None:
     # `--backend fake_belem` on the default job: the budget follows the new device
     belem = with_overrides(default, **{"hardware.backend": "fake_belem"})
     assert belem.hardware.qubit_budget == 5 and belem.qubit_budget_reason() == "follows fake_belem's 5 qubits"
+
+
+def test_a_study_stored_before_the_simulator_settings_keeps_the_aer_path() -> None:
+    """A study scored before ``noisy_simulator``/``idle_noise`` existed resumes with what it was scored with."""
+    from qnas_hw.config import stored_config
+
+    old = default_config().resolved()
+    for key in ("noisy_simulator", "idle_noise"):
+        del old["search"][key]
+    cfg = stored_config(old, source="an old study")
+    assert (cfg.search.noisy_simulator, cfg.search.idle_noise) == ("aer", False)
+    new = stored_config(default_config().resolved(), source="a new study")
+    assert (new.search.noisy_simulator, new.search.idle_noise) == ("trajectories", True)

@@ -91,3 +91,37 @@ def test_paper_table_renders_a_stopped_run_as_incomplete() -> None:
     assert "| 2 of 3 |" in text
     assert "**incomplete**: written before the run ended (not finished: MNIST, Fashion-MNIST)" in text
     assert "the classical ablation beats the hybrid" in text or "as good as the hybrid" in text
+
+
+def test_an_absolute_path_in_a_recorded_command_is_refused(tmp_path: Path, monkeypatch) -> None:
+    rt = _benchmark_module("readme_tables")
+    (tmp_path / "ok.json").write_text(
+        '{"command": "python benchmarks/x.py --data-dir ../shared/datasets --out benchmarks/results/ok.json"}'
+    )
+    monkeypatch.setattr(rt, "RESULTS", tmp_path)
+    assert rt.absolute_paths_in_commands() == []
+    (tmp_path / "bad.json").write_text('{"command": "python benchmarks/x.py --out=/work/bench/x.json"}')
+    found = rt.absolute_paths_in_commands()
+    assert len(found) == 1 and found[0].startswith("bad.json: /work/bench/x.json")
+    assert rt.main(["--check"]) == 1
+
+
+def test_iris_kfold_never_validates_or_standardises_on_the_test_fold() -> None:
+    import numpy as np
+    from sklearn.datasets import load_iris
+    from sklearn.model_selection import RepeatedStratifiedKFold
+
+    ik = _benchmark_module("iris_kfold")
+    bunch = load_iris()
+    x, y = bunch.data, bunch.target
+    train, test = next(RepeatedStratifiedKFold(n_splits=5, n_repeats=1, random_state=0).split(x, y))
+    s = ik.fold_splits(x, y, train, test, 0.2, seed=0)
+    idx = s.indices
+    assert set(idx["test"]) == set(test)
+    assert not set(idx["val"]) & set(test) and not set(idx["train"]) & set(test)
+    assert set(idx["train"]) | set(idx["val"]) == set(train)
+    assert np.allclose(s.train.tensors[0].numpy().mean(axis=0), 0, atol=1e-5)  # standardised on train only
+    # Nadeau-Bengio: the plain t half-width scaled by sqrt(1 + k * n_test/n_train)
+    diffs = [0.0, 0.02, -0.01, 0.03, 0.01]
+    _, plain = _benchmark_module("paper_table").t_interval(diffs)
+    assert abs(ik.corrected_interval(diffs, 0.25) - plain * (1 + 5 * 0.25) ** 0.5) < 1e-12

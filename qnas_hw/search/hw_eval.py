@@ -427,14 +427,14 @@ def evaluate_study(
     damaged candidate weights are re-derived by the search's own fine-tune
     (same seed), checked against the accuracy the study stored.
     """
-    from qnas_hw.config import config_from_dict
+    from qnas_hw.config import stored_config
     from qnas_hw.search.nsga import _build_accuracy_objective, _use_threads, load_splits
     from qnas_hw.search.study import Study
 
     writes = settings is None or not settings.dry_run
     study = Study.open(study_path, write=writes, purpose="qnas-hw hw-eval")
     try:
-        config = config_from_dict(study.config, source=f"configuration stored in {study.path}")
+        config = stored_config(study.config, source=f"configuration stored in {study.path}")
         _use_threads(config)
         splits = load_splits(config)
         objective = _build_accuracy_objective(config, study.path.parent, False, None, splits)

@@ -57,7 +57,7 @@ from pymoo.operators.selection.tournament import TournamentSelection
 from pymoo.problems.static import StaticProblem
 from pymoo.termination.max_gen import MaximumGenerationTermination
 
-from qnas_hw.config import RunConfig, config_from_dict, with_overrides
+from qnas_hw.config import RunConfig, stored_config, with_overrides
 from qnas_hw.model.space import GENES, Architecture, SearchSpace
 from qnas_hw.progress import Progress
 from qnas_hw.search.engine import CandidateOutcome, Engine, EngineError, LocalEngine, open_engine
@@ -1100,7 +1100,7 @@ def _scored_rows(config: RunConfig) -> int:
 def _same_recipe(stored: dict[str, Any], config: RunConfig) -> bool:
     """Whether a stored config computes what ``config`` computes (:func:`_recipe`; unreadable counts as no)."""
     try:
-        return _recipe(config_from_dict(stored, source="the stored configuration")) == _recipe(config)
+        return _recipe(stored_config(stored, source="the stored configuration")) == _recipe(config)
     except Exception:  # a config an older or newer version wrote: not the same command
         return False
 
@@ -1175,7 +1175,7 @@ def prepare_search(
     """
     if resume is not None:
         study = Study.open(resume, write=True, purpose="qnas-hw search --resume")
-        stored = config_from_dict(study.config, source=f"configuration stored in {resume}")
+        stored = stored_config(study.config, source=f"configuration stored in {resume}")
         if config is not None and _recipe(config) != _recipe(stored):
             raise SearchError(
                 f"{resume} was created with a different configuration; a resumed search must use the stored one "
