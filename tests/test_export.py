@@ -455,3 +455,81 @@ def test_new_commands_answer_help_without_heavy_imports(tmp_path: Path) -> None:
             [sys.executable, "-c", probe, command, "--help"], capture_output=True, text=True, timeout=120, check=False
         )
         assert json.loads(res.stdout.strip().splitlines()[-1]) == [], command
+
+
+def test_braket_tracker_spend_is_kept_in_the_ledger_beside_the_prediction(tmp_path: Path) -> None:
+    """A Braket cloud job reports the SDK Tracker's estimate with its timing; the ledger keeps it with the job's
+    counts (next to the guard's pred_usd in its meta) and predict / device scoring sum it.  No AWS call: the tasks
+    and the tracker are stand-ins with the SDK's method names."""
+    from decimal import Decimal
+
+    from qnas_hw.hardware.backends.braket import TRACKER_USD, BraketCloudJob, tracker_usd
+    from qnas_hw.jobs import JobLedger
+    from qnas_hw.jobs.executor import _timing_dict
+    from qnas_hw.search.scoring import reported_usd
+
+    class Task:
+        id = "arn:aws:braket:eu-north-1:000000000000:quantum-task/1"
+
+        def metadata(self) -> dict:
+            return {"shots": 1000, "status": "COMPLETED"}
+
+    class Tracker:
+        def qpu_tasks_cost(self) -> Decimal:
+            return Decimal("0.595")
+
+        def simulator_tasks_cost(self) -> Decimal:
+            return Decimal(0)
+
+    class Offline(Tracker):
+        def qpu_tasks_cost(self) -> Decimal:
+            raise ConnectionError("price list unreachable")
+
+    timing = BraketCloudJob([Task()], None, Tracker()).timing()
+    assert timing.extra[TRACKER_USD] == pytest.approx(0.595)
+    assert tracker_usd(Offline()) is None and tracker_usd(None) is None
+    ledger = JobLedger(tmp_path / "ledger.sqlite")
+    for key, usd in (("a", timing), ("b", BraketCloudJob([Task()], None, None).timing())):
+        ledger.plan(key, batch="b", label=key, backend="braket:x", shots=1, n_pubs=1, n_rows=1, meta={"pred_usd": 0.6})
+        ledger.mark_done(key, {"counts": [], "timing": _timing_dict(usd)})
+    assert reported_usd(ledger, ["a", "b"]) == pytest.approx(0.595)  # the re-attached job ("b") reports nothing
+    assert reported_usd(ledger, ["b"]) is None
+    ledger.close()
+
+
+@pytest.mark.slow
+def test_a_cut_of_an_input_dependent_gate_is_reconstructed_per_sample(study: Path, tmp_path: Path) -> None:
+    """IQP's cut RZZ(x_i x_j): its QPD coefficients change with every input, and predict recomputes them from the
+    inputs with the search's seeded planner (about a minute: 72 subexperiments per sample)."""
+    from qnas_hw.deploy.bundle import open_bundle
+    from qnas_hw.deploy.export import export_pick
+    from qnas_hw.deploy.predict import PredictSettings, backend_for, predict
+    from qnas_hw.deploy.runtime import model_from_bundle
+    from qnas_hw.jobs import JobLedger
+    from qnas_hw.search.study import Study
+
+    with Study.open(study) as s:
+        cut = [
+            c
+            for c in s.candidates()
+            if c.usable and c.arch.embedding == "iqp" and c.details["val_error"]["accuracy"].get("cut_experiments")
+        ]
+    if not cut:
+        pytest.skip("the tiny study has no feasible IQP cut candidate")
+    pick = min(cut, key=lambda c: c.details["val_error"]["accuracy"]["cut_experiments"])
+    opened = open_bundle(export_pick(study, pick.arch.canonical(), tmp_path / "iqp").path)
+    assert opened.cut_plan()["input_dependent_cuts"] > 0
+    model = model_from_bundle(opened)
+    X = torch.randn(2, 4, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        exact = model.quantum(model.encode(X).double()).numpy()
+    shots = 1024
+    ledger = JobLedger(tmp_path / "ledger.sqlite")
+    try:
+        report = predict(
+            opened, X.numpy(), None, backend_for(opened, "aer_ideal"), ledger, PredictSettings(shots=shots)
+        )
+    finally:
+        ledger.close()
+    # scaled cut shots give about the uncut circuit's precision; the bound allows the estimator's extra spread
+    assert np.abs(report.expectations - exact).max() < 6 / np.sqrt(shots)

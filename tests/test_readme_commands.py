@@ -111,6 +111,13 @@ def rule_for(args: list[str]) -> Rule | None:
             {"fresh": 0, "after-hw-eval": 0, "killed": 0, "read-only": 0, "damaged": 1},
             writes_nothing=True,
         )
+    if cmd == "export":
+        # read-only: the README's --out is inside the study's directory; killed: its first generation has a knee
+        return Rule("study", {"fresh": 0, "after-hw-eval": 0, "killed": 0, "read-only": 1, "damaged": 1})
+    if cmd in ("inspect", "predict"):
+        # they read a bundle, not a study (tests/test_export.py runs them on exported bundles); here no state holds
+        # one, and each must refuse in one clear line without touching anything
+        return Rule("study", dict.fromkeys(STATES, 1), writes_nothing=True)
     return None
 
 

@@ -68,7 +68,6 @@ VERSIONED = (
     "torch",
     "numpy",
 )
-PRODUCT_STATE = "product state (classically simulable)"
 
 
 class ExportError(ValueError):
@@ -367,7 +366,7 @@ def export_pick(
     ``force``) be an earlier bundle, replaced only once the new one is
     complete.  Raises :class:`ExportError` for a pick that cannot be exported.
     """
-    from qnas_hw.config import config_from_dict
+    from qnas_hw.config import stored_config
     from qnas_hw.search.study import Study
 
     if weights not in WEIGHT_SOURCES:
@@ -375,7 +374,7 @@ def export_pick(
     out = Path(out)
     _check_target(out, force)
     with Study.open(study_path) as study:
-        config = config_from_dict(study.config, source=f"configuration stored in {study.path}")
+        config = stored_config(study.config, source=f"configuration stored in {study.path}")
         record, pick_kind = resolve_pick(study, pick)
         model, source = _load_model(study, config, record.arch, weights)
         manifest = _write(out, study, config, record, pick_kind, model, source)
@@ -384,6 +383,12 @@ def export_pick(
 
 
 def _check_target(out: Path, force: bool) -> None:
+    """Refuse an ``--out`` that cannot take a bundle before the study's model is loaded (seconds to minutes)."""
+    existing = out.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ExportError(f"cannot write the bundle to {out} ({existing} is not writable); pass another --out")
     if not out.exists():
         return
     if not out.is_dir():
@@ -426,7 +431,7 @@ def _build(
     from qnas_hw.hardware.backends import get_backend
     from qnas_hw.hardware.execution import ProgramBuilder
     from qnas_hw.hardware.transpilation import gate_counts
-    from qnas_hw.model.circuits import build_circuit, n_input_params
+    from qnas_hw.model.circuits import PRODUCT_STATE, build_circuit, n_input_params
     from qnas_hw.search.nsga import make_hardware
 
     arch = record.arch

@@ -82,6 +82,20 @@ def simulator_summary(simulator: NoisySimulator | TrajectorySimulator) -> dict[s
     return {**out, "idle_noise": simulator.idle_noise or "off"}
 
 
+def reported_usd(ledger: Any, keys: Sequence[str]) -> float | None:
+    """What the provider's SDK reported these finished jobs cost (Braket's ``Tracker``, kept in each ledger result
+    as ``timing.extra.tracker_usd``), summed; None when no job reported a figure (IBM, simulators)."""
+    from qnas_hw.hardware.backends.braket import TRACKER_USD
+
+    figures = []
+    for key in keys:
+        record = ledger.get(key) if ledger is not None else None
+        extra = (((record.result if record is not None else None) or {}).get("timing") or {}).get("extra") or {}
+        if extra.get(TRACKER_USD) is not None:
+            figures.append(float(extra[TRACKER_USD]))
+    return float(sum(figures)) if figures else None
+
+
 def _qubits_of(program: CandidateProgram) -> tuple[int, ...]:
     return tuple(sorted({q for run in program.runs for q in run.measured_qubits if q is not None}))
 
@@ -356,5 +370,7 @@ class DeviceScorer:
             "reused_jobs": reused,
             "quantum_seconds": None if any(q is None for q in qsec) else float(sum(qsec)),
             "wall_seconds": None if any(w is None for w in wsec) else float(sum(wsec)),
+            # Braket: the SDK Tracker's cost of these jobs, beside the guard's prediction in each job's ledger meta
+            "reported_usd": reported_usd(self.ledger, [spec.key(self.backend.name) for spec in p.jobs]),
         }
         return z, details

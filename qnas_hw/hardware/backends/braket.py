@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -59,6 +60,7 @@ from qnas_hw.hardware.backends.base import (
     user_calibration_dir,
 )
 from qnas_hw.hardware.backends.primitives import target_duration
+from qnas_hw.locking import ThreadLockPickling
 
 log = logging.getLogger(__name__)
 
@@ -370,12 +372,34 @@ class BraketLocalJob(JobHandle):
         return JobTiming(quantum_seconds=None, wall_seconds=self._wall)
 
 
-class BraketCloudJob(JobHandle):
-    """One AwsQuantumTask (program set) per PUB; the job id is the comma-joined task ARNs."""
+#: key of ``JobTiming.extra`` holding what ``braket.tracking.Tracker`` estimates the job's tasks cost (USD)
+TRACKER_USD = "tracker_usd"
 
-    def __init__(self, tasks: list[Any], programs: list[BraketProgram] | None = None) -> None:
+
+def tracker_usd(tracker: Any) -> float | None:
+    """The Braket SDK's own cost estimate of the tasks ``tracker`` saw (QPU: per task + per shot at AWS's price
+    list), or None when it cannot say (the price list is fetched over the network)."""
+    if tracker is None:
+        return None
+    try:
+        return float(tracker.qpu_tasks_cost() + tracker.simulator_tasks_cost())
+    except Exception as exc:  # pricing lookups need AWS's price list; the job's counts do not
+        log.warning("braket Tracker could not price the tasks: %s", exc)
+        return None
+
+
+class BraketCloudJob(JobHandle):
+    """One AwsQuantumTask (program set) per PUB; the job id is the comma-joined task ARNs.
+
+    ``tracker`` (a ``braket.tracking.Tracker`` that watched the tasks being created) gives the SDK's own cost
+    estimate in :meth:`timing` (``extra["tracker_usd"]``), which the ledger keeps beside the predicted cost; a
+    re-attached job has none.
+    """
+
+    def __init__(self, tasks: list[Any], programs: list[BraketProgram] | None = None, tracker: Any = None) -> None:
         self._tasks = tasks
         self._programs = programs
+        self._tracker = tracker
 
     @property
     def job_id(self) -> str:
@@ -404,6 +428,7 @@ class BraketCloudJob(JobHandle):
         for t in self._tasks:
             meta = t.metadata()
             extra[t.id] = {k: str(meta.get(k)) for k in ("createdAt", "endedAt", "shots", "status")}
+        extra[TRACKER_USD] = tracker_usd(self._tracker)
         return JobTiming(quantum_seconds=None, wall_seconds=None, extra=extra)
 
     def cancel(self) -> None:
@@ -479,7 +504,7 @@ class BraketLocalBackend(Backend):
         return row
 
 
-class BraketDeviceBackend(Backend):
+class BraketDeviceBackend(ThreadLockPickling, Backend):
     """A Braket QPU described by its snapshot; runs noisily on the local DM simulator, or on AWS by ARN."""
 
     provider = "braket"
@@ -493,6 +518,8 @@ class BraketDeviceBackend(Backend):
         self._target = snapshot_target(self._snap)
         self._noise = NoiseSpec.from_snapshot(self._snap)
         self._aws_device: Any = None
+        # a Tracker hears every task created in the process: submissions one at a time keep each job's own
+        self._lock = threading.Lock()
 
     @property
     def num_qubits(self) -> int:
@@ -582,13 +609,16 @@ class BraketDeviceBackend(Backend):
             from braket.devices import LocalSimulator
 
             return BraketLocalJob(LocalSimulator("braket_dm"), pubs, shots, self._noise)
+        from braket.tracking import Tracker
+
         device = self._device()
         tasks, programs = [], []
-        for ps, total_shots, prog in _program_set(pubs, shots, None):
-            tasks.append(device.run(ps, shots=total_shots))
-            programs.append(prog)
+        with self._lock, Tracker() as tracker:  # sees exactly this job's task creations (the SDK's cost estimate)
+            for ps, total_shots, prog in _program_set(pubs, shots, None):
+                tasks.append(device.run(ps, shots=total_shots))
+                programs.append(prog)
         log.info("submitted %d Braket task(s) to %s", len(tasks), self.arn)
-        return BraketCloudJob(tasks, programs)
+        return BraketCloudJob(tasks, programs, tracker)
 
     def reattach(self, job_id: str) -> JobHandle:
         if not self._cloud:
