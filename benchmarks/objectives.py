@@ -35,30 +35,39 @@ NSGA-II's offspring stay near their parents).  Prints cache hit rates and the
 wall time with caches against the time the same stream costs cold (every
 visit priced at its first-visit time).
 
-Part 3 (``--accuracy``; targets on 2 cores: <= 1 s and <= 3 s median): the
-accuracy objective's scoring per candidate, ``ideal`` (the exact torch
-simulator on the same samples) side by side with ``noisy`` (the candidate's
-program transpiled and placed for the device, its samples as parameter rows
-under the device's Aer noise on only the used qubits, ``shots`` each, mthree
-readout mitigation), split into where the time goes: building the program
-(transpile + noise-aware placement, or cut planning + subexperiments), the
-Aer simulation, and mitigation + decoding (the readout calibration is timed
-apart: it is measured once per qubit set and shared by candidates).  Cases:
-a 4-qubit candidate on the 5-qubit ``fake_quito``, 8-qubit 2-layer
-candidates on the 27-qubit ``fake_kolkata``, and cut candidates.
+Part 3 (``--accuracy``): the accuracy objective's noisy scoring per candidate
+by both simulators, side by side in one run: ``aer`` (the reference,
+:class:`~qnas_hw.hardware.noise.NoisySimulator`: Aer's density matrix per
+sample) and ``trajectories`` (:class:`~qnas_hw.hardware.trajectories.TrajectorySimulator`:
+all samples batched in torch, exact density matrix up to 5 qubits, stratified
+quantum trajectories beyond, the trajectory count chosen by its rule), both
+with idle noise (ALAP).  Each row: build (transpile + noise-aware placement, or
+cut plan + subexperiments), simulate, mitigate + decode (mthree and the head,
+or the cut reconstruction), the readout calibration timed apart (once per
+qubit set), the scored accuracy, and for the trajectory simulator where its
+time went (compile / simulate / draw shots) and the trajectories it chose.
+Cases: 4 qubits on ``fake_quito``; 8-qubit 2-layer ring and sparse on
+``fake_kolkata``; 12-qubit 2-layer and 20-qubit 1-layer rings on the 133-qubit
+``fake_torino`` (20 qubits at 64 samples); a cut candidate.  Beyond 10 qubits Aer
+simulates every shot: it is timed on 1 sample x 32 shots and scaled (marked
+``extrapolated_from``).  Goals (512 x 1024, 2 cores): 8q ring <= 1 s and >= 8x
+Aer; 4q <= 0.2 s; 12q <= 3 s; 20q within memory, time stated.
+``--idle-effect`` adds part 3b: what idle noise changes on two routed
+candidates and one without routing (exact Aer <Z> with idle noise off, ALAP,
+ASAP; the idle time per qubit; the error against the ideal <Z>).
 
 Timings are wall-clock on whatever machine runs this (a shared, loaded CPU
 in development): compare the columns of one run, not runs across machines.
 
     python benchmarks/objectives.py
     python benchmarks/objectives.py --n 32 --budgets 4,6 --extra-backjumps 1000 --pop 12 --generations 8
-    python benchmarks/objectives.py --accuracy --samples 512 --shots 1024 --repeats 3
+    python benchmarks/objectives.py --accuracy --samples 512 --shots 1024 --repeats 3 --idle-effect \
+        --out benchmarks/results/objectives_accuracy.json
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import tempfile
 import time
 from collections import Counter
@@ -313,81 +322,200 @@ def print_part2(
     print("  (plan hits include the second read of each plan by the other objective, as in the search)")
 
 
-#: Part 3 cases: (label, backend, architecture, qubit budget)
-ACCURACY_CASES: tuple[tuple[str, str, str, int], ...] = (
-    ("4q on 5q device", "fake_quito", "angle-y|q4|l2|ry-rz|ring|z", 5),
-    ("8q/2l ring (W8) on 27q", "fake_kolkata", "angle-y|q8|l2|ry-rz|ring|z", 8),
-    ("8q/2l sparse on 27q", "fake_kolkata", "angle-y|q8|l2|ry|sparse|z", 8),
-    ("cut: 5q, 1 CNOT cut", "fake_kolkata", "angle-y|q5|l1|rx-ry|linear|z", 4),
-    ("cut: 6q, 2 pieces", "fake_kolkata", "angle-x|q6|l1|ry|sparse|z", 4),
+#: Part 3 cases: (label, backend, architecture, qubit budget, samples: None = --samples)
+ACCURACY_CASES: tuple[tuple[str, str, str, int, int | None], ...] = (
+    ("4q on 5q device", "fake_quito", "angle-y|q4|l2|ry-rz|ring|z", 5, None),
+    ("8q/2l ring (W8) on 27q", "fake_kolkata", "angle-y|q8|l2|ry-rz|ring|z", 8, None),
+    ("8q/2l sparse on 27q", "fake_kolkata", "angle-y|q8|l2|ry|sparse|z", 8, None),
+    ("12q/2l ring on 133q", "fake_torino", "angle-y|q12|l2|ry-rz|ring|z", 12, None),
+    ("20q/1l ring on 133q", "fake_torino", "angle-y|q20|l1|ry-rz|ring|z", 20, 64),
+    ("cut: 5q, 1 CNOT cut", "fake_kolkata", "angle-y|q5|l1|rx-ry|linear|z", 4, None),
+)
+#: Beyond Aer's density-matrix width it simulates every shot: timed on this many samples x shots, then scaled.
+AER_WIDE_SAMPLES, AER_WIDE_SHOTS = 1, 32
+#: Part 3b (``--idle-effect``): two candidates that routing fills with SWAPs (qubits wait for them) and one it leaves
+IDLE_CASES: tuple[tuple[str, str, str], ...] = (
+    ("8q/2l ring, routed (16 -> 54 CNOTs)", "fake_kolkata", "angle-y|q8|l2|ry-rz|ring|z"),
+    ("6q/2l ring, routed (12 -> 35 CNOTs)", "fake_kolkata", "angle-y|q6|l2|ry|ring|z"),
+    ("8q/2l sparse, no routing (7 CNOTs)", "fake_kolkata", "angle-y|q8|l2|ry|sparse|z"),
 )
 
 
-def accuracy_timings(samples: int, shots: int, repeats: int, seed: int) -> list[dict[str, Any]]:
-    """Per case: ideal scoring time, and noisy scoring split into build / simulate / mitigate+decode."""
+def _accuracy_inputs(arch: Architecture, samples: int, seed: int) -> tuple[Any, Any, Any]:
     import torch
 
-    from qnas_hw.hardware.execution import ProgramBuilder
-    from qnas_hw.hardware.noise import NoisySimulator
     from qnas_hw.model.hqnn import HQNN
-    from qnas_hw.search.scoring import NoisyScorer
 
+    rng = np.random.default_rng(seed)
+    X = torch.as_tensor(rng.normal(size=(samples, arch.n_qubits)), dtype=torch.float32)
+    y = torch.as_tensor(rng.integers(0, 3, size=samples))
+    return HQNN(arch, (arch.n_qubits,), 3, frontend="linear", seed=seed).eval(), X, y
+
+
+def _wide_aer(simulator: Any, builder: Any, arch: Architecture, model: Any, X: Any, samples: int, shots: int) -> float:
+    """Aer's seconds for all samples x shots, scaled from AER_WIDE_SAMPLES x AER_WIDE_SHOTS (its cost is per shot)."""
+    from qnas_hw.search.scoring import model_inputs
+
+    program = builder.build(arch)
+    inputs, weights = model_inputs(model, X[:AER_WIDE_SAMPLES])
+    values = program.parameter_values(inputs, weights)
+    t0 = time.perf_counter()
+    simulator.run([(r.circuit, v) for r, v in zip(program.runs, values, strict=True)], AER_WIDE_SHOTS, 0)
+    return (time.perf_counter() - t0) * (samples / AER_WIDE_SAMPLES) * (shots / AER_WIDE_SHOTS)
+
+
+def _score_case(
+    method: str,
+    backend_name: str,
+    arch: Architecture,
+    budget: int,
+    samples: int,
+    shots: int,
+    repeats: int,
+    seed: int,
+    idle: str | None = "alap",
+) -> dict[str, Any]:
+    """One method on one case: median seconds of build / simulate / mitigate+decode, calibration once, accuracy."""
+    from qnas_hw.hardware.execution import ProgramBuilder
+    from qnas_hw.hardware.noise import DM_MAX_QUBITS
+    from qnas_hw.hardware.trajectories import make_noisy_simulator
+    from qnas_hw.search.scoring import NoisyScorer, simulator_summary
+
+    backend = get_backend(backend_name)
+    model, X, y = _accuracy_inputs(arch, samples, seed)
+    simulator = make_noisy_simulator(backend, method, idle, "cpu")
+    planner = CutPlanner(budget, seed=seed, max_qubits=backend.num_qubits)
+    builder = ProgramBuilder(backend, Transpiler(backend, seed=seed), planner, shots)
+    program = builder.build(arch)
+    active = max(len(run.record.physical_qubits) for run in program.runs)
+    row: dict[str, Any] = {
+        "method": method,
+        "architecture": arch.canonical(),
+        "backend": backend_name,
+        "samples": samples,
+        "shots": shots,
+        "idle_noise": idle or "off",
+        "active_qubits": active,
+        "circuits_per_sample": program.circuits_per_row,
+    }
+    if method == "aer" and active > DM_MAX_QUBITS:  # per-shot statevectors: timed on a slice, scaled
+        seconds = _wide_aer(simulator, builder, arch, model, X, samples, shots)
+        extra = {"extrapolated_from": {"samples": AER_WIDE_SAMPLES, "shots": AER_WIDE_SHOTS}}
+        return {**row, "total_s": seconds, "simulate_s": seconds, "accuracy": None, **extra}
+    t0 = time.perf_counter()
+    qubits = sorted({q for run in program.runs for q in run.measured_qubits if q is not None})
+    calibrated = NoisyScorer(builder, simulator, mitigation=True, seed=seed)
+    calibrated.mitigator(qubits)  # the readout calibration of the qubit set (device errors loaded here), once
+    row["calibration_s"] = time.perf_counter() - t0
+    parts: dict[str, list[float]] = {"build": [], "simulate": [], "mitigate_decode": [], "total": []}
+    accs = []
+    for r in range(repeats):
+        fresh = ProgramBuilder(backend, Transpiler(backend, seed=seed), planner, shots)  # a new candidate each time
+        scorer = NoisyScorer(fresh, simulator, mitigation=True, seed=seed + r)
+        scorer._mitigators = calibrated._mitigators  # calibrations are shared by the candidates on those qubits
+        t0 = time.perf_counter()
+        acc, details = scorer.score(arch, model, X, y)
+        parts["total"].append(time.perf_counter() - t0)
+        for k in ("build", "simulate", "mitigate_decode"):
+            parts[k].append(details["_timings"][k])
+        accs.append(acc)
+    row.update({f"{k}_s": float(np.median(v)) for k, v in parts.items()})
+    row["accuracy"] = float(np.median(accs))
+    row["simulator"] = simulator_summary(simulator)
+    if method == "trajectories":
+        stats = simulator.stats
+        row["clusters"] = [c for s in stats for c in s.clusters][:4]
+        row["stage_s"] = {
+            k: float(sum(s.seconds.get(k, 0.0) for s in stats)) for k in ("compile", "simulate", "sample")
+        }
+    return row
+
+
+def accuracy_timings(
+    samples: int,
+    shots: int,
+    repeats: int,
+    seed: int,
+    cases: Sequence[str],
+    on_row: Callable[[dict[str, Any]], None],
+    idle: str | None = "alap",
+) -> list[dict[str, Any]]:
+    """Every case (label containing one of ``cases``; all if empty) by both methods, the Aer path first."""
     rows = []
-    for label, backend_name, text, budget in ACCURACY_CASES:
-        backend = get_backend(backend_name)
-        arch = Architecture.parse(text)
-        rng = np.random.default_rng(seed)
-        X = torch.as_tensor(rng.normal(size=(samples, arch.n_qubits)), dtype=torch.float32)
-        y = torch.as_tensor(rng.integers(0, 3, size=samples))
-        model = HQNN(arch, (arch.n_qubits,), 3, frontend="linear", seed=seed).eval()
-        ideal = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            with torch.no_grad():
-                model(X).argmax(-1)
-            ideal.append(time.perf_counter() - t0)
-        simulator = NoisySimulator(backend)
-        planner = CutPlanner(budget, seed=seed, max_qubits=backend.num_qubits)
-        parts: dict[str, list[float]] = {"build": [], "simulate": [], "mitigate_decode": [], "total": []}
-        cal = math.nan
-        accs = []
-        for r in range(repeats):
-            builder = ProgramBuilder(backend, Transpiler(backend, seed=seed), planner, shots)  # a new candidate
-            scorer = NoisyScorer(builder, simulator, mitigation=True, seed=seed + r)
-            if r == 0:  # the readout calibration of the candidate's qubits, once (shared by candidates after)
-                t0 = time.perf_counter()
-                program = builder.build(arch)
-                qubits = sorted({q for run in program.runs for q in run.measured_qubits if q is not None})
-                scorer.mitigator(qubits)
-                cal = time.perf_counter() - t0 - 0.0
-                builder = ProgramBuilder(backend, Transpiler(backend, seed=seed), planner, shots)
-                fresh = NoisyScorer(builder, simulator, mitigation=True, seed=seed + r)
-                fresh._mitigators = scorer._mitigators
-                scorer = fresh
-            t0 = time.perf_counter()
-            acc, details = scorer.score(arch, model, X, y)
-            parts["total"].append(time.perf_counter() - t0)
-            for k in ("build", "simulate", "mitigate_decode"):
-                parts[k].append(details["_timings"][k])
-            accs.append(acc)
-        program = builder.build(arch)
-        rows.append(
-            {
+    for label, backend_name, text, budget, n in ACCURACY_CASES:
+        if cases and not any(c in label for c in cases):
+            continue
+        times = 1 if n else repeats  # a case with its own sample count (20q: 64) is timed once
+        for method in ("aer", "trajectories"):
+            row = {
                 "case": label,
-                "backend": backend_name,
-                "architecture": text,
-                "circuits_per_sample": program.circuits_per_row,
-                "shots_per_sample": program.shots_per_row,
-                "active_qubits": max(len(run.record.physical_qubits) for run in program.runs),
-                "ideal_s": float(np.median(ideal)),
-                "calibration_s": cal,
-                **{f"{k}_s": float(np.median(v)) for k, v in parts.items()},
+                **_score_case(
+                    method, backend_name, Architecture.parse(text), budget, n or samples, shots, times, seed, idle
+                ),
             }
-        )
+            rows.append(row)
+            on_row(row)
     return rows
 
 
-def write_results(path: Path, rows: list[dict[str, Any]], seconds: float, argv: Sequence[str] | None) -> None:
+def _waiting(small: Any, dt: float) -> float:
+    """Seconds qubits spend in delays after their first gate (a wait before it, in |0>, changes nothing)."""
+    from qnas_hw.hardware.noise import delay_seconds
+
+    started: set[int] = set()
+    total = 0.0
+    for inst in small.data:
+        qs = [small.find_bit(q).index for q in inst.qubits]
+        if inst.operation.name == "delay":
+            total += delay_seconds(inst.operation, dt) if qs[0] in started else 0.0
+        elif inst.operation.name != "barrier":
+            started.update(qs)
+    return total
+
+
+def idle_effect(samples: int, seed: int) -> list[dict[str, Any]]:
+    """What idle noise changes: exact (Aer density matrix) <Z> per sample with idle noise off, ALAP and ASAP.
+
+    Per candidate: the idle time a schedule inserts (mean per active qubit),
+    the mean |<Z>_idle - <Z>_off| it causes, and the mean |<Z>_noisy - <Z>_ideal|
+    with and without it (how much of the device's error idling adds).
+    """
+    import torch
+
+    from qnas_hw.hardware.execution import ProgramBuilder, circuit_values
+    from qnas_hw.hardware.noise import NoisySimulator, idle_dt, prepare_circuit
+    from qnas_hw.search.scoring import model_inputs
+
+    out = []
+    for label, backend_name, text in IDLE_CASES:
+        backend = get_backend(backend_name)
+        arch = Architecture.parse(text)
+        model, X, _ = _accuracy_inputs(arch, samples, seed)
+        run = ProgramBuilder(backend, Transpiler(backend, seed=seed), None, 1024).build(arch).runs[0]
+        inputs, weights = model_inputs(model, X)
+        values = circuit_values(run.circuit, inputs, weights)
+        with torch.no_grad():
+            ideal = model.quantum(model.encode(X)).double().numpy()
+        row: dict[str, Any] = {"case": label, "backend": backend_name, "architecture": text, "samples": samples}
+        z = {}
+        for idle in (None, "alap", "asap"):
+            t0 = time.perf_counter()
+            probs = NoisySimulator(backend, idle_noise=idle).probabilities(run.circuit, values, readout=False)
+            bits = (np.arange(probs.shape[1])[:, None] >> np.arange(arch.n_qubits)[None, :]) & 1
+            z[idle] = probs @ (1.0 - 2.0 * bits)
+            name = idle or "off"
+            row[f"error_vs_ideal_{name}"] = float(np.abs(z[idle] - ideal).mean())
+            row[f"aer_s_{name}"] = time.perf_counter() - t0
+            if idle is not None:
+                small, physical, _ = prepare_circuit(run.circuit, backend.target, idle)
+                row[f"idle_us_per_qubit_{name}"] = 1e6 * _waiting(small, idle_dt(backend.target)) / len(physical)
+                row[f"mean_abs_dz_{name}"] = float(np.abs(z[idle] - z[None]).mean())
+        out.append(row)
+    return out
+
+
+def write_results(path: Path, payload: dict[str, Any], argv: Sequence[str] | None) -> None:
+    """The results file, rewritten whole (called after every case, so a stopped run keeps what it measured)."""
     import json
     import os
     import platform
@@ -396,37 +524,141 @@ def write_results(path: Path, rows: list[dict[str, Any]], seconds: float, argv: 
     import qiskit
     import qiskit_aer
     import torch
+    from provenance import uncommitted_files
 
-    commit = git_head()
-    payload = {
+    doc = {
         "command": "python benchmarks/objectives.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "commit": commit,
+        "commit": git_head(),
+        "uncommitted_changes": uncommitted_files(),
         "machine": {
             "cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
             "platform": platform.platform(),
             "torch": torch.__version__,
             "qiskit": qiskit.__version__,
             "qiskit_aer": qiskit_aer.__version__,
         },
-        "seconds": seconds,
-        "rows": rows,
+        **payload,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=1) + "\n")
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    tmp.replace(path)
 
 
-def print_accuracy(rows: list[dict[str, Any]], samples: int, shots: int) -> None:
-    print(f"\npart 3: accuracy scoring per candidate, {samples} validation samples x {shots} shots (median s)")
+def _fmt(value: Any, width: int, digits: int = 3) -> str:
+    return f"{'-':>{width}}" if value is None else f"{value:>{width}.{digits}f}"
+
+
+def print_accuracy_row(r: dict[str, Any]) -> None:
+    sim = r.get("simulator") or {}
+    if r["method"] == "trajectories":
+        c = max(r.get("clusters") or [{}], key=lambda c: c.get("qubits", 0))
+        how = (
+            f"{c.get('method', '?')}"
+            + (
+                f", T={c['trajectories']} (rule {c.get('rule_trajectories', '-')}, pilot SE ratio "
+                f"{c.get('pilot_se_ratio', float('nan')):.2f}), P0={c['mean_p_no_jump']:.2f}, "
+                f"{c['noisy_ops']} noisy ops"
+                if c.get("method") == "trajectories"
+                else ""
+            )
+            + "; stages "
+            + ", ".join(f"{k} {v:.2f}" for k, v in (r.get("stage_s") or {}).items())
+        )
+    elif "extrapolated_from" in r:
+        e = r["extrapolated_from"]
+        how = f"per-shot statevectors: timed on {e['samples']} sample x {e['shots']} shots, scaled"
+    else:
+        how = "density matrix per sample" + (f" ({sim.get('simulator')})" if sim else "")
+    acc = "-" if r.get("accuracy") is None else f"{100 * r['accuracy']:.1f}%"
     print(
-        f"{'case':<24} {'circ/sample':>11} {'qubits':>6} {'ideal':>8} {'noisy':>8} {'= build':>8} "
-        f"{'+ Aer':>8} {'+ mit/dec':>9} {'(cal once)':>10}"
+        f"{r['case']:<24} {r['method']:<12} {r['samples']:>4} {r['active_qubits']:>3} {_fmt(r.get('total_s'), 8)} "
+        f"{_fmt(r.get('build_s'), 7)} {_fmt(r.get('simulate_s'), 8)} {_fmt(r.get('mitigate_decode_s'), 8)} "
+        f"{_fmt(r.get('calibration_s'), 7)} {acc:>6}  {how}",
+        flush=True,
+    )
+
+
+def print_accuracy_header(samples: int, shots: int, idle: str) -> None:
+    import torch
+
+    print(
+        f"\npart 3: noisy accuracy scoring per candidate, Aer vs batched trajectories, {samples} samples x {shots} "
+        f"shots (20q: 64 samples), idle noise {idle}, median seconds; torch threads {torch.get_num_threads()}"
+    )
+    print(
+        f"{'case':<24} {'method':<12} {'smp':>4} {'q':>3} {'total':>8} {'build':>7} {'simulate':>8} {'mit/dec':>8} "
+        f"{'cal':>7} {'acc':>6}  how"
+    )
+
+
+def print_speedups(rows: Sequence[dict[str, Any]]) -> None:
+    print("\nspeed-up of the batched simulator over Aer in the same run (total seconds; simulation alone):")
+    by_case: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+    for r in rows:
+        by_case.setdefault((r["case"], r.get("idle_noise", "alap")), {})[r["method"]] = r
+    for (case, idle), m in by_case.items():
+        a, t = m.get("aer"), m.get("trajectories")
+        if a is None or t is None or not a.get("total_s") or not t.get("total_s"):
+            continue
+        note = " (Aer extrapolated)" if "extrapolated_from" in a else ""
+        print(
+            f"  {case:<24} idle {idle:<5} {a['total_s'] / t['total_s']:8.1f}x; "
+            f"{a['simulate_s'] / t['simulate_s']:8.1f}x{note}"
+        )
+
+
+def print_idle(rows: Sequence[dict[str, Any]]) -> None:
+    print("\npart 3b: what idle noise changes (Aer density matrix, exact <Z>, mean over samples and qubits)")
+    print(
+        f"{'case':<38} {'idle us/qubit ALAP':>18} {'ASAP':>6} {'|dZ| ALAP':>10} {'ASAP':>7} "
+        f"{'|Z-ideal| off':>13} {'ALAP':>7} {'ASAP':>7}"
     )
     for r in rows:
         print(
-            f"{r['case']:<24} {r['circuits_per_sample']:>11} {r['active_qubits']:>6} {r['ideal_s']:>8.3f} "
-            f"{r['total_s']:>8.3f} {r['build_s']:>8.3f} {r['simulate_s']:>8.3f} {r['mitigate_decode_s']:>9.3f} "
-            f"{r['calibration_s']:>10.3f}"
+            f"{r['case']:<38} {r['idle_us_per_qubit_alap']:>18.2f} {r['idle_us_per_qubit_asap']:>6.2f} "
+            f"{r['mean_abs_dz_alap']:>10.4f} {r['mean_abs_dz_asap']:>7.4f} {r['error_vs_ideal_off']:>13.4f} "
+            f"{r['error_vs_ideal_alap']:>7.4f} {r['error_vs_ideal_asap']:>7.4f}"
         )
+
+
+def run_accuracy(args: argparse.Namespace, argv: Sequence[str] | None) -> None:
+    """Part 3 (and 3b): prints each row as it is measured and rewrites ``--out`` after each."""
+    t0 = time.perf_counter()
+    payload: dict[str, Any] = {"rows": [], "idle_effect": [], "complete": False}
+    if args.append and args.out is not None and args.out.exists():  # add cases to an earlier run's file
+        import json
+
+        earlier = json.loads(args.out.read_text())
+        payload["rows"] = list(earlier.get("rows", []))
+        payload["idle_effect"] = list(earlier.get("idle_effect", []))
+        payload["earlier_runs"] = [
+            *earlier.get("earlier_runs", []),
+            {k: earlier.get(k) for k in ("command", "commit", "seconds", "complete")},
+        ]
+
+    def save() -> None:
+        payload["seconds"] = time.perf_counter() - t0
+        if args.out is not None:
+            write_results(args.out, payload, argv)
+
+    def on_row(row: dict[str, Any]) -> None:
+        payload["rows"].append(row)
+        print_accuracy_row(row)
+        save()
+
+    cases = [c for c in args.cases.split(",") if c]
+    print_accuracy_header(args.samples, args.shots, args.idle)
+    idle = None if args.idle == "off" else args.idle
+    accuracy_timings(args.samples, args.shots, args.repeats, args.seed, cases, on_row, idle)
+    print_speedups(payload["rows"])
+    if args.idle_effect:
+        payload["idle_effect"] = idle_effect(args.idle_samples, args.seed)
+        print_idle(payload["idle_effect"])
+    payload["complete"] = True
+    save()
+    print(f"\nbenchmark wall time {time.perf_counter() - t0:.1f} s")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -446,20 +678,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--stream-qubits", default="2,6", help="qubit range of the part-2 space (the default config's)")
     ap.add_argument("--stream-layers", default="1,3")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--accuracy", action="store_true", help="part 3 only: ideal vs noisy accuracy scoring")
+    ap.add_argument("--accuracy", action="store_true", help="part 3 only: noisy scoring, Aer vs batched trajectories")
     ap.add_argument("--samples", type=int, default=512)
     ap.add_argument("--shots", type=int, default=1024)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--cases", default="", help="part 3: comma-separated substrings of the case labels to run")
+    ap.add_argument("--idle", choices=("alap", "asap", "off"), default="alap", help="part 3: idle noise of both paths")
+    ap.add_argument("--idle-effect", action="store_true", help="part 3: also measure what idle noise changes")
+    ap.add_argument("--idle-samples", type=int, default=64)
     ap.add_argument("--out", type=Path, default=None, help="part 3: also write the figures as JSON here")
+    ap.add_argument("--append", action="store_true", help="part 3: keep the rows already in --out, add these")
     args = ap.parse_args(argv)
     if args.accuracy:
-        t0 = time.perf_counter()
-        rows = accuracy_timings(args.samples, args.shots, args.repeats, args.seed)
-        print_accuracy(rows, args.samples, args.shots)
-        seconds = time.perf_counter() - t0
-        print(f"\nbenchmark wall time {seconds:.1f} s")
-        if args.out is not None:
-            write_results(args.out, rows, seconds, argv)
+        run_accuracy(args, argv)
         return
 
     rng = np.random.default_rng(args.seed)

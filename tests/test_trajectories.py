@@ -193,22 +193,23 @@ def test_noisy_validation_accuracy_agrees_with_the_aer_path(backend_name: str, t
     planner = CutPlanner(budget, seed=0, max_qubits=backend.num_qubits)
     builder = ProgramBuilder(backend, Transpiler(backend, seed=0), planner, 1024)
 
-    def score(sim, seed):
-        scorer = NoisyScorer(builder, sim, mitigation=True, seed=seed)
-        program = builder.build(arch)
-        inputs, weights = model_inputs(model, X)
-        values = program.parameter_values(inputs, weights)
-        counts = sim.run(
-            [(r.circuit, v) for r, v in zip(program.runs, values, strict=True)], [r.shots for r in program.runs], seed
-        )
-        mit = scorer.mitigator(sorted({q for r in program.runs for q in r.measured_qubits if q is not None}))
+    program = builder.build(arch)
+    inputs, weights = model_inputs(model, X)
+    values = program.parameter_values(inputs, weights)
+    aer = NoisySimulator(backend)
+    qubits = sorted({q for r in program.runs for q in r.measured_qubits if q is not None})
+    mit = NoisyScorer(builder, aer, mitigation=True, seed=0).mitigator(qubits)  # one calibration, shared
+
+    def score(sim, seed):  # NoisyScorer.score's steps, keeping <Z> and the predictions
+        pubs = [(r.circuit, v) for r, v in zip(program.runs, values, strict=True)]
+        counts = sim.run(pubs, [r.shots for r in program.runs], seed)
         z = program.expectations(counts, inputs, mit)
         with torch.no_grad():
             pred = model.decode(torch.as_tensor(z, dtype=torch.float32)).argmax(-1).numpy()
         return z, pred
 
-    z_a, pred_a = score(NoisySimulator(backend), 1)
-    z_b, pred_b = score(NoisySimulator(backend), 2)
+    z_a, pred_a = score(aer, 1)
+    z_b, pred_b = score(aer, 2)
     z_t, pred_t = score(TrajectorySimulator(backend), 3)
     flips_aa, flips_ta = int((pred_a != pred_b).sum()), int((pred_a != pred_t).sum())
     assert flips_ta <= 2 * flips_aa + 3, f"{flips_ta} predictions differ from Aer's; two Aer runs differ in {flips_aa}"
@@ -216,3 +217,24 @@ def test_noisy_validation_accuracy_agrees_with_the_aer_path(backend_name: str, t
     assert abs(acc_a - acc_t) <= (2 * flips_aa + 3) / n
     rms_aa, rms_ta = float(np.sqrt(((z_a - z_b) ** 2).mean())), float(np.sqrt(((z_a - z_t) ** 2).mean()))
     assert rms_ta <= 1.5 * rms_aa + 1e-3, f"RMS <Z> difference {rms_ta:.4f} vs {rms_aa:.4f} between two Aer runs"
+
+
+def test_settings_choose_the_simulator_and_idle_noise_and_the_report_says_which() -> None:
+    """``[search] noisy_simulator`` / ``idle_noise`` / ``idle_schedule``: validated, built, and named in the header."""
+    from qnas_hw.config import ConfigError, config_from_dict
+    from qnas_hw.reports.data import accuracy_description
+    from qnas_hw.search.nsga import noisy_simulator
+
+    with pytest.raises(ConfigError, match="noisy_simulator: Input should be 'trajectories' or 'aer'"):
+        config_from_dict({"search": {"noisy_simulator": "qiskit"}})
+    backend = get_backend("fake_quito")
+    default = config_from_dict({"hardware": {"backend": "fake_quito"}, "compute": {"device": "cpu"}})
+    sim = noisy_simulator(default, backend)
+    assert isinstance(sim, TrajectorySimulator) and sim.idle_noise == "alap"
+    aer = config_from_dict({"search": {"noisy_simulator": "aer", "idle_noise": False}, "compute": {"device": "cpu"}})
+    ref = noisy_simulator(aer, backend)
+    assert isinstance(ref, NoisySimulator) and ref.idle_noise is None
+    header = accuracy_description({"hardware": {"backend": "fake_quito"}, "search": default.search.model_dump()})
+    assert "by batched trajectories, idle noise: alap" in header
+    old = accuracy_description({"hardware": {"backend": "fake_quito"}, "search": {"accuracy": "noisy"}})
+    assert "by Aer, no idle noise" in old

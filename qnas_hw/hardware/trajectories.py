@@ -49,12 +49,17 @@ then costs work.  The estimate per sample is
 logged): a pilot of :data:`PILOT_TRAJECTORIES` per sample estimates, per
 measured qubit, the trajectory variance of ``<Z_q>``,
 ``v = mean_samples (1 - P0)^2 s^2``, against the shot variance
-``w = mean_samples (1 - <Z_q>^2)``; then ``T = ceil(shots * max_q v / w / f^2)``
+``w = mean_samples (1 - <Z_q>^2)``, both of the bit as read (through its
+readout error); then ``T = ceil(shots * max_q v / w / f^2)``
 with ``f =`` :data:`TRAJECTORY_FRACTION`, clipped to
 [:data:`PILOT_TRAJECTORIES`, ``max_trajectories``], so the trajectories' standard error of each
 ``<Z_q>`` is at most ``f`` times the shots' own (total standard error at
-most ``sqrt(1 + f^2)`` = 1.12x a device run's).  The pilot's trajectories
-are kept.  Shots are then drawn from the per-sample mixture: readout errors
+most ``sqrt(1 + f^2)`` = 1.12x a device run's).  Where the cap binds, the
+stats report the ratio reached (``pilot_se_ratio``).  The pilot's
+trajectories are kept.  The cost this implies: ``T`` grows with
+``shots * (1 - P0)^2``, so a candidate that collects much noise (a routed
+circuit whose qubits idle for microseconds) needs hundreds of trajectories
+per sample.  Shots are then drawn from the per-sample mixture: readout errors
 applied exactly (as :class:`~qnas_hw.hardware.noise.NoisySimulator` does),
 a seeded multinomial per row.
 
@@ -196,7 +201,8 @@ def _canonical(kraus: Sequence[np.ndarray]) -> np.ndarray:
     if len(mats) > 1:
         d = mats.shape[-1]
         vecs = mats.reshape(len(mats), d * d)
-        lam, v = np.linalg.eigh(vecs.T @ vecs.conj())
+        # einsum, not BLAS: a threaded BLAS call on a busy machine costs milliseconds for a 16 x 16 product
+        lam, v = np.linalg.eigh(np.einsum("ri,rj->ij", vecs, vecs.conj()))
         keep = lam > _KRAUS_ATOL
         mats = (v[:, keep] * np.sqrt(lam[keep])).T.reshape(-1, d, d)[np.argsort(-lam[keep], kind="stable")]
     mats = mats.copy()
@@ -205,8 +211,9 @@ def _canonical(kraus: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def _compose(after: Sequence[np.ndarray], before: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Kraus operators of ``after o before``."""
-    return [a @ b for a in after for b in before]
+    """Kraus operators of ``after o before`` (every product, one einsum)."""
+    a, b = np.asarray(after, dtype=complex), np.asarray(before, dtype=complex)
+    return list(np.einsum("aij,bjk->abik", a, b).reshape(-1, a.shape[-1], a.shape[-1]))
 
 
 def _kron_kraus(high: Sequence[np.ndarray], low: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -216,13 +223,44 @@ def _kron_kraus(high: Sequence[np.ndarray], low: Sequence[np.ndarray]) -> list[n
 
 _RESET = [np.array([[1, 0], [0, 0]], dtype=complex), np.array([[0, 1], [0, 0]], dtype=complex)]
 _I2 = np.eye(2, dtype=complex)
+_SWAP = np.eye(4, dtype=complex)[[0, 2, 1, 3]]
 
 
-def error_kraus(error: Any) -> list[np.ndarray]:
-    """An Aer ``QuantumError`` as Kraus matrices on its qubits (qiskit's little-endian order)."""
-    from qiskit.quantum_info import Kraus
+def error_kraus(error: Any) -> np.ndarray:
+    """An Aer ``QuantumError`` as its canonical Kraus matrices (qiskit's little-endian order on its qubits).
 
-    return [np.asarray(k, dtype=complex) for k in Kraus(error.to_quantumchannel()).data]
+    Built from the error's own mixture (probability x circuit of Paulis,
+    resets and Kraus instructions), term by term: ``QuantumError.to_quantumchannel``
+    builds the same channel through qiskit's instruction-to-superoperator path,
+    about 60 ms per two-qubit error.
+    """
+    n = int(error.num_qubits)
+    out = []
+    for circuit, prob in zip(error.circuits, error.probabilities, strict=True):
+        if prob <= 0:
+            continue
+        kraus = [np.eye(1 << n, dtype=complex)]
+        for inst in circuit.data:
+            qs = tuple(circuit.find_bit(q).index for q in inst.qubits)
+            kraus = _compose([_widen(k, qs, n) for k in _instruction_kraus(inst.operation)], kraus)
+        out.extend(math.sqrt(prob) * k for k in kraus)
+    return _canonical(out)
+
+
+def _instruction_kraus(operation: Any) -> list[np.ndarray]:
+    """Kraus operators of one instruction of an Aer error circuit."""
+    if operation.name == "reset":
+        return list(_RESET)
+    if operation.name == "kraus":
+        return [np.asarray(k, dtype=complex) for k in operation.params]
+    return [_unitary(operation)]
+
+
+def _widen(matrix: np.ndarray, qubits: tuple[int, ...], n: int) -> np.ndarray:
+    """A matrix on ``qubits`` (of an n <= 2 qubit error) written on all n qubits."""
+    if len(qubits) == n:
+        return matrix if qubits == tuple(range(n)) else _SWAP @ matrix @ _SWAP
+    return np.kron(_I2, matrix) if qubits == (0,) else np.kron(matrix, _I2)
 
 
 # ------------------------------------------------------------------ compiled circuits
@@ -416,9 +454,6 @@ def _fixed_product(factors: Sequence[_Factor]) -> np.ndarray:
     return out
 
 
-_SWAP = np.eye(4, dtype=complex)[[0, 2, 1, 3]]
-
-
 def _embed(op: _Op, qubits: tuple[int, ...]) -> list[np.ndarray]:
     """``op``'s Kraus operators written on ``qubits`` (one or two qubits containing op's)."""
     if op.qubits == qubits:
@@ -555,17 +590,31 @@ def _apply_wide(state: torch.Tensor, matrix: Any, qubits: Sequence[int], out: to
     return out
 
 
+def _abs2(state: torch.Tensor) -> torch.Tensor:
+    """``|amplitude|^2`` elementwise (``abs()`` of a complex tensor is several times slower: it takes a root)."""
+    return torch.view_as_real(state).square().sum(-1)
+
+
 def _norms(state: torch.Tensor) -> torch.Tensor:
     """Squared norm of every column."""
     dim, cols = state.shape
     return torch.view_as_real(state).reshape(dim, 2 * cols).square().sum(0).view(cols, 2).sum(1)
 
 
-def _per_col(mats: torch.Tensor) -> list[list[torch.Tensor | None]]:
-    """``(cols, K, K)`` matrices as a K x K nested list of column vectors (None where all are zero)."""
-    k = mats.shape[-1]
-    nz = (mats != 0).any(0).tolist()
-    return [[mats[:, i, j].contiguous() if nz[i][j] else None for j in range(k)] for i in range(k)]
+def _per_col(mats: torch.Tensor, mask: list[list[bool]] | None = None) -> list[list[torch.Tensor | None]]:
+    """``(cols, K, K)`` matrices as a K x K nested list of column vectors (None where all are zero).
+
+    ``mask`` (which entries can be non-zero) saves a pass when the caller knows it.
+    """
+    return _entries(mats.permute(1, 2, 0).contiguous(), mask)
+
+
+def _entries(cols: torch.Tensor, mask: list[list[bool]] | None = None) -> list[list[torch.Tensor | None]]:
+    """``(K, K, cols)`` as a nested list of its (contiguous) rows, None where ``mask`` says zero."""
+    k = cols.shape[0]
+    if mask is None:
+        mask = (cols != 0).any(-1).tolist()
+    return [[cols[i, j] if mask[i][j] else None for j in range(k)] for i in range(k)]
 
 
 def _fixed(matrix: np.ndarray) -> list[list[complex]]:
@@ -578,7 +627,8 @@ class _OpTensors:
     """One op, ready for a run: its no-jump matrix (fixed or per sample) and its jump operators."""
 
     op: _Op
-    g0: Any  # fixed nested list, or (samples, K, K) tensor
+    g0: Any  # fixed nested list, or (K, K, samples) tensor
+    g0_mask: list[list[bool]] | None  # per-sample g0: which entries can be non-zero
     pre: torch.Tensor | None  # (samples, K, K) noiseless per-sample part, or None
     jumps: torch.Tensor  # (R - 1, K, K)
     jump_effects: torch.Tensor  # (R - 1, K, K): C_j^dagger C_j
@@ -592,11 +642,16 @@ def _op_tensors(ops: Sequence[_Op], angles: np.ndarray, device: torch.device) ->
         if op.pre:
             mats = np.broadcast_to(_I2, (angles.shape[1], 2, 2)).copy()
             for f in op.pre:
-                mats = (f.matrix if f.matrix is not None else _rotation(f.name, angles[f.angle])) @ mats
+                gate = f.matrix if f.matrix is not None else _rotation(f.name, angles[f.angle])
+                mats = np.einsum("ij,bjk->bik" if gate.ndim == 2 else "bij,bjk->bik", gate, mats)  # no BLAS
             pre = torch.as_tensor(mats, dtype=torch.complex64, device=device)
-        g0: Any = _fixed(op.kraus[0]) if pre is None else kraus[0] @ pre
         jumps = kraus[1:]
-        out.append(_OpTensors(op, g0, pre, jumps, jumps.conj().transpose(-1, -2) @ jumps))
+        effects = jumps.conj().transpose(-1, -2) @ jumps
+        if pre is None:
+            out.append(_OpTensors(op, _fixed(op.kraus[0]), None, None, jumps, effects))
+            continue
+        g0 = (kraus[0] @ pre).permute(1, 2, 0).contiguous()
+        out.append(_OpTensors(op, g0, (g0 != 0).any(-1).tolist(), pre, jumps, effects))
     return out
 
 
@@ -665,7 +720,7 @@ class _Trajectories:
     def _g0(self, t: _OpTensors, samples: torch.Tensor | None) -> Any:
         if not isinstance(t.g0, torch.Tensor):
             return t.g0
-        return _per_col(t.g0 if samples is None else t.g0[samples])
+        return _entries(t.g0 if samples is None else t.g0.index_select(2, samples), t.g0_mask)
 
     def no_jump(self, rows: slice) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """The unnormalised no-jump state per sample, its squared norm, and every first-jump event's probability.
@@ -721,7 +776,7 @@ class _Trajectories:
         cols = rows.stop - rows.start
         psi_nj, p0, events = self.no_jump(rows)
         m = len(self.cluster.measured)
-        nj_probs = _marginal(psi_nj.abs().square(), self.n, self.cluster.measured)
+        nj_probs = _marginal(_abs2(psi_nj), self.n, self.cluster.measured)
         empty = _Batch(
             torch.zeros_like(nj_probs),
             torch.zeros(cols, m, device=self.device),
@@ -743,12 +798,14 @@ class _Trajectories:
         phi = self._zero(cols)
         phi_spare = torch.empty_like(phi)
         active = 0
-        local = torch.arange(cols, device=self.device)
+        every = torch.arange(rows.start, rows.stop, device=self.device)
+        born_global = born_sample + rows.start
+        position = {k: i for i, k in enumerate(self.noisy)}
         for k, t in enumerate(self.tensors):
             if active:
-                psi, spare, nrm = self._step(t, psi, spare, nrm, active, born_sample[:active] + rows.start)
+                psi, spare, nrm = self._step(t, psi, spare, nrm, active, born_global[:active])
             if t.op.noisy:
-                i = self.noisy.index(k)
+                i = position[k]
                 lo, hi = starts_list[i], starts_list[i + 1]
                 if hi > lo:
                     samples = born_sample[lo:hi]
@@ -758,8 +815,8 @@ class _Trajectories:
                     _apply(phi[:, samples], _per_col(mats), t.op.qubits, psi[:, lo:hi])
                     nrm[lo:hi] = _norms(psi[:, lo:hi])
                     active = hi
-            phi, phi_spare = _apply(phi, self._g0(t, local + rows.start), t.op.qubits, phi_spare), phi
-        probs = psi[:, :active].abs().square() / nrm[:active].clamp_min(1e-30)
+            phi, phi_spare = _apply(phi, self._g0(t, every), t.op.qubits, phi_spare), phi
+        probs = _abs2(psi[:, :active]) / nrm[:active].clamp_min(1e-30)
         marg = _marginal(probs, self.n, self.cluster.measured)  # (2**m, active)
         z = marg.T @ self.zsign  # (active, m)
         sums = torch.zeros_like(nj_probs).index_add_(1, born_sample[:active], marg)
@@ -814,10 +871,16 @@ def _jump_weights(t: _OpTensors, cols: torch.Tensor) -> torch.Tensor:
     """
     qs = t.op.qubits
     k = 1 << len(qs)
-    blocks = torch.stack(_blocks(cols, qs)).reshape(k, -1, cols.shape[1]).permute(2, 0, 1)  # (cols, K, rest)
-    rho = (blocks @ blocks.conj().transpose(1, 2)).permute(1, 2, 0)  # rho[a, b] = sum psi_a psi_b^*: (K, K, cols)
-    effects = t.jump_effects.reshape(len(t.jump_effects), k * k)
-    return (effects @ rho.transpose(0, 1).reshape(k * k, -1)).real.clamp_min(0).T
+    n = cols.shape[1]
+    blocks = [b.reshape(-1, n) for b in _blocks(cols, qs)]  # (rest, cols) each
+    rho = torch.empty(k, k, n, dtype=cols.dtype, device=cols.device)  # rho[a, b] = sum_rest psi_a psi_b^*
+    for a in range(k):
+        for b in range(a, k):
+            rho[a, b] = (blocks[a] * blocks[b].conj()).sum(0)
+            if b > a:
+                rho[b, a] = rho[a, b].conj()
+    effects = t.jump_effects.transpose(1, 2).reshape(len(t.jump_effects), k * k)  # Tr(E rho) = sum E[a,b] rho[b,a]
+    return (effects @ rho.reshape(k * k, n)).real.clamp_min(0).T
 
 
 # ------------------------------------------------------------------ the simulator
@@ -1022,11 +1085,12 @@ class TrajectorySimulator(ThreadLockPickling):
                 stats.clusters.append({"qubits": len(cluster.qubits), "method": "exact"})
             else:
                 stats.method = "trajectories"
-                probs, info = self._trajectories(cluster, tensors, len(rows), shots, gen)
+                readout = self._readout(compiled, cluster)
+                probs, info = self._trajectories(cluster, tensors, len(rows), shots, gen, readout)
                 stats.clusters.append({"qubits": len(cluster.qubits), "method": "trajectories", **info})
             probs = probs.double()
             if readout:
-                probs = self._with_readout(compiled, cluster, probs)
+                probs = readout_columns(probs, self._readout(compiled, cluster))
             dist = probs.clamp_min(0).cpu().numpy().T
             dists.append(dist / dist.sum(1, keepdims=True))
         if not hasattr(self._local, "stats"):
@@ -1034,14 +1098,15 @@ class TrajectorySimulator(ThreadLockPickling):
         self._local.stats.append(stats)
         return dists
 
-    def _with_readout(self, compiled: _Compiled, cluster: _Cluster, probs: torch.Tensor) -> torch.Tensor:
+    def _readout(self, compiled: _Compiled, cluster: _Cluster) -> list[np.ndarray]:
+        """Readout matrix of each measured bit of ``cluster`` (a deferred ancilla reads like the qubit it copies)."""
         n_phys = len(compiled.physical)
         matrices = []
         for pos in cluster.bits:
             q = compiled.measured[pos][0]
             where = compiled.physical[q] if q < n_phys else compiled.physical[compiled.stand_ins[q - n_phys]]
             matrices.append(self.readout_matrix(where))
-        return readout_columns(probs, matrices)
+        return matrices
 
     def _chunk(self, cluster: _Cluster, samples: int, per_sample_cols: int) -> int:
         """Samples per chunk: the working set within :data:`CHUNK_BYTES`, refused if one sample does not fit."""
@@ -1052,7 +1117,13 @@ class TrajectorySimulator(ThreadLockPickling):
         return chunk
 
     def _trajectories(
-        self, cluster: _Cluster, tensors: list[_OpTensors], samples: int, shots: int, gen: torch.Generator
+        self,
+        cluster: _Cluster,
+        tensors: list[_OpTensors],
+        samples: int,
+        shots: int,
+        gen: torch.Generator,
+        readout: Sequence[np.ndarray],
     ) -> tuple[torch.Tensor, dict[str, Any]]:
         """Outcome distributions of a wide cluster from the pilot, then as many more trajectories as the rule asks."""
         engine = _Trajectories(cluster, tensors, self.device, gen)
@@ -1065,7 +1136,7 @@ class TrajectorySimulator(ThreadLockPickling):
             "max_jump_weight": float((1.0 - p0).max()),
         }
         if self.trajectories is None:
-            want, ratio = self._count(nj, p0, first, shots)
+            want, ratio = self._count(nj, p0, first, shots, readout)
             info["rule_trajectories"] = want
             info["pilot_se_ratio"] = ratio
             if want > pilot:
@@ -1090,8 +1161,15 @@ class TrajectorySimulator(ThreadLockPickling):
         )
         return nj, p0, batch
 
-    def _count(self, nj: torch.Tensor, p0: torch.Tensor, pilot: _Batch, shots: int) -> tuple[int, float]:
-        """The rule of the module docstring: trajectories per sample, and the pilot's SE ratio at that count."""
+    def _count(
+        self, nj: torch.Tensor, p0: torch.Tensor, pilot: _Batch, shots: int, readout: Sequence[np.ndarray]
+    ) -> tuple[int, float]:
+        """The rule of the module docstring: trajectories per sample, and the pilot's SE ratio at that count.
+
+        Both variances are of what the shots read: readout maps a bit's <Z> to
+        ``a + b <Z>`` (``b = 1 - p(1|0) - p(0|1)``), which scales the trajectory
+        variance by ``b^2`` and sets the shot variance to ``1 - (a + b <Z>)^2``.
+        """
         t = pilot.count
         if t < 2:
             return t, float("nan")
@@ -1103,6 +1181,10 @@ class TrajectorySimulator(ThreadLockPickling):
         bits = (np.arange(nj.shape[0])[:, None] >> np.arange(m)[None, :]) & 1
         signs = torch.as_tensor(1.0 - 2.0 * bits, dtype=nj.dtype, device=nj.device)
         z = (nj + weight.T * pilot.sums / t).T @ signs  # (samples, m) estimate of <Z_q>
+        a = torch.tensor([(r[0][0] - r[0][1] + r[1][0] - r[1][1]) / 2 for r in readout], dtype=z.dtype)
+        b = torch.tensor([(r[0][0] - r[0][1] - r[1][0] + r[1][1]) / 2 for r in readout], dtype=z.dtype)
+        v = v * b.to(v.device, v.dtype).square()
+        z = a.to(z.device) + b.to(z.device) * z
         w = (1.0 - z.square()).clamp_min(1e-6).mean(0)
         need = float((v / w).max()) * shots / self.fraction**2
         want = int(min(self.max_trajectories, max(t, math.ceil(need))))
@@ -1165,12 +1247,17 @@ def _sample_counts(
         order = np.zeros(1 << m, dtype=np.int64)  # cluster bit j is measured position bits[j]
         for j, pos in enumerate(clusters[0].bits):
             order |= ((np.arange(1 << m) >> j) & 1) << pos
-        keys = np.array(_keys(compiled, order), dtype=object)
         draws = rng.multinomial(shots, dists[0])
         out = []
-        for r in range(rows):
+        if m <= 12:  # every key once, then a lookup per row
+            keys = np.array(_keys(compiled, order), dtype=object)
+            for r in range(rows):
+                nz = np.flatnonzero(draws[r])
+                out.append(dict(zip(keys[nz].tolist(), draws[r, nz].tolist(), strict=True)))
+            return out
+        for r in range(rows):  # wide: keys of the outcomes drawn only
             nz = np.flatnonzero(draws[r])
-            out.append(dict(zip(keys[nz].tolist(), draws[r, nz].tolist(), strict=True)))
+            out.append(dict(zip(_keys(compiled, order[nz]), draws[r, nz].tolist(), strict=True)))
         return out
     joint = np.zeros((rows, shots), dtype=np.int64)
     for cluster, dist in zip(clusters, dists, strict=True):
