@@ -442,7 +442,8 @@ def predict(
     from qnas_hw.jobs.executor import AsyncExecutor, RetryPolicy
     from qnas_hw.jobs.guard import BudgetExceeded, check_budget, plan_spend, price_job
     from qnas_hw.jobs.ledger import LedgerState
-    from qnas_hw.search.scoring import DeviceScorer, DeviceSettings, reported_usd
+    from qnas_hw.search.hw_eval import device_settings
+    from qnas_hw.search.scoring import DeviceScorer, reported_usd
 
     settings = settings or PredictSettings()
     phases: dict[str, float] = {}
@@ -463,15 +464,7 @@ def predict(
         builder,  # type: ignore[arg-type]  # duck-typed: the bundle's fixed program
         backend,
         ledger,
-        DeviceSettings(
-            seed=settings.seed,
-            concurrency=settings.concurrency,
-            chunk_rows=settings.chunk_rows,
-            mitigation=settings.mitigation,
-            policy=settings.policy,
-            budget=settings.budget,
-            batch=batch,
-        ),
+        device_settings(settings, batch),
     )
     labels = None if y is None else np.asarray(y, dtype=np.int64).reshape(-1)
     prepared = scorer.prepare(program.arch, model, torch.as_tensor(X), np.zeros(len(X)) if labels is None else labels)

@@ -284,6 +284,14 @@ def with_idle_relaxation(small: QuantumCircuit, physical: Sequence[int], target:
     return out
 
 
+def shots_per_pub(shots: int | Sequence[int], n_pubs: int) -> list[int]:
+    """The shots of each PUB of a simulator run: one count for all, or one per PUB (checked)."""
+    out = [int(shots)] * n_pubs if isinstance(shots, int | np.integer) else [int(s) for s in shots]
+    if len(out) != n_pubs:
+        raise ValueError(f"{len(out)} shot counts for {n_pubs} circuits")
+    return out
+
+
 class NoisySimulator(ThreadLockPickling):
     """Runs transpiled circuits under the backend's noise, simulating only their active physical qubits.
 
@@ -362,9 +370,7 @@ class NoisySimulator(ThreadLockPickling):
         """Counts per PUB, per parameter row; each PUB is simulated on its own active qubits only."""
         from qiskit_aer import AerSimulator
 
-        shot_list = [int(shots)] * len(pubs) if isinstance(shots, int | np.integer) else [int(s) for s in shots]
-        if len(shot_list) != len(pubs):
-            raise ValueError(f"{len(shot_list)} shot counts for {len(pubs)} circuits")
+        shot_list = shots_per_pub(shots, len(pubs))
         out: list[list[dict[str, int]]] = []
         for k, ((circuit, values), n_shots) in enumerate(zip(pubs, shot_list, strict=True)):
             small, physical, stand_ins = prepare_circuit(circuit, self.backend.target, self.idle_noise)

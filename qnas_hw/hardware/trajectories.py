@@ -92,6 +92,7 @@ from qnas_hw.hardware.noise import (
     idle_dt,
     idle_error,
     prepare_circuit,
+    shots_per_pub,
 )
 from qnas_hw.locking import ThreadLockPickling
 from qnas_hw.model.memory import check_fits
@@ -1007,9 +1008,7 @@ class TrajectorySimulator(ThreadLockPickling):
         seed: int,
     ) -> list[list[dict[str, int]]]:
         """Counts per PUB, per parameter row (NoisySimulator's contract); ``self.stats`` says how each ran."""
-        shot_list = [int(shots)] * len(pubs) if isinstance(shots, int | np.integer) else [int(s) for s in shots]
-        if len(shot_list) != len(pubs):
-            raise ValueError(f"{len(shot_list)} shot counts for {len(pubs)} circuits")
+        shot_list = shots_per_pub(shots, len(pubs))
         self._local.stats = []
         out = []
         for k, ((circuit, values), n_shots) in enumerate(zip(pubs, shot_list, strict=True)):

@@ -152,23 +152,26 @@ def expectations_from_counts(rows: Sequence[dict[str, int]], n_qubits: int) -> n
 def _scorer(
     backend: Backend, ledger: JobLedger, settings: HardwareEvalSettings, planner: Any | None, batch: str
 ) -> Any:
-    from qnas_hw.search.scoring import DeviceScorer, DeviceSettings
+    from qnas_hw.search.scoring import DeviceScorer
 
     transpiler = Transpiler(backend, optimization_level=settings.optimization_level, seed=settings.seed)
     builder = ProgramBuilder(backend, transpiler, planner, settings.shots)
-    return DeviceScorer(
-        builder,
-        backend,
-        ledger,
-        DeviceSettings(
-            seed=settings.seed,
-            concurrency=settings.concurrency,
-            chunk_rows=settings.chunk_rows,
-            mitigation=settings.mitigation,
-            policy=settings.policy,
-            budget=settings.budget,
-            batch=batch,
-        ),
+    return DeviceScorer(builder, backend, ledger, device_settings(settings, batch))
+
+
+def device_settings(settings: Any, batch: str) -> Any:
+    """The device scorer's settings from a command's (hw-eval's, predict's): seed, concurrency, rows per job,
+    mitigation, retries and budget, under the ledger batch ``batch``."""
+    from qnas_hw.search.scoring import DeviceSettings
+
+    return DeviceSettings(
+        seed=settings.seed,
+        concurrency=settings.concurrency,
+        chunk_rows=settings.chunk_rows,
+        mitigation=settings.mitigation,
+        policy=settings.policy,
+        budget=settings.budget,
+        batch=batch,
     )
 
 
