@@ -439,6 +439,7 @@ def accuracy_timings(
     cases: Sequence[str],
     on_row: Callable[[dict[str, Any]], None],
     idle: str | None = "alap",
+    wide_samples: int | None = None,
 ) -> list[dict[str, Any]]:
     """Every case (label containing one of ``cases``; all if empty) by both methods, the Aer path first."""
     rows = []
@@ -446,6 +447,7 @@ def accuracy_timings(
         if cases and not any(c in label for c in cases):
             continue
         times = 1 if n else repeats  # a case with its own sample count (20q: 64) is timed once
+        n = wide_samples if n and wide_samples else n
         for method in ("aer", "trajectories"):
             row = {
                 "case": label,
@@ -651,7 +653,7 @@ def run_accuracy(args: argparse.Namespace, argv: Sequence[str] | None) -> None:
     cases = [c for c in args.cases.split(",") if c]
     print_accuracy_header(args.samples, args.shots, args.idle)
     idle = None if args.idle == "off" else args.idle
-    accuracy_timings(args.samples, args.shots, args.repeats, args.seed, cases, on_row, idle)
+    accuracy_timings(args.samples, args.shots, args.repeats, args.seed, cases, on_row, idle, args.wide_samples)
     print_speedups(payload["rows"])
     if args.idle_effect:
         payload["idle_effect"] = idle_effect(args.idle_samples, args.seed)
@@ -685,6 +687,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--cases", default="", help="part 3: comma-separated substrings of the case labels to run")
     ap.add_argument("--idle", choices=("alap", "asap", "off"), default="alap", help="part 3: idle noise of both paths")
     ap.add_argument("--idle-effect", action="store_true", help="part 3: also measure what idle noise changes")
+    ap.add_argument("--wide-samples", type=int, default=None, help="part 3: samples of the 20q case (default 64)")
     ap.add_argument("--idle-samples", type=int, default=64)
     ap.add_argument("--out", type=Path, default=None, help="part 3: also write the figures as JSON here")
     ap.add_argument("--append", action="store_true", help="part 3: keep the rows already in --out, add these")

@@ -288,10 +288,10 @@ def _describe(data: ReportData, i: int | None) -> str:
     )
     usd = data.dollars(i) if "cost_usd" not in data.objective_names else None
     price = "" if usd is None else f", ${usd:.2f} per evaluation at the provider's prices"
-    size = f"{plural(c.arch.n_qubits, 'qubit')}, {plural(c.arch.n_layers, 'layer')}, "
+    size = f"{plural(c.arch.n_qubits, 'qubit')}, {plural(c.arch.n_layers, 'layer')}"
     n2 = two_qubit_gates(c)
-    size += PRODUCT_STATE if n2 == 0 else f"{plural(n2, 'two-qubit gate')} after transpilation"
-    return f"`{c.arch.canonical()}` ({size}): {objs}{acc}{price}"
+    kind = PRODUCT_STATE if n2 == 0 else f"{plural(n2, 'two-qubit gate')} after transpilation"
+    return f"`{c.arch.canonical()}` ({size}), {kind}: {objs}{acc}{price}"
 
 
 def _hardware_section(data: ReportData) -> list[str]:
