@@ -439,10 +439,9 @@ def predict(
     import torch
 
     from qnas_hw.deploy.runtime import model_from_bundle
-    from qnas_hw.jobs.executor import AsyncExecutor, RetryPolicy
     from qnas_hw.jobs.guard import BudgetExceeded, check_budget, plan_spend, price_job
     from qnas_hw.jobs.ledger import LedgerState
-    from qnas_hw.search.hw_eval import device_settings
+    from qnas_hw.search.hw_eval import command_executor, device_settings
     from qnas_hw.search.scoring import DeviceScorer, reported_usd
 
     settings = settings or PredictSettings()
@@ -483,16 +482,7 @@ def predict(
     specs = [s for group in groups.values() for s in group]
     for spec in specs:  # what each job spends, kept with it in the ledger (as a device search does)
         spec.meta.update(price_job(backend, spec))
-    executor = AsyncExecutor(
-        backend,
-        ledger,
-        concurrency=settings.concurrency,
-        policy=settings.policy or RetryPolicy.for_backend(backend),
-        batch=batch,
-        resume=settings.resume,
-        on_progress=on_progress,
-        stop=stop,
-    )
+    executor = command_executor(backend, ledger, settings, batch, on_progress=on_progress, stop=stop)
     outcomes = {o.key: o for o in executor.run_sync(specs)}
     phases["jobs"], clock = time.perf_counter() - clock, time.perf_counter()
     from threadpoolctl import threadpool_limits

@@ -159,6 +159,28 @@ def _scorer(
     return DeviceScorer(builder, backend, ledger, device_settings(settings, batch))
 
 
+def command_executor(
+    backend: Backend,
+    ledger: JobLedger,
+    settings: Any,
+    batch: str,
+    *,
+    on_progress: Any = None,
+    stop: Any = None,
+) -> AsyncExecutor:
+    """The job executor of a command (hw-eval, predict): its concurrency, retries and resume, under ``batch``."""
+    return AsyncExecutor(
+        backend,
+        ledger,
+        concurrency=settings.concurrency,
+        policy=settings.policy or RetryPolicy.for_backend(backend),
+        batch=batch,
+        resume=settings.resume,
+        on_progress=on_progress,
+        stop=stop,
+    )
+
+
 def device_settings(settings: Any, batch: str) -> Any:
     """The device scorer's settings from a command's (hw-eval's, predict's): seed, concurrency, rows per job,
     mitigation, retries and budget, under the ledger batch ``batch``."""
@@ -257,16 +279,7 @@ def evaluate_on_backend(
             refusal = str(exc)
         return HardwareEvalReport(backend.name, batch, plan, [], dry_run=True, refusal=refusal)
     check_budget(plan)
-    executor = AsyncExecutor(
-        backend,
-        ledger,
-        concurrency=settings.concurrency,
-        policy=settings.policy or RetryPolicy.for_backend(backend),
-        batch=batch,
-        resume=settings.resume,
-        on_progress=on_progress,
-        stop=stop,
-    )
+    executor = command_executor(backend, ledger, settings, batch, on_progress=on_progress, stop=stop)
     all_specs = [s for specs in groups.values() for s in specs]
     outcomes = {o.key: o for o in executor.run_sync(all_specs)}
     # per-candidate predictions cover all its jobs (the plan above only prices what is left to run)
