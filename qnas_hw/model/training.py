@@ -17,6 +17,7 @@ different hardware or thread counts (floating-point reduction order differs).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -236,3 +237,70 @@ def train_model(model: nn.Module, splits: DatasetSplits, cfg: TrainConfig, progr
     model.load_state_dict(best_state)
     result.test_acc = evaluate_accuracy(model, splits.test)
     return result
+
+
+class StagedTrainer:
+    """Adam training of one model that stops and resumes at fractional epochs (the rungs of successive halving).
+
+    Why not :func:`train_model`: a multi-fidelity proxy scores a candidate after
+    a quarter epoch, then again after one and three epochs of *the same* run,
+    and drops most candidates in between.  The state that makes "rung r" mean
+    "the first r epochs" is kept here: one optimiser, one ``torch.Generator``
+    drawing a fresh permutation per epoch, and the position inside the current
+    one.  Nothing reads the validation or test split, so every rung is a
+    training-only fact.  Batches, loss and optimiser are :func:`train_epoch`'s.
+    """
+
+    def __init__(self, model: nn.Module, train: TensorDataset, lr: float, batch_size: int, seed: int) -> None:
+        if batch_size < 1:
+            raise TrainingError(f"batch_size={batch_size!r} must be a positive integer")
+        if not lr > 0:
+            raise TrainingError(f"lr={lr!r} must be > 0 (e.g. 5e-2)")
+        self.model = model
+        self.x, self.y = _tensors(train, "train")
+        if len(self.y) == 0:
+            raise TrainingError("the training split is empty; check limit_train / the dataset")
+        self.batch_size = int(batch_size)
+        self.generator = torch.Generator().manual_seed(int(seed))
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        self.batches_per_epoch = -(-len(self.y) // self.batch_size)
+        self.batches_done = 0
+        self._order: Tensor | None = None
+        self.last_loss = float("nan")
+
+    @property
+    def epochs_done(self) -> float:
+        return self.batches_done / self.batches_per_epoch
+
+    def batches_for(self, epochs: float) -> int:
+        """Batches in the first ``epochs`` epochs (rounded up: a rung never trains less than it says)."""
+        if not epochs >= 0:
+            raise TrainingError(f"epochs={epochs!r} must be >= 0")
+        return math.ceil(round(epochs * self.batches_per_epoch, 9))
+
+    def advance(self, epochs: float) -> float:
+        """Train until ``epochs`` epochs are done in total; returns the mean loss of the batches just run."""
+        target = self.batches_for(epochs)
+        if target < self.batches_done:
+            raise TrainingError(f"already trained {self.epochs_done:.3g} epochs; cannot go back to {epochs}")
+        self.model.train()
+        device = model_device(self.model)
+        loss_fn = nn.CrossEntropyLoss()
+        total, seen = 0.0, 0
+        while self.batches_done < target:
+            position = self.batches_done % self.batches_per_epoch
+            if position == 0 or self._order is None:
+                self._order = torch.randperm(len(self.y), generator=self.generator)
+            idx = self._order[position * self.batch_size : (position + 1) * self.batch_size]
+            xb, yb = self.x[idx].to(device), self.y[idx].to(device)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(self.model(xb), yb)
+            loss.backward()
+            self.optimizer.step()
+            total += float(loss.detach()) * len(idx)
+            seen += len(idx)
+            self.batches_done += 1
+        self.model.eval()
+        if seen:
+            self.last_loss = total / seen
+        return self.last_loss
