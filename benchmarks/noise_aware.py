@@ -89,7 +89,7 @@ def retrain_and_test(config: Any, arch_text: str, seed: int, epochs: int) -> dic
     from qnas_hw.model.hqnn import HQNN
     from qnas_hw.model.space import Architecture
     from qnas_hw.model.training import TrainConfig, train_model
-    from qnas_hw.search.nsga import make_hardware
+    from qnas_hw.search.building import make_hardware
     from qnas_hw.search.scoring import NoisyScorer
 
     arch = Architecture.parse(arch_text)

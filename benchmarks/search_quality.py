@@ -7,7 +7,7 @@ default main job unless ``--config`` names another), each in its own study:
   duplicates eliminated against the whole study archive);
 * ``optuna-nsga2``: Optuna's ``NSGAIISampler`` (same population size, same
   objectives, the same constraint values through ``Trial.set_constraint``) driving
-  the same :class:`~qnas_hw.search.nsga.CandidateEvaluator`;
+  the same :class:`~qnas_hw.search.evaluator.CandidateEvaluator`;
 * ``random``: distinct architectures drawn uniformly from the space.
 
 The budget is the number of distinct architectures evaluated (pop_size x

@@ -342,7 +342,7 @@ def test_train_accuracy_noisy_scores_the_test_split_as_the_search_scores_noisy(n
     from qnas_hw.data import load_dataset, stratified_subset
     from qnas_hw.model.hqnn import HQNN
     from qnas_hw.model.space import Architecture
-    from qnas_hw.search.nsga import make_hardware, make_scorer
+    from qnas_hw.search.building import make_hardware, make_scorer
 
     _, run = narrow_run
     arch = Architecture.parse("iqp|q2|l1|ry|ring|z")

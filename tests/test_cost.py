@@ -28,8 +28,9 @@ from qnas_hw.hardware.cost import (
 from qnas_hw.hardware.transpilation import Transpiler
 from qnas_hw.model.circuits import build_circuit
 from qnas_hw.model.space import Architecture
-from qnas_hw.search.nsga import SearchError, build_objectives
+from qnas_hw.search.building import build_objectives
 from qnas_hw.search.objectives import CostUsdObjective, RuntimeCostObjective
+from qnas_hw.search.problem import SearchError
 
 ARCH = Architecture("angle-y", 4, 2, "ry-rz", "ring")
 

@@ -220,7 +220,7 @@ def test_search_dry_run_prices_the_whole_search_and_creates_nothing(tmp_path: Pa
 
 
 def test_bad_accuracy_settings_are_refused_before_training(tmp_path: Path) -> None:
-    from qnas_hw.search.nsga import SearchError
+    from qnas_hw.search.problem import SearchError
 
     # fixed cut shots spread over QPD terms: a plan the constraints admit may have more terms than shots
     cfg = _config(accuracy="noisy", cut_shots="fixed", shots=64)

@@ -62,8 +62,8 @@ def reference(study: Path, bundle: Path) -> dict:
     from qnas_hw.model.circuits import circuit_inputs
     from qnas_hw.model.simulator import QuantumLayer
     from qnas_hw.model.space import Architecture
+    from qnas_hw.search.building import _build_accuracy_objective, load_splits
     from qnas_hw.search.evaluation import load_candidate
-    from qnas_hw.search.nsga import _build_accuracy_objective, load_splits
     from qnas_hw.search.study import Study
 
     with Study.open(study) as s:

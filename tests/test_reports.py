@@ -841,7 +841,7 @@ def test_a_stored_device_count_is_the_one_reported() -> None:
 
 def test_min_two_qubit_gates_makes_product_states_infeasible() -> None:
     from qnas_hw.config import ConfigError, config_from_dict
-    from qnas_hw.search.nsga import Constraints
+    from qnas_hw.search.problem import Constraints
 
     c = Constraints(cut_plan=False, min_two_qubit_gates=1)
     assert c.names == ["evaluation", "min_two_qubit_gates"]

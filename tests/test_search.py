@@ -30,20 +30,20 @@ from qnas_hw.hardware.cost import CostModel
 from qnas_hw.hardware.cutting import CutPlanner
 from qnas_hw.hardware.transpilation import Transpiler
 from qnas_hw.model.space import Architecture
+from qnas_hw.search.building import build_objectives
+from qnas_hw.search.evaluator import CandidateEvaluator
 from qnas_hw.search.fronts import study_front
-from qnas_hw.search.nsga import (
+from qnas_hw.search.nsga import run_search
+from qnas_hw.search.objectives import RuntimeCostObjective, SubcircuitObjective
+from qnas_hw.search.pareto import archive_front
+from qnas_hw.search.problem import (
     ArchitectureProblem,
-    CandidateEvaluator,
     Constraints,
     SearchError,
-    build_objectives,
     decode,
     make_algorithm,
     remember_evaluated,
-    run_search,
 )
-from qnas_hw.search.objectives import RuntimeCostObjective, SubcircuitObjective
-from qnas_hw.search.pareto import archive_front
 from qnas_hw.search.study import Study, StudyError
 
 TINY = {

@@ -25,7 +25,8 @@ from qnas_hw.config import config_from_dict
 from qnas_hw.jobs import JobLedger
 from qnas_hw.jobs.ledger import JobClaimedError
 from qnas_hw.locking import LockedError, WriterLock, holder
-from qnas_hw.search.nsga import SearchError, run_search
+from qnas_hw.search.nsga import run_search
+from qnas_hw.search.problem import SearchError
 from qnas_hw.search.study import Study, StudyCorrupt, StudyStorageError
 
 runner = CliRunner()

@@ -223,7 +223,7 @@ def test_settings_choose_the_simulator_and_idle_noise_and_the_report_says_which(
     """``[search] noisy_simulator`` / ``idle_noise`` / ``idle_schedule``: validated, built, and named in the header."""
     from qnas_hw.config import ConfigError, config_from_dict
     from qnas_hw.reports.data import accuracy_description
-    from qnas_hw.search.nsga import noisy_simulator
+    from qnas_hw.search.building import noisy_simulator
 
     with pytest.raises(ConfigError, match="noisy_simulator: Input should be 'trajectories' or 'aer'"):
         config_from_dict({"search": {"noisy_simulator": "qiskit"}})

@@ -181,7 +181,7 @@ def _setup_logging(verbose: bool) -> None:
 _USER_ERROR_CLASSES: tuple[tuple[str, str], ...] = (
     ("qnas_hw.search.engine", "EngineError"),
     ("qnas_hw.search.study", "StudyError"),
-    ("qnas_hw.search.nsga", "SearchError"),
+    ("qnas_hw.search.problem", "SearchError"),
     ("qnas_hw.hardware.backends.base", "BackendError"),
     ("qnas_hw.jobs.guard", "BudgetExceeded"),
     ("qnas_hw.jobs.executor", "JobExecutionError"),
@@ -594,7 +594,8 @@ def _budget_text(cfg: RunConfig, from_flag: bool = False) -> str:
 
 def _print_search_estimate(cfg: RunConfig, from_flag: bool = False) -> None:
     """``search --dry-run``: the predicted spend of the search's accuracy jobs; nothing is trained or submitted."""
-    from qnas_hw.search.nsga import check_before_training, check_setup, estimate_search_cost, make_hardware
+    from qnas_hw.search.building import make_hardware
+    from qnas_hw.search.preflight import check_before_training, check_setup, estimate_search_cost
 
     out_console.print(
         f"accuracy: {cfg.search.accuracy}; backend {cfg.hardware.backend}; shots {cfg.search.shots} per sample; "
@@ -821,7 +822,7 @@ def _noisy_test_scorer(cfg: RunConfig, architecture: Any) -> Any:
     is refused in seconds rather than after the retrain."""
     from qnas_hw.config import default_accuracy
     from qnas_hw.hardware.backends import get_backend
-    from qnas_hw.search.nsga import make_hardware, make_scorer
+    from qnas_hw.search.building import make_hardware, make_scorer
 
     backend = cfg.hardware.backend
     if default_accuracy(backend) == "ideal":

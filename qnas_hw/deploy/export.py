@@ -2,7 +2,7 @@
 
 Why re-transpile instead of storing circuits during the search: the search
 keeps figures, not circuits.  What it ran is rebuilt here with the search's
-own objects (:func:`~qnas_hw.search.nsga.make_hardware`: the study's
+own objects (:func:`~qnas_hw.search.building.make_hardware`: the study's
 backend, transpiler settings and seed, cut planner; a
 :class:`~qnas_hw.hardware.execution.ProgramBuilder` with the study's shots),
 which are deterministic, and the result is checked against what the study
@@ -138,8 +138,8 @@ def _load_model(study: Study, config: Any, arch: Architecture, weights: str) -> 
     """The model to export and where its weights come from (with the figures measured for those weights)."""
     from qnas_hw.atomic_write import read_torch
     from qnas_hw.model.hqnn import HQNN
+    from qnas_hw.search.building import _build_accuracy_objective, _use_threads, load_splits
     from qnas_hw.search.hw_eval import _candidate_model, _verify_supercircuit
-    from qnas_hw.search.nsga import _build_accuracy_objective, _use_threads, load_splits
 
     _use_threads(config)
     run_dir = study.path.parent
@@ -432,7 +432,7 @@ def _build(
     from qnas_hw.hardware.execution import ProgramBuilder
     from qnas_hw.hardware.transpilation import gate_counts
     from qnas_hw.model.circuits import PRODUCT_STATE, build_circuit, n_input_params
-    from qnas_hw.search.nsga import make_hardware
+    from qnas_hw.search.building import make_hardware
 
     arch = record.arch
     backend = get_backend(config.hardware.backend)

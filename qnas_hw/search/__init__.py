@@ -5,8 +5,13 @@
 * ``evaluation``: validation error with SuperCircuit weights (+ fine-tune).
 * ``scoring``: that error measured ``noisy`` (the device's noise model) or on
   the ``device`` itself, through the job ledger and executor.
-* ``nsga``: the pymoo NSGA-II loop, constraints, checks before any expense,
-  resume.
+* ``problem``: what pymoo searches: the variables, NSGA-II's operators with
+  archive-wide duplicate elimination, the constraints.
+* ``building``: the search's parts built from its config: hardware,
+  objectives, accuracy scorer, constraints, the trained SuperCircuit.
+* ``evaluator``: candidates evaluated through the study (the cache).
+* ``preflight``: checks before any expense, and the cost estimate.
+* ``nsga``: the NSGA-II loop (ask, evaluate, tell, commit), resume.
 * ``pareto``: the one definition of the front, hypervolume and knee.
 * ``fronts``: that front of a study's records, the one the console line, the
   generation records, ``hw-eval --which front`` and the reports all show.

@@ -444,7 +444,7 @@ def evaluate_study(
     (same seed), checked against the accuracy the study stored.
     """
     from qnas_hw.config import stored_config
-    from qnas_hw.search.nsga import _build_accuracy_objective, _use_threads, load_splits
+    from qnas_hw.search.building import _build_accuracy_objective, _use_threads, load_splits
     from qnas_hw.search.study import Study
 
     writes = settings is None or not settings.dry_run
