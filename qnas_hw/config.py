@@ -13,6 +13,7 @@ to edit.
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import math
 import tomllib
@@ -46,10 +47,47 @@ DEFAULT_OBJECTIVES: tuple[str, ...] = ("val_error", "runtime_s", "subcircuits")
 ACCURACY_MODES: tuple[str, ...] = ("ideal", "noisy", "device")
 #: Where a search's candidate evaluations run (``compute.engine``).
 ENGINES: tuple[str, ...] = ("local", "ray")
+#: How ``val_error`` is estimated for a candidate (``search.proxy``): the SuperCircuit's weights plus
+#: ``finetune_epochs`` of fine-tuning (``inherited``), ``K`` epochs of training from scratch (``scratch-K``, K may be
+#: fractional: the first batches of an epoch), or successive halving over rungs of such training (``halving``, see
+#: :class:`HalvingConfig`).  The default is the proxy that ranks best per second in
+#: ``benchmarks/results/proxy_quality.json`` (README, "Which proxy scores val_error").
+PROXY_CHOICES: tuple[str, ...] = ("inherited", "scratch-K", "halving")
+DEFAULT_PROXY = "scratch-1"
+#: Training-free screens (``search.screen``): NSGA-II proposes ``screen_factor`` times its offspring and only the
+#: best by the screen are evaluated.
+SCREENS: tuple[str, ...] = ("none", "cnr-repcap")
 #: Local simulators without a device's error data: ``noisy`` cannot be their default.
 _NOISELESS_BACKENDS = frozenset({"aer_ideal", "braket_local_sv", "braket_local_dm"})
 
 log = logging.getLogger(__name__)
+
+
+def scratch_epochs(proxy: str) -> float | None:
+    """``K`` of a ``scratch-K`` proxy (``scratch-1`` -> 1.0, ``scratch-0.5`` -> 0.5); None for other proxies."""
+    if not proxy.startswith("scratch-"):
+        return None
+    try:
+        epochs = float(proxy.removeprefix("scratch-"))
+    except ValueError:
+        epochs = math.nan
+    if not (math.isfinite(epochs) and epochs > 0):
+        raise ValueError(
+            f"search.proxy={proxy!r} needs a positive number of epochs after 'scratch-' (e.g. 'scratch-1', "
+            "'scratch-0.5')"
+        )
+    return epochs
+
+
+def check_proxy(proxy: str) -> str:
+    """``proxy`` itself when it names a proxy, else a message that lists the choices."""
+    if proxy in ("inherited", "halving") or scratch_epochs(proxy) is not None:
+        return proxy
+    raise ValueError(
+        f"search.proxy={proxy!r} is not a proxy; use 'inherited' (SuperCircuit weights + finetune_epochs), "
+        "'scratch-K' (K epochs from scratch, e.g. 'scratch-1') or 'halving' (successive halving, see "
+        "[search.halving])"
+    )
 
 
 def default_accuracy(backend: str) -> str:
@@ -276,6 +314,36 @@ class DeviceJobsConfig(_Section):
         return v
 
 
+class HalvingConfig(_Section):
+    """Successive halving (``search.proxy = "halving"``) over the new candidates of each generation.
+
+    Every candidate trains from scratch to ``rungs[0]`` epochs and is scored; the best ``keep`` fraction (at least
+    one) trains on, in the same run, to the next rung and is scored again, and so on.  Only candidates scored at
+    the last rung can be feasible: one left at a lower rung stores its rung and score and is marked by the
+    ``top_rung`` constraint, so it never reaches the front or a pick.
+    """
+
+    rungs: list[float] = Field(default_factory=lambda: [0.25, 1.0])
+    keep: float = 0.33
+
+    @field_validator("rungs")
+    @classmethod
+    def _rungs(cls, v: list[float]) -> list[float]:
+        increasing = all(b > a for a, b in itertools.pairwise(v))
+        if len(v) < 2 or not increasing or any(not (math.isfinite(r) and r > 0) for r in v):
+            raise ValueError(
+                f"search.halving.rungs={v} must be at least two increasing positive epoch counts (e.g. [0.25, 1])"
+            )
+        return [float(r) for r in v]
+
+    @field_validator("keep")
+    @classmethod
+    def _keep(cls, v: float) -> float:
+        if not 0 < v < 1:
+            raise ValueError(f"search.halving.keep={v} must be a fraction in (0, 1) (e.g. 0.33)")
+        return v
+
+
 class SearchConfig(_Section):
     """NSGA-II settings.  ``generations`` counts the initial population as one: every output numbers them 1..N.
 
@@ -292,6 +360,12 @@ class SearchConfig(_Section):
     pop_size: int = 12
     generations: int = 5
     finetune_epochs: int = 1
+    #: how val_error is estimated (:data:`PROXY_CHOICES`); ``finetune_epochs`` applies to ``inherited`` only
+    proxy: str = DEFAULT_PROXY
+    halving: HalvingConfig = Field(default_factory=HalvingConfig)
+    screen: Literal["none", "cnr-repcap"] = "none"
+    #: with a screen: candidates proposed per candidate evaluated (NSGA-II's offspring are the best of them)
+    screen_factor: int = 4
     objectives: list[str] = Field(default_factory=lambda: list(DEFAULT_OBJECTIVES))
     constraints: ConstraintsConfig = Field(default_factory=ConstraintsConfig)
     accuracy: Literal["ideal", "noisy", "device"] | None = None
@@ -314,6 +388,18 @@ class SearchConfig(_Section):
     #: states, which a classical model computes exactly)
     min_two_qubit_gates: int = 0
     device: DeviceJobsConfig = Field(default_factory=DeviceJobsConfig)
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy(cls, v: str) -> str:
+        return check_proxy(v)
+
+    @field_validator("screen_factor")
+    @classmethod
+    def _screen_factor(cls, v: int) -> int:
+        if v < 2:
+            raise ValueError(f"search.screen_factor={v} must be >= 2 (candidates proposed per candidate evaluated)")
+        return v
 
     @field_validator("min_two_qubit_gates")
     @classmethod
@@ -681,6 +767,14 @@ class RunConfig(_Section):
                 "none (no device error rates); use accuracy 'ideal', or a backend with one: any fake_* IBM snapshot "
                 f"(e.g. fake_kolkata, fake_quito), aer_noisy, {braket}, or a real ibm:<device> / braket:<ARN>"
             )
+        if self.search.screen != "none" and (
+            self.hardware.backend in _NOISELESS_BACKENDS or "val_error" not in self.search.objectives
+        ):
+            raise ValueError(
+                f"search.screen={self.search.screen!r} ranks proposals under the target's noise (CNR) on val_error's "
+                f"data (RepCap), so it needs a backend with a noise model (backend is {self.hardware.backend!r}) and "
+                'val_error among the objectives; use e.g. fake_kolkata, or set search.screen = "none"'
+            )
         if "cost_usd" in self.search.objectives:
             problem = _unpriced_backend(self.hardware.backend)
             if problem is not None:
@@ -772,6 +866,7 @@ def config_from_dict(data: dict[str, Any], source: str = "configuration") -> Run
 _BEFORE_THE_KEY_EXISTED: dict[tuple[str, str], Any] = {
     ("search", "noisy_simulator"): "aer",
     ("search", "idle_noise"): False,
+    ("search", "proxy"): "inherited",
 }
 
 

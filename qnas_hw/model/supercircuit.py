@@ -220,6 +220,15 @@ class SuperCircuit(nn.Module):
         model.train(self.training)
         return model
 
+    def fresh(self, arch: Architecture, seed: int) -> HQNN:
+        """A standalone HQNN of ``arch`` at its own seeded initialisation, shaped like :meth:`extract`'s.
+
+        What a from-scratch proxy trains: the same model family as the inherited one (front-end, head, circuit),
+        so one weights file format and one loader serve every proxy.
+        """
+        self.space.check(arch)
+        return self._new_template(arch, seed=seed)
+
     def fingerprint(self) -> str:
         """Content hash of the weights and the structure: a cache key that changes whenever the weights do."""
         h = hashlib.sha256()

@@ -116,6 +116,37 @@ class ReportData:
     hardware: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     #: where the figures come from (data set, backend, cost model, prices), see :func:`study_context`
     context: StudyContext | None = None
+    #: how the SuperCircuit trained (``proxy``, ``trained``, ``epochs``, ``final_loss``, ``chance_loss``); empty
+    #: for studies that did not record it
+    supercircuit: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def proxy(self) -> str:
+        """How ``val_error`` was estimated (``search.proxy``; studies from before it existed inherited weights)."""
+        return str((self.config.get("search") or {}).get("proxy") or "inherited")
+
+    def proxy_line(self) -> str:
+        """One sentence: the proxy, and for the weight-shared one how its SuperCircuit trained against chance."""
+        search = self.config.get("search") or {}
+        if self.proxy == "inherited":
+            text = f"val_error proxy: inherited SuperCircuit weights + {search.get('finetune_epochs', '?')} epoch(s)"
+        elif self.proxy == "halving":
+            h = search.get("halving") or {}
+            text = (
+                f"val_error proxy: successive halving, training from scratch to rungs {h.get('rungs')} epochs, the "
+                f"best {h.get('keep')} of each generation going on; only last-rung candidates can be feasible"
+            )
+        else:
+            text = f"val_error proxy: {self.proxy} (each candidate trained from scratch for that many epochs)"
+        sc = self.supercircuit
+        if sc.get("trained") and sc.get("final_loss") is not None:
+            text += (
+                f"; SuperCircuit: {sc['epochs']} epochs, final training loss {sc['final_loss']:.3f} against chance "
+                f"ln C = {sc['chance_loss']:.3f}"
+            )
+        elif sc and not sc.get("trained"):
+            text += "; SuperCircuit not trained (no candidate inherits from it)"
+        return text
 
     @property
     def outcomes(self) -> OutcomeCounts:
@@ -317,6 +348,10 @@ def _skip_reason(text: str) -> str:
     return re.sub(r"\d+(\.\d+)?", "N", text)
 
 
+#: why a successive-halving candidate is off the front (the ``top_rung`` constraint), in the reports' words
+_RUNG_REASON = "stopped at a lower halving rung (not scored at the last rung)"
+
+
 def infeasible_reasons(cands: Sequence[CandidateRecord]) -> dict[str, int]:
     """Why the infeasible candidates are off the front: violated constraints and unscored objectives, with counts.
 
@@ -328,7 +363,7 @@ def infeasible_reasons(cands: Sequence[CandidateRecord]) -> dict[str, int]:
         if c.outcome != "infeasible":
             continue
         reasons = [
-            f"constraint {name} violated"
+            _RUNG_REASON if name == "top_rung" else f"constraint {name} violated"
             for name, value in (c.details.get("constraints") or {}).items()
             if name not in ("G", "evaluation") and isinstance(value, int | float) and value > 0
         ]
@@ -674,7 +709,7 @@ def measured_seconds(result: dict[str, Any]) -> tuple[float | None, str]:
 def study_report_data(study: Study) -> ReportData:
     """Analyse a study's stored records (front, knee, picks, hypervolume) and its hardware results."""
     stored = study.meta_json(HV_BOX_META)
-    return analyze(
+    data = analyze(
         study.candidates(),
         study.generations(),
         study.objective_names,
@@ -682,3 +717,19 @@ def study_report_data(study: Study) -> ReportData:
         hardware=stored_hardware_results(study),
         box=HypervolumeBox.from_dict(stored) if stored is not None else None,
     )
+    data.supercircuit = dict((study.meta_json("supercircuit") or {}).get("training") or {})
+    return data
+
+
+def val_error_se(c: CandidateRecord) -> float | None:
+    """Standard error of a candidate's ``val_error``: binomial over the samples it was scored on.
+
+    Under ``noisy`` and ``device`` each sample's correctness is itself random (finite shots), and the binomial
+    over the scored samples already holds that variance: sqrt(e (1 - e) / n).
+    """
+    e = c.objectives.get(ACCURACY_OBJECTIVE)
+    n = (c.details.get(ACCURACY_OBJECTIVE) or {}).get("n_scored")
+    if e is None or not n or not math.isfinite(float(e)):
+        return None
+    e = min(max(float(e), 0.0), 1.0)
+    return math.sqrt(e * (1.0 - e) / int(n))

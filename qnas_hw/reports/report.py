@@ -42,6 +42,7 @@ from qnas_hw.reports.data import (
     subcircuit_layouts,
     two_qubit_gates,
     two_qubit_text,
+    val_error_se,
 )
 from qnas_hw.reports.plots import write_plots
 from qnas_hw.search.fronts import front_size_text
@@ -230,6 +231,8 @@ def _json_candidate(data: ReportData, i: int) -> dict[str, Any]:
         "two_qubit_gates": two_qubit_gates(c),
         "circuit_class": circuit_class(c),
         "objectives": {n: _json_number(c.objectives.get(n, math.nan)) for n in data.objective_names},
+        "val_error_se": val_error_se(c),
+        "rung": (c.details.get("val_error") or {}).get("rung"),
         "details": c.details,
         "timings": c.timings,
         "generation": generation_number(c.generation),
@@ -251,6 +254,9 @@ def report_json(data: ReportData) -> dict[str, Any]:
     return {
         "objective_names": data.objective_names,
         "accuracy": data.accuracy_header(),
+        "proxy": data.proxy,
+        "proxy_description": data.proxy_line(),
+        "supercircuit": {k: data.supercircuit.get(k) for k in ("trained", "epochs", "final_loss", "chance_loss")},
         "config": data.config,
         "n_candidates": len(data.candidates),
         "outcomes": asdict(data.outcomes),
@@ -375,12 +381,13 @@ def _context_lines(data: ReportData) -> list[str]:
     """Header bullets: data set, backend and qubit budget, accuracy mode, cost-model source, prices."""
     ctx = data.context
     if ctx is None:
-        return [f"- {data.accuracy_header()}"]
+        return [f"- {data.accuracy_header()}", f"- {data.proxy_line()}"]
     budget = "not recorded" if ctx.qubit_budget is None else f"{plural(ctx.qubit_budget, 'qubit')} per subcircuit"
     lines = [
         f"- data set: {ctx.dataset or 'not recorded'}",
         f"- backend: {ctx.backend or 'not recorded'}; qubit budget: {budget}",
         f"- {data.accuracy_header()}",
+        f"- {data.proxy_line()}; each val_error carries its standard error (val_error_se in report.json)",
     ]
     if ctx.cost_model:
         lines.append(f"- runtime cost model: {ctx.cost_model}")

@@ -14,6 +14,7 @@ rebuild it through the same function.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -230,6 +231,7 @@ def make_constraints(config: RunConfig, hw: Hardware | None, names: Sequence[str
         max_runtime_s=h.max_candidate_runtime_s if "runtime_s" in names else None,
         max_usd=h.max_candidate_usd if priced and ("runtime_s" in names or "cost_usd" in names) else None,
         min_two_qubit_gates=config.search.min_two_qubit_gates,
+        top_rung=config.search.proxy == "halving" and "val_error" in names,
     )
 
 
@@ -242,10 +244,14 @@ def _build_accuracy_objective(
     splits: Any | None = None,
     hw: Hardware | None = None,
 ) -> Objective:
-    """Load data, train (or resume / load) the SuperCircuit once, and wrap it as ``val_error``."""
+    """Load data, train (or resume / load) the SuperCircuit once, and wrap it as ``val_error``.
+
+    The SuperCircuit trains only for the weight-shared proxy (``inherited``); the from-scratch proxies use it as
+    the study's model family alone (each candidate a fresh, seeded model of the same shape), at 0 epochs.
+    """
     from qnas_hw.config import resolve_device
     from qnas_hw.model.supercircuit import SuperCircuit, SuperTrainConfig, train_supercircuit
-    from qnas_hw.search.evaluation import ValidationErrorObjective
+    from qnas_hw.search.evaluation import ProxySpec, ValidationErrorObjective
 
     splits = splits if splits is not None else load_splits(config)
     device = resolve_device(config.compute.device)
@@ -258,9 +264,10 @@ def _build_accuracy_objective(
         seed=config.seed,
     ).to(device)
     s = config.supercircuit
+    proxy = ProxySpec.from_config(config.search)
     noise = training_noise(config, hw)
     train_cfg = SuperTrainConfig(
-        epochs=s.epochs,
+        epochs=s.epochs if proxy.weight_shared else 0,
         batch_size=s.batch_size,
         lr=s.lr,
         sampling=s.sampling,
@@ -270,14 +277,20 @@ def _build_accuracy_objective(
         noise_key=noise.key() if s.noise_aware and noise is not None else "",
     )
     t0 = time.perf_counter()
-    result = train_supercircuit(sc, splits, train_cfg, progress=progress, checkpoint=out_dir / SUPERCIRCUIT_FILE)
-    logger.info(
-        "SuperCircuit ready (%d epochs run now, %.1f s): fingerprint %s",
-        result.epochs_run,
-        time.perf_counter() - t0,
-        sc.fingerprint(),
-    )
-    return ValidationErrorObjective(
+    if proxy.weight_shared:
+        result = train_supercircuit(sc, splits, train_cfg, progress=progress, checkpoint=out_dir / SUPERCIRCUIT_FILE)
+        history = result.history
+        logger.info(
+            "SuperCircuit ready (%d epochs run now, %.1f s): fingerprint %s",
+            result.epochs_run,
+            time.perf_counter() - t0,
+            sc.fingerprint(),
+        )
+    else:  # nothing to train: the file still holds the model family that hw-eval, export and retrains load
+        history = []
+        if not (out_dir / SUPERCIRCUIT_FILE).is_file():
+            sc.save(out_dir / SUPERCIRCUIT_FILE)
+    objective = ValidationErrorObjective(
         sc,
         splits,
         finetune_epochs=config.search.finetune_epochs,
@@ -290,7 +303,25 @@ def _build_accuracy_objective(
         training_noise=noise if config.search.noise_aware_finetune else None,
         device=device,
         progress=progress,
+        proxy=proxy,
     )
+    objective.training_summary = supercircuit_summary(proxy, history, splits.n_classes)
+    return objective
+
+
+def supercircuit_summary(proxy: Any, history: list[dict[str, Any]], n_classes: int) -> dict[str, Any]:
+    """How the SuperCircuit trained, against chance: the report's ``supercircuit`` block.
+
+    ``chance_loss`` is ln C, the cross-entropy of a uniform guess over C classes: a final loss near it means the
+    shared weights learned nothing a candidate could inherit.
+    """
+    return {
+        "proxy": proxy.name,
+        "trained": bool(proxy.weight_shared),
+        "epochs": len(history),
+        "final_loss": float(history[-1]["loss"]) if history else None,
+        "chance_loss": math.log(n_classes),
+    }
 
 
 def training_noise(config: RunConfig, hw: Hardware | None) -> Any:

@@ -33,6 +33,7 @@ import hashlib
 import logging
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ from qnas_hw.data import stratified_subset
 from qnas_hw.model.hqnn import HQNN
 from qnas_hw.model.space import Architecture
 from qnas_hw.model.supercircuit import SuperCircuit
-from qnas_hw.model.training import evaluate_accuracy, train_epoch
+from qnas_hw.model.training import StagedTrainer, evaluate_accuracy, train_epoch
 from qnas_hw.progress import track
 from qnas_hw.search.objectives import Objective, ObjectiveResult
 
@@ -83,6 +84,56 @@ def finetune(
     return loss
 
 
+@dataclass(frozen=True)
+class ProxySpec:
+    """How a candidate's model is obtained before it is scored (``search.proxy``, see ``config.PROXY_CHOICES``).
+
+    ``inherited``: the SuperCircuit's slice plus ``finetune_epochs``.  ``scratch``: a fresh model seeded by
+    ``(seed, architecture)`` trained ``epochs`` epochs.  ``halving``: the same from-scratch run, stopped at the
+    rungs ``rungs`` with the best ``keep`` fraction of a generation's candidates going on to the next rung.
+    """
+
+    kind: str = "inherited"
+    epochs: float = 0.0
+    rungs: tuple[float, ...] = ()
+    keep: float = 1.0
+
+    @classmethod
+    def from_config(cls, search: Any) -> ProxySpec:
+        from qnas_hw.config import scratch_epochs
+
+        if search.proxy == "inherited":
+            return cls("inherited")
+        if search.proxy == "halving":
+            rungs = tuple(float(r) for r in search.halving.rungs)
+            return cls("halving", rungs[-1], rungs, float(search.halving.keep))
+        return cls("scratch", float(scratch_epochs(search.proxy) or 0.0))
+
+    @property
+    def name(self) -> str:
+        if self.kind == "scratch":
+            return f"scratch-{self.epochs:g}"
+        if self.kind == "halving":
+            return f"halving[{','.join(f'{r:g}' for r in self.rungs)}:{self.keep:g}]"
+        return "inherited"
+
+    @property
+    def weight_shared(self) -> bool:
+        return self.kind == "inherited"
+
+
+@dataclass
+class _Run:
+    """One candidate's model on its way through the proxy's training (kept between halving's rungs)."""
+
+    arch: Architecture
+    model: HQNN
+    trainer: StagedTrainer | None
+    seconds: float = 0.0
+    loss: float = math.nan
+    epochs: float = 0.0
+
+
 class ValidationErrorObjective(Objective):
     """``1 - validation accuracy`` of an architecture with inherited (+ ``finetune_epochs``) weights."""
 
@@ -102,6 +153,7 @@ class ValidationErrorObjective(Objective):
         training_noise: Any | None = None,
         device: str = "cpu",
         progress: bool = False,
+        proxy: ProxySpec | None = None,
     ) -> None:
         if finetune_epochs < 0:
             raise ValueError(f"finetune_epochs must be >= 0, got {finetune_epochs}")
@@ -114,6 +166,7 @@ class ValidationErrorObjective(Objective):
         self.supercircuit = supercircuit
         self.splits = splits
         self.finetune_epochs = int(finetune_epochs)
+        self.proxy = proxy if proxy is not None else ProxySpec("inherited")
         self.lr = float(lr)
         self.batch_size = int(batch_size)
         self.seed = int(seed)
@@ -130,6 +183,8 @@ class ValidationErrorObjective(Objective):
         #: bar on a terminal, plain lines in a log: minutes that were silent)
         self.progress = bool(progress)
         self._fingerprint = supercircuit.fingerprint()
+        #: how the SuperCircuit trained (``building.supercircuit_summary``), recorded with the study
+        self.training_summary: dict[str, Any] = {}
         # Only train and val enter the key: the test split is never read by this objective.
         self._data_key = _tensor_hash(*splits.train.tensors, *splits.val.tensors)
         _X_val, y_val = splits.val.tensors
@@ -148,6 +203,8 @@ class ValidationErrorObjective(Objective):
             key += f"|acc={self.scorer.settings_key()}|val_samples={self.val_samples}"
         if self.training_noise is not None:
             key += f"|{self.training_noise.key()}"
+        if not self.proxy.weight_shared:  # inherited keeps the key it always had: its studies stay resumable
+            key += f"|proxy={self.proxy.name}"
         return key
 
     def scored_split(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -158,45 +215,67 @@ class ValidationErrorObjective(Objective):
         idx = torch.as_tensor(self._subset)
         return X_val[idx], y_val[idx]
 
-    def _trained(self, arch: Architecture) -> tuple[HQNN, dict[str, Any], dict[str, Any]]:
-        """The fine-tuned model, its exact-simulation figures and its timings (weights saved)."""
+    def _begin(self, arch: Architecture) -> _Run:
+        """The candidate's starting model: its inherited slice, or a fresh one seeded by (seed, architecture)."""
         if self.supercircuit.fingerprint() != self._fingerprint:
             raise RuntimeError(
                 "the SuperCircuit's weights changed after this objective was created, so cached values would be "
                 "stale; create a new ValidationErrorObjective after training"
             )
+        seed = derive_seed(self.seed, arch)
+        if self.proxy.weight_shared:
+            return _Run(arch, self.supercircuit.extract(arch).to(self.device), None)
+        model = self.supercircuit.fresh(arch, seed).to(self.device)
+        return _Run(arch, model, StagedTrainer(model, self.splits.train, self.lr, self.batch_size, seed))
+
+    def _advance(self, run: _Run, epochs: float) -> None:
+        """Train ``run`` to ``epochs`` epochs in all (inherited: its ``finetune_epochs``, once)."""
         t0 = time.perf_counter()
-        model = self.supercircuit.extract(arch).to(self.device)
-        loss = math.nan
-        noise = self.training_noise(arch) if self.training_noise is not None else None
-        if self.finetune_epochs > 0:
-            gen = torch.Generator().manual_seed(derive_seed(self.seed, arch))
-            model.quantum.set_noise(noise)  # noise-aware fine-tune (None: exact)
-            try:
-                loss = finetune(model, self.splits.train, self.finetune_epochs, self.lr, self.batch_size, gen)
-            finally:
-                model.quantum.set_noise(None)
-        model.eval()
-        finetune_seconds = time.perf_counter() - t0
+        run.model.to(self.device)  # back from the CPU after a halving rung was scored (the optimiser's tensors stay)
+        noise = self.training_noise(run.arch) if self.training_noise is not None else None
+        run.model.quantum.set_noise(noise)  # noise-aware training (None: exact)
+        try:
+            if run.trainer is not None:
+                run.loss = run.trainer.advance(epochs)
+            elif self.finetune_epochs > 0 and run.epochs == 0:
+                gen = torch.Generator().manual_seed(derive_seed(self.seed, run.arch))
+                run.loss = finetune(run.model, self.splits.train, self.finetune_epochs, self.lr, self.batch_size, gen)
+        finally:
+            run.model.quantum.set_noise(None)
+        run.model.eval()
+        run.epochs = epochs if run.trainer is not None else float(self.finetune_epochs)
+        run.seconds += time.perf_counter() - t0
+
+    def _finish(self, run: _Run) -> tuple[HQNN, dict[str, Any], dict[str, Any]]:
+        """The trained model on the CPU, its exact-simulation figures and timings (weights saved)."""
+        model = run.model
         val_acc = float(evaluate_accuracy(model, self.splits.val))
         model.to("cpu")
         if self.weights_dir is not None:
-            _save_weights(model, self.weights_dir / f"{arch.key()}.pt")
+            _save_weights(model, self.weights_dir / f"{run.arch.key()}.pt")
         n_params = sum(p.numel() for p in model.parameters())
         details: dict[str, Any] = {
             "val_acc": val_acc,
-            "finetune_loss": loss,
+            "finetune_loss": run.loss,
             "n_params": int(n_params),
             # the samples val_error is measured on: its resolution (standard error) depends on it
             "n_scored": len(self.splits.val) if self.scorer is None else len(self.scored_split()[1]),
+            "proxy": self.proxy.name,
+            "epochs": run.epochs,
         }
-        timings: dict[str, Any] = {"finetune_seconds": finetune_seconds}
+        timings: dict[str, Any] = {"finetune_seconds": run.seconds}
         if self.scorer is not None:
             details["ideal_val_acc"] = val_acc
             X, y = self.scored_split()
             with torch.no_grad():
                 details["ideal_subset_acc"] = float((model(X).argmax(dim=-1) == y).float().mean())
         return model, details, timings
+
+    def _trained(self, arch: Architecture, epochs: float | None = None) -> tuple[HQNN, dict[str, Any], dict[str, Any]]:
+        """The candidate trained as the proxy says (to ``epochs``, default its last rung), saved, with figures."""
+        run = self._begin(arch)
+        self._advance(run, self.proxy.epochs if epochs is None else epochs)
+        return self._finish(run)
 
     def _result(
         self, acc: float, details: dict[str, Any], timings: dict[str, Any], hw: dict[str, Any]
@@ -218,8 +297,9 @@ class ValidationErrorObjective(Objective):
     def for_worker(self) -> ValidationErrorObjective | None:
         """A copy that writes no file and returns its fine-tuned weights instead (the search's process writes them:
         a worker may run on another machine).  None under ``device``: its jobs go through the study's job ledger,
-        which only the search's process writes, so that objective stays there."""
-        if self.mode == "device":
+        which only the search's process writes, so that objective stays there; so does ``halving``, whose rungs
+        compare the whole generation."""
+        if self.mode == "device" or self.proxy.kind == "halving":  # halving ranks a generation's candidates together
             return None
         worker = copy.copy(self)
         worker.weights_dir = None
@@ -234,7 +314,7 @@ class ValidationErrorObjective(Objective):
             atomic_write_torch(self.weights_dir / f"{arch.key()}.pt", weights)
 
     def evaluate(self, arch: Architecture) -> ObjectiveResult:
-        if self.mode == "device":
+        if self.mode == "device" or self.proxy.kind == "halving":
             result = self.evaluate_batch([arch])[0]
             if isinstance(result, Exception):
                 raise result
@@ -259,24 +339,48 @@ class ValidationErrorObjective(Objective):
         return self._result(acc, details, timings, hw)
 
     def evaluate_batch(self, archs: Any) -> list[ObjectiveResult | Exception]:
-        """``device`` mode: fine-tune every candidate, then run all their jobs at once (see the scorer)."""
+        """``device`` mode: train every candidate, then run all their jobs at once (see the scorer); ``halving``:
+        the whole batch climbs the rungs together (see :meth:`_halving`)."""
+        if self.proxy.kind == "halving":
+            return self._halving(list(archs))
         if self.mode != "device":
             return super().evaluate_batch(archs)
-        X, y = self.scored_split()
         out: dict[str, ObjectiveResult | Exception] = {}
-        prepared, trained = [], {}
-        desc = "preparing candidates (fine-tune, transpile)"
+        runs: list[_Run] = []
+        desc = "preparing candidates (train, transpile)"
         for arch in track(archs, desc, unit="candidates", enabled=self.progress):
             try:
-                model, details, timings = self._trained(arch)
-                skipped = self._skipped(arch, details, timings)
-                if skipped is not None:
-                    out[arch.key()] = skipped
-                    continue
-                prepared.append(self.scorer.prepare(arch, model, X, y))
-                trained[arch.key()] = (details, timings)
+                run = self._begin(arch)
+                self._advance(run, self.proxy.epochs)
+                runs.append(run)
             except Exception as exc:  # this candidate's own failure (e.g. a circuit that cannot be built)
                 out[arch.key()] = exc
+        out.update(self._score_runs(runs))
+        return [out[a.key()] for a in archs]
+
+    def _score_runs(self, runs: list[_Run]) -> dict[str, ObjectiveResult | Exception]:
+        """Every run's value at its current training: one at a time, or (``device``) all jobs in flight at once."""
+        out: dict[str, ObjectiveResult | Exception] = {}
+        if self.mode != "device":
+            for run in runs:
+                try:
+                    out[run.arch.key()] = self._score(run.arch, *self._finish(run))
+                except Exception as exc:
+                    out[run.arch.key()] = exc
+            return out
+        X, y = self.scored_split()
+        prepared, trained = [], {}
+        for run in runs:
+            try:
+                model, details, timings = self._finish(run)
+                skipped = self._skipped(run.arch, details, timings)
+                if skipped is not None:
+                    out[run.arch.key()] = skipped
+                    continue
+                prepared.append(self.scorer.prepare(run.arch, model, X, y))
+                trained[run.arch.key()] = (details, timings)
+            except Exception as exc:
+                out[run.arch.key()] = exc
         outcomes = self.scorer.run(prepared) if prepared else {}  # raises: budget, provider (not the candidate's)
         mitigators: dict[Any, Any] = {}
         for p in prepared:
@@ -286,14 +390,73 @@ class ValidationErrorObjective(Objective):
                 out[p.arch.key()] = self._result(acc, details, timings, hw)
             except Exception as exc:
                 out[p.arch.key()] = exc
+        return out
+
+    def _halving(self, archs: list[Architecture]) -> list[ObjectiveResult | Exception]:
+        """Successive halving over ``archs``: all are scored at the first rung, the best ``keep`` fraction (lowest
+        error, ties by architecture key, at least one) trains on in the same run to the next rung, and so on.
+
+        A candidate's stored value is its score at the last rung it reached; ``details["rung"]`` says which
+        (``level`` of ``of``) and keeps every rung's score, so the ``top_rung`` constraint can keep lower-rung
+        candidates off the front.  The values of a batch depend on the batch: a generation is one batch.
+        """
+        out: dict[str, ObjectiveResult | Exception] = {}
+        runs: dict[str, _Run] = {}
+        for arch in archs:
+            try:
+                runs[arch.key()] = self._begin(arch)
+            except Exception as exc:
+                out[arch.key()] = exc
+        alive = [runs[a.key()] for a in archs if a.key() in runs]
+        history: dict[str, list[dict[str, float]]] = {k: [] for k in runs}
+        rungs = self.proxy.rungs
+        for level, epochs in enumerate(rungs, start=1):
+            desc = f"rung {level} of {len(rungs)} ({epochs:g} epochs)"
+            trained = []
+            for run in track(alive, desc, unit="candidates", enabled=self.progress):
+                try:
+                    self._advance(run, epochs)
+                    trained.append(run)
+                except Exception as exc:
+                    out[run.arch.key()] = exc
+            scored = self._score_runs(trained)
+            for key, result in scored.items():
+                if isinstance(result, ObjectiveResult):
+                    history[key].append({"epochs": epochs, "val_error": result.value})
+                    rung = {
+                        "level": level,
+                        "of": len(rungs),
+                        "epochs": epochs,
+                        "top_epochs": rungs[-1],
+                        "history": list(history[key]),
+                    }
+                    result.details["rung"] = rung
+                out[key] = result
+            ranked = [
+                r
+                for r in trained
+                if isinstance(scored.get(r.arch.key()), ObjectiveResult) and math.isfinite(scored[r.arch.key()].value)  # type: ignore[union-attr]
+            ]
+            ranked.sort(key=lambda r: (scored[r.arch.key()].value, r.arch.key()))  # type: ignore[union-attr]
+            alive = ranked[: max(1, round(self.proxy.keep * len(ranked)))]
         return [out[a.key()] for a in archs]
 
+    def rung_epochs(self, details: dict[str, Any]) -> float | None:
+        """The epochs a stored candidate was trained for (its halving rung, or the proxy's own)."""
+        rung = details.get("rung")
+        if isinstance(rung, dict) and "epochs" in rung:
+            return float(rung["epochs"])
+        return None
 
-def rederive_weights(objective: ValidationErrorObjective, arch: Architecture, stored_ideal_acc: float) -> HQNN:
-    """Fine-tune ``arch`` again exactly as the search did (same seed) and save its weights, after checking that the
-    result is the one the study stored: same exact validation accuracy.  Used when the weights file is gone or damaged.
+
+def rederive_weights(
+    objective: ValidationErrorObjective, arch: Architecture, stored_ideal_acc: float, epochs: float | None = None
+) -> HQNN:
+    """Train ``arch`` again exactly as the search did (same seed; ``epochs``: the halving rung it reached) and save
+    its weights, after checking that the result is the one the study stored: same exact validation accuracy.  Used
+    when the weights file is gone or damaged.
     """
-    model, details, _ = objective._trained(arch)
+    model, details, _ = objective._trained(arch, epochs)
     got = details.get("ideal_val_acc", details["val_acc"])
     if not math.isclose(got, stored_ideal_acc, rel_tol=0, abs_tol=1e-12):
         raise RuntimeError(

@@ -46,6 +46,9 @@ def _facts(details: dict[str, Any], error: str | None, objectives: dict[str, flo
         facts["sampling_overhead"] = runtime["sampling_overhead"]
     if "feasible" in cut:
         facts["cut_feasible"] = bool(cut["feasible"])
+    rung = (details.get("val_error") or {}).get("rung")
+    if rung is not None:
+        facts["rung"] = rung
     objectives = objectives or {}
     if "runtime_s" in objectives:
         facts["runtime_s"] = objectives["runtime_s"]

@@ -424,7 +424,7 @@ def _candidate_model(study: Any, objective: Any, arch: Architecture) -> Any:
     stored = ve.get("ideal_val_acc", ve.get("val_acc"))
     if stored is None:
         raise ValueError(f"{arch.canonical()} has no stored validation accuracy to check re-derived weights against")
-    return rederive_weights(objective, arch, float(stored))
+    return rederive_weights(objective, arch, float(stored), objective.rung_epochs(ve))
 
 
 def evaluate_study(

@@ -106,6 +106,8 @@ class SearchRun:
     on_generation: Callable[[dict[str, Any]], None] | None = None
     #: the caller's stop request (qnas_hw.jobs.StopRequest, the CLI's Ctrl-C): read after every generation
     stop: Any | None = None
+    #: ``search.screen``: picks which of ``screen_factor`` times the proposals are evaluated (None: all are)
+    screen: Any | None = None
 
     @property
     def names(self) -> list[str]:
@@ -129,7 +131,7 @@ def _check_supercircuit(study: Study, accuracy: Any, config: RunConfig) -> None:
     }
     stored = study.meta_json("supercircuit")
     if stored is None:
-        study.set_meta_json("supercircuit", current)
+        study.set_meta_json("supercircuit", {**current, "training": getattr(accuracy, "training_summary", {})})
         return
     if stored.get("device", "cpu") != current["device"]:  # studies from before compute.device ran on the CPU
         logger.warning(
@@ -389,10 +391,24 @@ def _build_run(
         next_generation = state.generation + 1
         logger.info("resuming %s after generation %d", study.path, generation_number(state.generation))
     run = SearchRun(config, study, space, evaluator, algorithm, problem, next_generation, progress=progress, box=box)
+    run.screen = _make_screen(config, hw, scorer, accuracy)
     run.ledger = ledger
     if ledger is not None and hw is not None:
         run.device_batch = device_batch(config, hw.backend)
     return run
+
+
+def _make_screen(config: RunConfig, hw: Hardware | None, scorer: Any | None, accuracy: Any | None) -> Any | None:
+    """``search.screen``'s screen: CNR under the target's noise (the search's noisy scorer, or one built for the
+    screen when ``val_error`` is measured ideal or on the device), RepCap on the accuracy objective's data."""
+    if config.search.screen == "none" or hw is None or accuracy is None:  # config validation refused the rest
+        return None
+    from qnas_hw.search.screens import CnrRepcapScreen
+
+    if scorer is None or scorer.mode != "noisy":
+        noisy = with_overrides(config, **{"search.accuracy": "noisy"})
+        scorer = make_scorer(noisy, hw.backend, hw.transpiler, hw.planner)
+    return CnrRepcapScreen(scorer, accuracy.splits, config.model.frontend, config.seed)
 
 
 def _check_extension(study: Study, generations: int) -> None:
@@ -467,10 +483,35 @@ class SpaceExhausted(Exception):
     """No architecture is left to propose: the search ends early, with everything it evaluated kept."""
 
 
+def _ask(run: SearchRun) -> Any:
+    """NSGA-II's proposals; with a screen, ``screen_factor`` times as many, of which the screen keeps a batch's worth.
+
+    The proposal count is raised only for this ``ask`` (the pickled algorithm keeps its own sizes), so a resumed
+    search proposes and screens exactly as the first run did.
+    """
+    algo = run.algorithm
+    if run.screen is None:
+        return algo.ask()
+    factor = run.config.search.screen_factor
+    initial = algo.n_gen is None or algo.pop is None
+    attr = "pop_size" if initial else "n_offsprings"
+    n = getattr(algo, attr)
+    setattr(algo, attr, n * factor)
+    try:
+        pop = algo.ask()
+    finally:
+        setattr(algo, attr, n)
+    if pop is None or len(pop) <= n:
+        return pop
+    keep = run.screen.select([decode(x, run.space) for x in pop.get("X")], n)
+    logger.info("screen kept %d of %d proposals (%.1f s so far)", len(keep), len(pop), run.screen.seconds)
+    return pop[keep]
+
+
 def run_generation(run: SearchRun, generation: int) -> GenerationRecord:
     """Ask, evaluate through the study, tell, and commit the generation with the algorithm state."""
     algo = run.algorithm
-    pop = algo.ask()
+    pop = _ask(run)
     if pop is None or len(pop) == 0:  # duplicate elimination found no unevaluated architecture to propose
         raise SpaceExhausted(
             f"every architecture NSGA-II can propose in this search space has been evaluated "

@@ -164,6 +164,9 @@ class Constraints:
     #: fewer two-qubit gates than this (after optimisation, :func:`~qnas_hw.model.circuits.entangling_gates`) is
     #: infeasible, so a user can require entangling circuits; 0 adds no constraint
     min_two_qubit_gates: int = 0
+    #: successive halving: a candidate not scored at the last rung is infeasible (violation: the fraction of the
+    #: last rung's epochs it did not train), so its lower-fidelity score never reaches the front or a pick
+    top_rung: bool = False
 
     @property
     def names(self) -> list[str]:
@@ -180,6 +183,8 @@ class Constraints:
             names.append("max_candidate_usd")
         if self.min_two_qubit_gates > 0:
             names.append("min_two_qubit_gates")
+        if self.top_rung:
+            names.append("top_rung")
         return names
 
     def values(self, arch: Architecture, facts: dict[str, Any]) -> list[float]:
@@ -204,7 +209,16 @@ class Constraints:
             from qnas_hw.model.circuits import entangling_gates
 
             g.append(float(self.min_two_qubit_gates - entangling_gates(arch)))
+        if self.top_rung:
+            g.append(_rung_shortfall(facts.get("rung")))
         return g
+
+
+def _rung_shortfall(rung: Any) -> float:
+    """``1 - epochs / last rung's epochs`` of a halving candidate (0 at the last rung, or without a rung)."""
+    if not isinstance(rung, dict) or rung.get("level") == rung.get("of"):
+        return 0.0
+    return max(1e-6, 1.0 - float(rung["epochs"]) / float(rung["top_epochs"]))
 
 
 #: Violation recorded for an infinite or unknown predicted cost (pymoo needs finite constraint values).

@@ -117,3 +117,48 @@ def representational_capacity(
             fid = (psi.conj() @ psi.T).abs().pow(2).numpy()
             scores.append(1.0 - float(np.sum((fid - same) ** 2)) / fid.size)
     return float(np.mean(scores))
+
+
+class CnrRepcapScreen:
+    """``[search] screen = "cnr-repcap"``: pick the ``n`` most promising of NSGA-II's proposals before training any.
+
+    Élivágar's two stages: the better half of the proposals by CNR (at least ``n``), then the best ``n`` of
+    those by RepCap.  Scores are cached per architecture (a proposal seen twice costs once) and are deterministic
+    in (seed, architecture), so a resumed search selects what the first run selected.
+    """
+
+    def __init__(self, scorer: NoisyScorer, splits: Any, frontend: str, seed: int) -> None:
+        self.scorer, self.splits, self.frontend, self.seed = scorer, splits, frontend, int(seed)
+        self._cnr: dict[str, float] = {}
+        self._repcap: dict[str, float] = {}
+        self.seconds = 0.0
+
+    def cnr(self, arch: Architecture) -> float:
+        if arch.key() not in self._cnr:
+            try:
+                self._cnr[arch.key()] = clifford_noise_resilience(self.scorer, arch, seed=self.seed)
+            except Exception:  # a proposal that cannot be built or placed screens last, the search decides
+                self._cnr[arch.key()] = -math.inf
+        return self._cnr[arch.key()]
+
+    def repcap(self, arch: Architecture) -> float:
+        if arch.key() not in self._repcap:
+            try:
+                value = representational_capacity(arch, self.splits, self.frontend, seed=self.seed)
+            except Exception:
+                value = -math.inf
+            self._repcap[arch.key()] = value
+        return self._repcap[arch.key()]
+
+    def select(self, archs: list[Architecture], n: int) -> list[int]:
+        """Indices (in proposal order) of the ``n`` proposals to evaluate."""
+        import time
+
+        if len(archs) <= n:
+            return list(range(len(archs)))
+        t0 = time.perf_counter()
+        by_cnr = sorted(range(len(archs)), key=lambda i: (-self.cnr(archs[i]), archs[i].key()))
+        half = by_cnr[: max(n, len(archs) // 2)]
+        chosen = sorted(half, key=lambda i: (-self.repcap(archs[i]), archs[i].key()))[:n]
+        self.seconds += time.perf_counter() - t0
+        return sorted(chosen)
