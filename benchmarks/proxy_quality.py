@@ -34,6 +34,7 @@ import os
 import platform
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -318,6 +319,27 @@ def inherited_proxy(key: str, sc_seconds: float) -> Proxy:
     return proxy
 
 
+def screened_proxy(screen: str, epochs: float, keep: float) -> Proxy:
+    """A training-free screen, then ``scratch-<epochs>`` on its best ``keep`` fraction (ranked above the rest).
+
+    ``esp`` costs nothing extra in a search (the runtime objective transpiles and places every candidate anyway);
+    ``cnr`` costs its own simulation.
+    """
+
+    def proxy(records: list[dict[str, Any]]) -> tuple[np.ndarray, float]:
+        first = np.array([r[screen] if r[screen] is not None else -np.inf for r in records], dtype=float)
+        second, costs = _rung(records, epochs)
+        n = len(records)
+        keep_idx = np.argsort(-first, kind="stable")[: max(1, round(keep * n))]
+        order = np.argsort(np.argsort(first, kind="stable"), kind="stable") / max(n, 1)  # ranks in [0, 1)
+        score = order.astype(float)
+        score[keep_idx] = 10.0 + second[keep_idx]
+        screen_cost = float(np.mean([r.get(f"{screen}_s", 0.0) for r in records]))
+        return score, screen_cost + float(costs[keep_idx].sum()) / n
+
+    return proxy
+
+
 def cnr_repcap(records: list[dict[str, Any]]) -> tuple[np.ndarray, float]:
     """Élivágar's two stages: the better half by CNR, ranked by RepCap above the other half (ranked by CNR)."""
     cnr = np.array([r["cnr"] for r in records])
@@ -344,10 +366,16 @@ def proxies(args: argparse.Namespace, sc_seconds: float) -> dict[str, Proxy]:
     out["repcap"] = field_proxy("repcap", "repcap_s")
     out["cnr-repcap"] = cnr_repcap
     out["esp"] = field_proxy("esp", None)
+    for screen in ("esp", "cnr"):
+        for keep in (0.33, 0.5):
+            out[f"{screen}>scratch-1[{keep:g}]"] = screened_proxy(screen, 1.0, keep)
     return out
 
 
 # ----------------------------------------------------------------- figures
+warnings.filterwarnings("ignore", category=stats.ConstantInputWarning)  # a constant resample is tau 0 here
+
+
 def _tau(a: np.ndarray, b: np.ndarray) -> float:
     value = stats.kendalltau(a, b).statistic
     return float(value) if np.isfinite(value) else 0.0
