@@ -487,7 +487,7 @@ def _provenance(argv: Sequence[str]) -> dict[str, Any]:
     return {
         "command": "python benchmarks/proxy_quality.py " + " ".join(argv),
         "commit": git_head(),
-        "uncommitted": uncommitted_files(),
+        "uncommitted_changes": uncommitted_files(),
         "machine": {
             "cores": os.cpu_count(),
             "platform": platform.platform(),
@@ -498,6 +498,19 @@ def _provenance(argv: Sequence[str]) -> dict[str, Any]:
 
 
 def _refresh(data: dict[str, Any], args: argparse.Namespace) -> None:
+    from qnas_hw.config import DEFAULT_PROXY
+
+    data["default"] = DEFAULT_PROXY  # the package's own default, so the file cannot name another
+    if "uncommitted" in data:  # the key's earlier name
+        data["uncommitted_changes"] = data.pop("uncommitted")
+    sets = data["sets"]
+    data["seconds"] = sum(
+        sum(r["seconds"] for r in sd["records"]) + sd.get("supercircuit", {}).get("seconds", 0.0)
+        for sd in sets.values()
+    )
+    data["complete"] = all(len(sd["records"]) >= args.n_archs for sd in sets.values()) and set(sets) >= set(
+        args.sets.split(",")
+    )
     data["ground_truth"], data["rows"] = [], []
     for name, set_data in data["sets"].items():
         if len(set_data["records"]) >= 3:
@@ -514,7 +527,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(1)
     out = Path(args.out)
     data: dict[str, Any] = json.loads(out.read_text()) if out.is_file() else {}
-    data.update(_provenance(argv))
+    if not args.summarise_only:  # a re-summary keeps the command and commit that measured the records
+        data.update(_provenance(argv))
     data.setdefault("sets", {})
     data.setdefault("default", None)
     if args.summarise_only:

@@ -245,6 +245,42 @@ def rank_correlation(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def proxy_quality(doc: dict[str, Any]) -> str:
+    """Every proxy against trained noisy accuracy, per set: Kendall tau with its bootstrap CI, regret, cost."""
+    sets = [(g["dataset"], g["backend"]) for g in doc["ground_truth"]]
+    rows: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
+    for r in doc["rows"]:
+        rows.setdefault(r["proxy"], {})[(r["dataset"], r["backend"])] = r
+    head = "| proxy | " + " | ".join(f"{d} on {b}: tau [95% CI]; top-1 regret; s per candidate" for d, b in sets)
+    lines = [head + " |", "|---|" + "---|" * len(sets)]
+    for name, per_set in rows.items():
+        cells = []
+        for key in sets:
+            r = per_set.get(key)
+            cells.append(
+                "–"
+                if r is None
+                else f"{r['kendall_tau']:+.2f} [{r['tau_ci95'][0]:+.2f}, {r['tau_ci95'][1]:+.2f}]; "
+                f"{r['top1_regret']:.1f} pts; {r['seconds_per_candidate']:.2f} s"
+            )
+        label = f"**{name}** (default)" if name == doc.get("default") else name
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append("")
+    truths = []
+    for g in doc["ground_truth"]:
+        ceiling = g["seed_to_seed_tau"]
+        ci = g.get("seed_to_seed_tau_ci95") or [math.nan, math.nan]
+        truths.append(
+            f"{g['dataset']} on {g['backend']}: {g['n_architectures']} architectures, {g['epochs']} epochs on "
+            f"{g['train_images']:,} training images, noisy accuracy on {g['val_samples']:,} validation samples, mean "
+            f"of seeds {g['seeds']} (range {100 * g['accuracy_range'][0]:.1f}-{100 * g['accuracy_range'][1]:.1f}%); "
+            f"seed-to-seed tau (the ceiling) {ceiling:+.2f} [{ci[0]:+.2f}, {ci[1]:+.2f}]; noise-free trained "
+            f"accuracy ranks it at tau {g['ideal_vs_noisy_tau']:+.2f}"
+        )
+    lines.append("Ground truth: " + "; ".join(truths) + ". " + _run(doc))
+    return "\n".join(lines)
+
+
 def _run(doc: dict[str, Any], minutes: bool = True) -> str:
     """The provenance sentence every new table ends with: command, commit, dirty files, time, complete or not."""
     dirty = doc.get("uncommitted_changes") or []
@@ -478,6 +514,7 @@ TABLES: dict[str, Callable[[dict[str, Any]], str]] = {
     "cut_planning": cut_planning,
     "iris_kfold": iris_kfold,
     "rank_correlation_mnist": rank_correlation,
+    "proxy_quality": proxy_quality,
     "noise_aware": noise_aware,
     "noise_aware_fashion4": noise_aware,
     "search_quality": search_quality,

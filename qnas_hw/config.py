@@ -325,16 +325,30 @@ class HalvingConfig(_Section):
 
     rungs: list[float] = Field(default_factory=lambda: [0.25, 1.0])
     keep: float = 0.33
+    #: a training-free first stage: ``esp`` keeps the ``keep`` fraction with the highest estimated success
+    #: probability of the placed circuit (free: the runtime objective transpiles and places every candidate) and
+    #: only those train; the rest are stored unscored at rung 0
+    screen: Literal["none", "esp"] = "none"
 
     @field_validator("rungs")
     @classmethod
     def _rungs(cls, v: list[float]) -> list[float]:
         increasing = all(b > a for a, b in itertools.pairwise(v))
-        if len(v) < 2 or not increasing or any(not (math.isfinite(r) and r > 0) for r in v):
+        if len(v) < 1 or not increasing or any(not (math.isfinite(r) and r > 0) for r in v):
             raise ValueError(
-                f"search.halving.rungs={v} must be at least two increasing positive epoch counts (e.g. [0.25, 1])"
+                f"search.halving.rungs={v} must be increasing positive epoch counts (e.g. [0.25, 1]; one rung "
+                "with a screen)"
             )
         return [float(r) for r in v]
+
+    @model_validator(mode="after")
+    def _stages(self) -> HalvingConfig:
+        if len(self.rungs) < 2 and self.screen == "none":
+            raise ValueError(
+                f"search.halving.rungs={self.rungs} has one rung and no screen, so nothing is halved; give two or "
+                'more rungs (e.g. [0.25, 1]) or a first stage (screen = "esp")'
+            )
+        return self
 
     @field_validator("keep")
     @classmethod
@@ -766,6 +780,18 @@ class RunConfig(_Section):
                 f"search.accuracy='noisy' needs the target's noise model, and backend {self.hardware.backend!r} has "
                 "none (no device error rates); use accuracy 'ideal', or a backend with one: any fake_* IBM snapshot "
                 f"(e.g. fake_kolkata, fake_quito), aer_noisy, {braket}, or a real ibm:<device> / braket:<ARN>"
+            )
+        h = self.search.halving
+        if (
+            self.search.proxy == "halving"
+            and h.screen == "esp"
+            and (self.hardware.backend in _NOISELESS_BACKENDS or self.search.accuracy == "ideal")
+        ):
+            raise ValueError(
+                "search.halving.screen='esp' keeps the candidates whose placed circuits are most likely to run "
+                f"without an error, which only means something for a noisy score (accuracy is "
+                f"{self.search.accuracy!r} on {self.hardware.backend!r}); use accuracy 'noisy' or 'device' on a "
+                'backend with a noise model, or search.halving.screen = "none"'
             )
         if self.search.screen != "none" and (
             self.hardware.backend in _NOISELESS_BACKENDS or "val_error" not in self.search.objectives

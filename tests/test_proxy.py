@@ -236,3 +236,46 @@ def test_repcap_matches_fidelities_computed_by_qiskit(splits: object) -> None:
         fid = np.abs(np.conj(np.array(states)) @ np.array(states).T) ** 2
         want.append(1 - np.sum((fid - same) ** 2) / fid.size)
     assert got == pytest.approx(float(np.mean(want)), abs=1e-5)
+
+
+def test_an_esp_first_stage_trains_only_the_most_reliable_placements() -> None:
+    """Halving with ``screen = "esp"``: the kept third are the highest-ESP placements, scored exactly as ``scratch-1``
+    scores them; the rest are stored unscored at rung 0 and are infeasible."""
+    from qnas_hw.search.building import load_splits, make_hardware, make_scorer
+
+    cfg = _config(
+        accuracy="noisy",
+        shots=128,
+        val_samples=32,
+        proxy="halving",
+        halving={"rungs": [1.0], "keep": 0.34, "screen": "esp"},
+    )
+    hw = make_hardware(cfg)
+    data = load_splits(cfg)
+
+    def objective(proxy: ProxySpec) -> ValidationErrorObjective:
+        scorer = make_scorer(cfg, hw.backend, hw.transpiler, hw.planner)
+        sc = SuperCircuit(cfg.search_space(), data.input_shape, data.n_classes, seed=2)
+        return ValidationErrorObjective(
+            sc, data, lr=0.05, batch_size=16, seed=2, scorer=scorer, val_samples=32, proxy=proxy
+        )
+
+    archs = [
+        Architecture("angle-y", 2, 1, "ry", "linear"),
+        Architecture("angle-y", 3, 2, "ry-rz", "ring"),
+        Architecture("iqp", 3, 2, "rx-ry-rz", "full"),
+        Architecture("iqp", 2, 1, "ry", "none"),
+        Architecture("angle-y", 3, 1, "rx-ry", "sparse"),
+        Architecture("iqp", 3, 1, "ry-rz", "linear"),
+    ]
+    results = objective(ProxySpec.from_config(cfg.search)).evaluate_batch(archs)
+    esp = {a.key(): hw.transpiler.transpile(a).esp for a in archs}
+    kept = sorted(archs, key=lambda a: (-esp[a.key()], a.key()))[:2]
+    scratch = objective(ProxySpec("scratch", 1.0))
+    for arch, result in zip(archs, results, strict=True):
+        if arch in kept:
+            assert result.details["rung"]["level"] == 1
+            assert result.value == scratch.evaluate(arch).value
+        else:
+            assert math.isnan(result.value) and result.details["rung"]["level"] == 0
+            assert Constraints(cut_plan=False, top_rung=True).values(arch, {"rung": result.details["rung"]})[-1] == 1

@@ -132,9 +132,15 @@ class ReportData:
             text = f"val_error proxy: inherited SuperCircuit weights + {search.get('finetune_epochs', '?')} epoch(s)"
         elif self.proxy == "halving":
             h = search.get("halving") or {}
+            first = (
+                f"a first stage by {h['screen'].upper()} (before any training), then "
+                if h.get("screen", "none") != "none"
+                else ""
+            )
             text = (
-                f"val_error proxy: successive halving, training from scratch to rungs {h.get('rungs')} epochs, the "
-                f"best {h.get('keep')} of each generation going on; only last-rung candidates can be feasible"
+                f"val_error proxy: successive halving of each generation's new candidates: {first}training from "
+                f"scratch to rungs {h.get('rungs')} epochs, the best {h.get('keep')} going on at each stage; only "
+                "candidates scored at the last rung can be feasible"
             )
         else:
             text = f"val_error proxy: {self.proxy} (each candidate trained from scratch for that many epochs)"
@@ -343,6 +349,8 @@ def _skip_reason(text: str) -> str:
         return "cut plan needs more subexperiments than search.cut_max_experiments"
     if text.startswith("cut plan infeasible"):
         return "cut plan infeasible"
+    if text.startswith("screened out before training"):
+        return text
     if "mid-circuit" in text:
         return "cut plan needs mid-circuit measurements the backend cannot run"
     return re.sub(r"\d+(\.\d+)?", "N", text)

@@ -97,6 +97,8 @@ class ProxySpec:
     epochs: float = 0.0
     rungs: tuple[float, ...] = ()
     keep: float = 1.0
+    #: halving's training-free first stage (``none`` or ``esp``)
+    screen: str = "none"
 
     @classmethod
     def from_config(cls, search: Any) -> ProxySpec:
@@ -105,8 +107,9 @@ class ProxySpec:
         if search.proxy == "inherited":
             return cls("inherited")
         if search.proxy == "halving":
-            rungs = tuple(float(r) for r in search.halving.rungs)
-            return cls("halving", rungs[-1], rungs, float(search.halving.keep))
+            h = search.halving
+            rungs = tuple(float(r) for r in h.rungs)
+            return cls("halving", rungs[-1], rungs, float(h.keep), h.screen)
         return cls("scratch", float(scratch_epochs(search.proxy) or 0.0))
 
     @property
@@ -114,7 +117,8 @@ class ProxySpec:
         if self.kind == "scratch":
             return f"scratch-{self.epochs:g}"
         if self.kind == "halving":
-            return f"halving[{','.join(f'{r:g}' for r in self.rungs)}:{self.keep:g}]"
+            first = "" if self.screen == "none" else f"{self.screen}>"
+            return f"halving[{first}{','.join(f'{r:g}' for r in self.rungs)}:{self.keep:g}]"
         return "inherited"
 
     @property
@@ -410,6 +414,8 @@ class ValidationErrorObjective(Objective):
         alive = [runs[a.key()] for a in archs if a.key() in runs]
         history: dict[str, list[dict[str, float]]] = {k: [] for k in runs}
         rungs = self.proxy.rungs
+        if self.proxy.screen != "none":
+            alive = self._screen(alive, out)
         for level, epochs in enumerate(rungs, start=1):
             desc = f"rung {level} of {len(rungs)} ({epochs:g} epochs)"
             trained = []
@@ -440,6 +446,32 @@ class ValidationErrorObjective(Objective):
             ranked.sort(key=lambda r: (scored[r.arch.key()].value, r.arch.key()))  # type: ignore[union-attr]
             alive = ranked[: max(1, round(self.proxy.keep * len(ranked)))]
         return [out[a.key()] for a in archs]
+
+    def _screen(self, runs: list[_Run], out: dict[str, ObjectiveResult | Exception]) -> list[_Run]:
+        """Halving's training-free stage: the ``keep`` fraction with the highest ESP of the placed circuit goes on;
+        the others are stored unscored (NaN, rung 0 with their ESP), so no front or pick can hold them."""
+        esp: dict[str, float] = {}
+        for run in runs:
+            try:
+                value = self.scorer.builder.transpiler.transpile(run.arch).esp
+                esp[run.arch.key()] = float(value) if value is not None else -math.inf
+            except Exception as exc:  # a circuit that cannot be placed is this candidate's own failure
+                out[run.arch.key()] = exc
+        ranked = sorted((r for r in runs if r.arch.key() in esp), key=lambda r: (-esp[r.arch.key()], r.arch.key()))
+        kept = ranked[: max(1, round(self.proxy.keep * len(ranked)))]
+        for run in ranked[len(kept) :]:
+            rung = {"level": 0, "of": len(self.proxy.rungs), "epochs": 0.0, "top_epochs": self.proxy.rungs[-1]}
+            reason = f"screened out before training by ESP ({self.proxy.screen} stage of halving)"
+            details = {
+                "proxy": self.proxy.name,
+                "epochs": 0.0,
+                "esp": esp[run.arch.key()],
+                "rung": {**rung, "history": []},
+                "val_acc": math.nan,
+                "accuracy": {"accuracy_mode": self.mode, "skipped": reason},
+            }
+            out[run.arch.key()] = ObjectiveResult(value=math.nan, details=details, timings={})
+        return kept
 
     def rung_epochs(self, details: dict[str, Any]) -> float | None:
         """The epochs a stored candidate was trained for (its halving rung, or the proxy's own)."""
