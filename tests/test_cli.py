@@ -158,7 +158,7 @@ def narrow_run(tmp_path_factory: pytest.TempPathFactory, tiny_search_toml: str):
     """The tiny search run once on an 80-column console: (its output, the run directory)."""
     from rich.console import Console
 
-    import qnas_hw.cli as cli
+    import qnas_hw.cli.common as cli
 
     tmp = tmp_path_factory.mktemp("narrow")
     cfg = tmp / "tiny.toml"
@@ -175,7 +175,7 @@ def console_80(monkeypatch: pytest.MonkeyPatch) -> None:
     """The CLI's stdout console at 80 columns (what an 80-column terminal gets)."""
     from rich.console import Console
 
-    import qnas_hw.cli as cli
+    import qnas_hw.cli.common as cli
 
     monkeypatch.setattr(cli, "out_console", Console(width=80, soft_wrap=True))
 

@@ -583,7 +583,8 @@ def _searched_study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int =
 
     from rich.console import Console
 
-    import qnas_hw.cli as cli
+    import qnas_hw.cli.common as cli
+    from qnas_hw.cli.search import _print_generation
     from qnas_hw.search.nsga import generation_record, generation_summary
     from qnas_hw.search.study import Study
 
@@ -603,7 +604,7 @@ def _searched_study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int =
             study.add_candidate(r.arch, "k", r.objectives, r.details, r.timings, r.generation, r.feasible)
             run.evaluator.evaluated += 1
         rec = study.commit_generation(generation_record(run, g.index, g.population), b"state")
-        cli._print_generation(generation_summary(run, rec, len(gens)))
+        _print_generation(generation_summary(run, rec, len(gens)))
     return study, console.export_text()
 
 
