@@ -52,22 +52,17 @@ from typing import Any
 
 import torch
 from provenance import git_head, uncommitted_files
+from simulator_workloads import make_step, workload_arch
 
 from qnas_hw.atomic_write import atomic_write_text
 from qnas_hw.model.circuits import gate_program
 from qnas_hw.model.simulator import DEFAULT_CHUNK, SimulatorPlan
 from qnas_hw.model.space import Architecture
 
-WORKLOADS = {"W8": (8, 2), "W10": (10, 2), "W12": (12, 2), "W8x4": (8, 4), "W16": (16, 2), "W20": (20, 2)}
 CPU_WORKLOADS = "W8,W10,W12,W8x4"
 CUDA_WORKLOADS = "W8,W12,W16,W20"
 CUDA_RESULTS = Path(__file__).resolve().parent / "results" / "simulator_cuda.json"
 DEFAULT_ANCHORS = Path(__file__).resolve().parents[2] / "shared" / "notes" / "simulator-anchors.md"
-
-
-def workload_arch(name: str) -> Architecture:
-    n, layers = WORKLOADS[name]
-    return Architecture("angle-y", n, layers, "ry-rz", "ring")
 
 
 def time_steps(step: Callable[[], None], repeats: int, warmup: int = 3) -> dict[str, float]:
@@ -116,16 +111,6 @@ def gradients(forward, x, w, target) -> tuple[torch.Tensor, torch.Tensor]:
     x.grad = w.grad = None
     torch.nn.functional.mse_loss(forward(x, w), target).backward()
     return x.grad.clone(), w.grad.clone()
-
-
-def make_step(forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x, w, target) -> Callable[[], None]:
-    def step() -> None:
-        x.grad = None
-        w.grad = None
-        loss = torch.nn.functional.mse_loss(forward(x, w), target)
-        loss.backward()
-
-    return step
 
 
 def pennylane_forward(arch: Architecture) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:

@@ -1,8 +1,9 @@
 """``python benchmarks/simulator.py --device cuda``: the simulator on the GPU, the CPU and a naive einsum simulator.
 
-Kept apart from ``simulator.py`` (which it imports for the workloads and the
-training step) so the CPU benchmark stays as it was.  See ``simulator.py``'s
-docstring for what is measured and when a size is skipped.
+Kept apart from ``simulator.py`` (which imports it for ``--device cuda``) so the
+CPU benchmark stays as it was; both take the workloads and the training step
+from ``simulator_workloads.py``.  See ``simulator.py``'s docstring for what is
+measured and when a size is skipped.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 import torch
 from provenance import git_head
 from reference_simulator import ReferenceSimulator
-from simulator import make_step, workload_arch
+from simulator_workloads import make_step, workload_arch
 
 from qnas_hw.model.memory import SimulationMemoryError, available_bytes
 from qnas_hw.model.simulator import SimulatorPlan
