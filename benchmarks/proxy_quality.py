@@ -472,6 +472,12 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default="benchmarks/results/proxy_quality.json")
     p.add_argument("--summarise-only", action="store_true", help="recompute rows from the stored records")
+    p.add_argument(
+        "--merge",
+        nargs="*",
+        default=[],
+        help="results files of runs over other sets (run side by side): their sets and provenance are copied in",
+    )
     return p.parse_args(argv)
 
 
@@ -531,6 +537,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         data.update(_provenance(argv))
     data.setdefault("sets", {})
     data.setdefault("default", None)
+    for other in args.merge:
+        theirs = json.loads(Path(other).read_text())
+        for name, set_data in theirs["sets"].items():
+            keys = ("command", "commit", "uncommitted_changes", "uncommitted", "machine")
+            set_data["provenance"] = {k: theirs[k] for k in keys if k in theirs}
+            data["sets"][name] = set_data
     if args.summarise_only:
         _refresh(data, args)
         _write(out, data)

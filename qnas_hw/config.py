@@ -32,6 +32,7 @@ from qnas_hw.model.space import (
     ROTATIONS,
     SearchSpace,
     SpaceError,
+    expert_genes,
 )
 
 #: Learning rate used when ``supercircuit.lr`` is left out, per front-end.  A CNN front-end at 2e-2 drives its
@@ -222,6 +223,19 @@ class SuperCircuitConfig(_Section):
     sampling: Literal["uniform", "sandwich", "restricted"] = "sandwich"
     restricted_genes: int = 1
     noise_aware: bool = False  # train under the target's dominant noise on each sampled architecture's placement
+    #: ``prefix``: one weight set for the whole space, sliced by width; ``experts``: one per embedding (its own
+    #: front-end, quantum tensors and a head per width); ``experts:<gene>+<gene>``: quantum tensors split by those
+    #: genes too (embedding, entangler, n_layers, n_qubits); see benchmarks/results/supercircuit_quality.json
+    sharing: str = "prefix"
+
+    @field_validator("sharing")
+    @classmethod
+    def _sharing(cls, v: str) -> str:
+        try:
+            expert_genes(v)
+        except ValueError as exc:
+            raise ValueError(f"supercircuit.{exc}") from None
+        return v
 
     @field_validator("epochs")
     @classmethod

@@ -30,7 +30,7 @@ def _fail_in_training(monkeypatch: pytest.MonkeyPatch) -> None:
 def _start_that_fails(tmp_path: Path, toml: str, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
     """Run the tiny search with a training failure injected; returns its config file and run directory."""
     cfg = tmp_path / "tiny.toml"
-    cfg.write_text(toml)
+    cfg.write_text(toml.replace("[search]\n", '[search]\nproxy = "inherited"\n'))  # the proxy that trains it
     out = tmp_path / "run"
     with monkeypatch.context() as m:
         _fail_in_training(m)

@@ -279,3 +279,20 @@ def test_an_esp_first_stage_trains_only_the_most_reliable_placements() -> None:
         else:
             assert math.isnan(result.value) and result.details["rung"]["level"] == 0
             assert Constraints(cut_plan=False, top_rung=True).values(arch, {"rung": result.details["rung"]})[-1] == 1
+
+
+def test_a_scratch_study_rewrites_a_damaged_model_family_file(tmp_path: Path) -> None:
+    """No SuperCircuit is trained for scratch proxies, but its file (what hw-eval and export load) is kept: a damaged
+    one is set aside and rewritten with the same fingerprint, and the resumed study goes on."""
+    cfg = _config(generations=1)
+    run = tmp_path / "run"
+    study = run_search(cfg, run, progress=False)
+    n = len(study.candidates())
+    study.close()
+    sc_file = run / "supercircuit.pt"
+    fingerprint = SuperCircuit.load(sc_file).fingerprint()
+    sc_file.write_bytes(sc_file.read_bytes()[:100])
+    resumed = run_search(None, resume=run / "study.sqlite", progress=False, generations=2)
+    assert len(resumed.candidates()) > n
+    assert (run / "supercircuit.pt.damaged").is_file()
+    assert SuperCircuit.load(sc_file).fingerprint() == fingerprint

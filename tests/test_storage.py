@@ -36,7 +36,13 @@ SMALL = {
     "seed": 2,
     "space": {"qubits": [2, 3], "layers": [1, 1], "embeddings": ["angle-x", "angle-y"]},
     "supercircuit": {"epochs": 1},
-    "search": {"pop_size": 4, "generations": 2, "objectives": ["val_error", "subcircuits"], "accuracy": "ideal"},
+    "search": {
+        "pop_size": 4,
+        "generations": 2,
+        "objectives": ["val_error", "subcircuits"],
+        "accuracy": "ideal",
+        "proxy": "inherited",  # the SuperCircuit is trained and checkpointed: its damage is what is tested here
+    },
     "hardware": {"qubit_budget": 3},
 }
 

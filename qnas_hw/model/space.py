@@ -69,6 +69,31 @@ class SpaceError(ValueError):
     """A value outside the search space, with a message that says how to fix it."""
 
 
+#: How a SuperCircuit shares its weights (``supercircuit.sharing``): ``prefix`` (one set for the whole space,
+#: sliced by width) or ``experts`` (one set per embedding, each with its own front-end, quantum tensors and one
+#: head per width); ``experts:<gene>+<gene>`` also splits the quantum tensors by those genes.  Defined with the
+#: genes (no torch here) so that validating a config stays cheap.
+SHARING_MODES: tuple[str, ...] = ("prefix", "experts")
+#: Genes an ``experts:<genes>`` sharing may split the quantum weights by (``experts`` alone: the embedding).
+EXPERT_GENES: tuple[str, ...] = ("embedding", "entangler", "n_layers", "n_qubits")
+
+
+def expert_genes(sharing: str) -> tuple[str, ...]:
+    """The genes of a ``sharing`` mode's experts: ``()`` for ``prefix``, ``("embedding",)`` for ``experts``."""
+    if sharing == "prefix":
+        return ()
+    if sharing == "experts":
+        return ("embedding",)
+    mode, _, genes = sharing.partition(":")
+    names = tuple(g for g in genes.split("+") if g)
+    if mode != "experts" or not names or any(g not in EXPERT_GENES for g in names):
+        raise SpaceError(
+            f"sharing={sharing!r} is not a sharing mode; choose 'prefix', 'experts' or 'experts:<genes>' with "
+            f"genes from {', '.join(EXPERT_GENES)} (e.g. 'experts:embedding+entangler')"
+        )
+    return names
+
+
 def _check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
     if value not in choices:
         raise SpaceError(f"unknown {name} {value!r}; choose one of {', '.join(map(repr, choices))}")

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 import json
 import logging
 import time
@@ -65,12 +66,16 @@ from torch.func import functional_call
 
 from qnas_hw.atomic_write import DamagedFileError, atomic_write_torch, read_torch
 from qnas_hw.model.hqnn import HQNN
-from qnas_hw.model.space import GENES, Architecture, SearchSpace, SpaceError
+from qnas_hw.model.space import GENES, Architecture, SearchSpace, SpaceError, expert_genes
 from qnas_hw.progress import track
 
 logger = logging.getLogger(__name__)
 
 SAMPLING_MODES: tuple[str, ...] = ("uniform", "sandwich", "restricted")
+#: How the SuperCircuit's weights are shared: ``prefix`` (one set for the whole space, sliced by width) or
+#: ``experts`` (one set per embedding, each with its own front-end, quantum tensors and one head per width).
+
+
 _CHECKPOINT_FORMAT = 1
 _QUANTUM_PREFIX = "quantum_"
 
@@ -80,11 +85,11 @@ def _rotation_key(rotation: str) -> str:
     return rotation.replace("-", "_")
 
 
-def _max_inputs_arch(space: SearchSpace) -> Architecture:
-    """The architecture with the widest front-end output and the most qubits in ``space``."""
+def _max_inputs_arch(space: SearchSpace, embedding: str | None = None) -> Architecture:
+    """The architecture with the widest front-end output and the most qubits in ``space`` (of ``embedding``)."""
     candidates = [
         Architecture(emb, space.qubits[1], space.layers[0], space.rotations[0], space.entanglers[0])
-        for emb in space.embeddings
+        for emb in ([embedding] if embedding is not None else space.embeddings)
     ]
     return max(candidates, key=lambda a: a.n_inputs)  # first of the widest, in the space's order
 
@@ -103,8 +108,10 @@ class SuperCircuit(nn.Module):
         frontend: str = "linear",
         seed: int = 0,
         max_cached: int = 32,
+        sharing: str = "prefix",
     ) -> None:
         super().__init__()
+        self._expert_genes = expert_genes(sharing)
         if n_classes < 2:
             raise ValueError(f"n_classes must be >= 2, got {n_classes}")
         if max_cached < 1:
@@ -115,36 +122,89 @@ class SuperCircuit(nn.Module):
         self.frontend_kind = frontend
         self.seed = int(seed)
         self.max_cached = int(max_cached)
+        self.sharing = sharing
         self._templates: OrderedDict[str, tuple[HQNN, str | None]] = OrderedDict()
 
         # Classical tensors (front-end + head) at their widest, initialised by the models module's own code:
-        # an HQNN of the widest architecture, whose quantum weight is dropped.
-        widest = self._new_template(_max_inputs_arch(space), seed=self.seed)
-        qname = self._quantum_param_name(widest)
+        # an HQNN of the widest architecture (per embedding group), whose quantum weight is dropped.
         self.classical = nn.ParameterDict()
         self._classical_names: dict[str, str] = {}
-        for name, p in widest.named_parameters():
-            if name == qname:
-                continue
-            key = name.replace(".", "__")
-            self._classical_names[name] = key
-            self.classical[key] = nn.Parameter(p.detach().clone())
         self._buffer_names: dict[str, str] = {}
-        for name, b in widest.named_buffers():
-            key = "buf__" + name.replace(".", "__")
-            self._buffer_names[name] = key
-            self.register_buffer(key, b.detach().clone())
+        for group in self._groups():
+            widest = self._new_template(_max_inputs_arch(space, group), seed=self.seed)
+            qname = self._quantum_param_name(widest)
+            for name, p in widest.named_parameters():
+                if name == qname:
+                    continue
+                if self._expert_genes and name.startswith("head."):
+                    self._add_heads(group, name, p)
+                    continue
+                key = self._group_prefix(group) + name.replace(".", "__")
+                self._classical_names[self._group_prefix(group) + name] = key
+                self.classical[key] = nn.Parameter(p.detach().clone())
+            for name, b in widest.named_buffers():
+                key = "buf__" + self._group_prefix(group) + name.replace(".", "__")
+                self._buffer_names[self._group_prefix(group) + name] = key
+                self.register_buffer(key, b.detach().clone())
 
         gen = torch.Generator().manual_seed(self.seed)
         L, Q = space.layers[1], space.qubits[1]
         self.quantum = nn.ParameterDict(
             {
-                _rotation_key(rot): nn.Parameter(
+                self._group_prefix(group) + _rotation_key(rot): nn.Parameter(
                     torch.rand((L, Q, len(rot.split("-"))), generator=gen, dtype=torch.float32) * (2 * torch.pi)
                 )
+                for group in self._quantum_groups()
                 for rot in space.rotations
             }
         )
+
+    # ------------------------------------------------------------ sharing
+    def _groups(self) -> list[str | None]:
+        """Front-end groups: one for the whole space, or one per embedding when experts split by it."""
+        return list(self.space.embeddings) if "embedding" in self._expert_genes else [None]
+
+    def _group_of(self, arch: Architecture) -> str | None:
+        return arch.embedding if "embedding" in self._expert_genes else None
+
+    def _gene_values(self, gene: str) -> list[str]:
+        sp = self.space
+        values = {
+            "embedding": list(sp.embeddings),
+            "entangler": list(sp.entanglers),
+            "n_layers": [str(v) for v in range(sp.layers[0], sp.layers[1] + 1)],
+            "n_qubits": [str(v) for v in range(sp.qubits[0], sp.qubits[1] + 1)],
+        }
+        return values[gene]
+
+    def _quantum_groups(self) -> list[str | None]:
+        """Quantum-weight groups: one, or one per combination of the experts' genes."""
+        if not self._expert_genes:
+            return [None]
+        return ["/".join(c) for c in itertools.product(*(self._gene_values(g) for g in self._expert_genes))]
+
+    def _quantum_group_of(self, arch: Architecture) -> str | None:
+        if not self._expert_genes:
+            return None
+        return "/".join(str(getattr(arch, g)) for g in self._expert_genes)
+
+    @staticmethod
+    def _group_prefix(group: str | None) -> str:
+        return "" if group is None else group.replace("-", "_").replace("/", "_") + "__"
+
+    def _add_heads(self, group: str | None, name: str, widest: torch.Tensor) -> None:
+        """``experts``: one head per width, so <Z_q> of an n-qubit circuit never shares a readout with another n."""
+        for n in range(self.space.qubits[0], self.space.qubits[1] + 1):
+            key = f"{self._group_prefix(group)}head{n}__{name.removeprefix('head.')}"
+            block = widest[:, :n] if name.endswith("weight") else widest
+            self.classical[key] = nn.Parameter(block.detach().clone())
+
+    def _classical_tensor(self, arch: Architecture, name: str, shape: torch.Size) -> torch.Tensor:
+        group = self._group_of(arch)
+        if self._expert_genes and name.startswith("head."):
+            return self.classical[f"{self._group_prefix(group)}head{arch.n_qubits}__{name.removeprefix('head.')}"]
+        full = self._group_prefix(group) + name
+        return _prefix_slice(self.classical[self._classical_names[full]], shape, name)
 
     # ------------------------------------------------------------ templates
     def _new_template(self, arch: Architecture, seed: int = 0) -> HQNN:
@@ -181,9 +241,10 @@ class SuperCircuit(nn.Module):
             if name == qname:
                 out[name] = self.quantum_slice(arch)
             else:
-                out[name] = _prefix_slice(self.classical[self._classical_names[name]], p.shape, name)
+                out[name] = self._classical_tensor(arch, name, p.shape)
         for name, b in model.named_buffers():
-            out[name] = _prefix_slice(getattr(self, self._buffer_names[name]), b.shape, name)
+            full = self._group_prefix(self._group_of(arch)) + name
+            out[name] = _prefix_slice(getattr(self, self._buffer_names[full]), b.shape, name)
         return out
 
     def set_noise(self, arch: Architecture, noise: Any) -> None:
@@ -198,7 +259,7 @@ class SuperCircuit(nn.Module):
 
     def quantum_slice(self, arch: Architecture) -> torch.Tensor:
         """The inherited quantum weights of ``arch``, in the circuit's ``w`` order (a view for autograd)."""
-        shared = self.quantum[_rotation_key(arch.rotation)]
+        shared = self.quantum[self._group_prefix(self._quantum_group_of(arch)) + _rotation_key(arch.rotation)]
         return shared[: arch.n_layers, : arch.n_qubits, :].reshape(-1)
 
     # ------------------------------------------------------------ public API
@@ -246,6 +307,7 @@ class SuperCircuit(nn.Module):
             "n_classes": self.n_classes,
             "frontend": self.frontend_kind,
             "seed": self.seed,
+            **({"sharing": self.sharing} if self.sharing != "prefix" else {}),  # older files: prefix
         }
 
     def save(self, path: str | Path) -> Path:
@@ -274,6 +336,7 @@ class SuperCircuit(nn.Module):
             int(data["n_classes"]),
             frontend=str(data["frontend"]),
             seed=int(data["seed"]),
+            sharing=str(data.get("sharing", "prefix")),
         )
 
 

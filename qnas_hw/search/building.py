@@ -262,6 +262,7 @@ def _build_accuracy_objective(
         splits.n_classes,
         frontend=config.model.frontend,
         seed=config.seed,
+        sharing=config.supercircuit.sharing,
     ).to(device)
     s = config.supercircuit
     proxy = ProxySpec.from_config(config.search)
@@ -288,8 +289,7 @@ def _build_accuracy_objective(
         )
     else:  # nothing to train: the file still holds the model family that hw-eval, export and retrains load
         history = []
-        if not (out_dir / SUPERCIRCUIT_FILE).is_file():
-            sc.save(out_dir / SUPERCIRCUIT_FILE)
+        _keep_model_family(sc, out_dir / SUPERCIRCUIT_FILE)
     objective = ValidationErrorObjective(
         sc,
         splits,
@@ -307,6 +307,25 @@ def _build_accuracy_objective(
     )
     objective.training_summary = supercircuit_summary(proxy, history, splits.n_classes)
     return objective
+
+
+def _keep_model_family(sc: Any, path: Path) -> None:
+    """Write the untrained SuperCircuit (a from-scratch proxy's model family) unless the same one is there; a damaged
+    or different file is set aside as ``.damaged`` and rewritten (it is re-derived exactly from the seed)."""
+    from qnas_hw.atomic_write import DamagedFileError
+    from qnas_hw.model.supercircuit import SuperCircuit
+
+    if path.is_file():
+        try:
+            if SuperCircuit.load(path).fingerprint() == sc.fingerprint():
+                return
+            reason = "holds another SuperCircuit"
+        except (DamagedFileError, ValueError, KeyError, RuntimeError) as exc:
+            reason = f"is damaged ({exc})"
+        damaged = path.with_name(path.name + ".damaged")
+        path.replace(damaged)
+        logger.warning("%s %s; moved it to %s and wrote the study's model family again", path, reason, damaged)
+    sc.save(path)
 
 
 def supercircuit_summary(proxy: Any, history: list[dict[str, Any]], n_classes: int) -> dict[str, Any]:
