@@ -156,6 +156,30 @@ class Workbench:
         return self._sc
 
 
+def runnable_architectures(wb: Workbench, n: int) -> tuple[list[Any], dict[str, str]]:
+    """``n`` stratified architectures the target can score under noise, and why the others were left out.
+
+    A candidate whose cut plan cannot run under the qubit budget (the search stores it unscored) has no noisy
+    truth to rank: when the first stratified draw holds such candidates, a three times larger draw is taken and
+    its first ``n`` runnable ones are used.
+    """
+    space = wb.cfg.search_space()
+    archs = stratified_architectures(space, n, np.random.default_rng(wb.cfg.seed))
+    reasons = {a.canonical(): wb.scorer.builder.unrunnable(a) for a in archs}
+    if not any(reasons.values()):
+        return archs, {}
+    pool = stratified_architectures(space, min(3 * n, space.size), np.random.default_rng(wb.cfg.seed))
+    excluded: dict[str, str] = {}
+    kept = []
+    for arch in pool:
+        reason = wb.scorer.builder.unrunnable(arch)
+        if reason is None and len(kept) < n:
+            kept.append(arch)
+        elif reason is not None:
+            excluded[arch.canonical()] = reason
+    return kept, excluded
+
+
 # ------------------------------------------------------------ measurements
 def ground_truth(wb: Workbench, arch: Any, seed: int, epochs: int) -> dict[str, Any]:
     from qnas_hw.model.training import TrainConfig, train_model
@@ -367,8 +391,9 @@ def proxies(args: argparse.Namespace, sc_seconds: float) -> dict[str, Proxy]:
     out["cnr-repcap"] = cnr_repcap
     out["esp"] = field_proxy("esp", None)
     for screen in ("esp", "cnr"):
-        for keep in (0.33, 0.5):
-            out[f"{screen}>scratch-1[{keep:g}]"] = screened_proxy(screen, 1.0, keep)
+        for epochs in (1.0, 3.0):
+            for keep in (0.33, 0.5):
+                out[f"{screen}>scratch-{epochs:g}[{keep:g}]"] = screened_proxy(screen, epochs, keep)
     return out
 
 
@@ -550,7 +575,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for name in args.sets.split(","):
         cfg = set_config(name, args.limit_train, args.data_dir)
         wb = Workbench(name, cfg, args.gt_val)
-        archs = stratified_architectures(cfg.search_space(), args.n_archs, np.random.default_rng(cfg.seed))
+        archs, excluded = runnable_architectures(wb, args.n_archs)
         set_data = data["sets"].setdefault(name, {"records": []})
         set_data.update(
             {
@@ -559,6 +584,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 "sizes": wb.splits.sizes(),
                 "gt_val_samples": len(wb.gt_idx),
                 "proxy_val_samples": len(wb.proxy_idx),
+                "excluded": excluded,
             }
         )
         done = {r["arch"] for r in set_data["records"]}

@@ -5,8 +5,8 @@ in README.md and is rebuilt from ``benchmarks/results/NAME.json``, so no
 figure is typed by hand.  ``--check`` exits 1 when the README differs from the
 files (the test suite runs it).  Tables covered so far: ``noise_aware``,
 ``search_quality``, ``default_job``, ``paper_table`` (or ``paper_table_<dataset>``
-for a one-dataset run), ``rank_correlation_mnist``, ``mnist_fixed``, ``simulator``,
-``executor``, ``cut_planning`` and ``iris_kfold``.
+for a one-dataset run), ``mnist_fixed``, ``simulator``,
+``executor``, ``cut_planning``, ``iris_kfold``, ``proxy_quality`` and ``supercircuit_quality``.
 
 Both modes refuse (exit 1) a results file whose recorded ``command`` names an
 absolute path (``--data-dir /work/...``, ``--out /tmp/...``): a reader has
@@ -220,31 +220,6 @@ def paper_table(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def rank_correlation(doc: dict[str, Any]) -> str:
-    """Kendall/Spearman of each proxy against from-scratch validation accuracy, one row per proxy."""
-    sizes = doc["sizes"]
-    lines = [
-        "| dataset | proxy | Kendall tau (p) | Spearman rho (p) | mean proxy val acc | architectures |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, c in doc["correlations"].items():
-        mode, _, k = name.partition(" k=")
-        proxy = f"{mode} sampling, inherited + {k} fine-tune epoch(s)" if k != "0" else f"{mode}, inherited only"
-        lines.append(
-            f"| {doc['dataset']} ({sizes['train']:,} train / {sizes['val']:,} val) | {proxy} | "
-            f"{c['kendall_tau']:+.3f} (p = {c['kendall_p']:.2g}) | "
-            f"{c['spearman_rho']:+.3f} (p = {c['spearman_p']:.2g}) | "
-            f"{c['mean_proxy_acc']:.3f} | {len(doc['architectures'])} |"
-        )
-    lines.append("")
-    lines.append(
-        f"Ground truth: each architecture trained from scratch for {doc['full_epochs']} epochs (mean validation "
-        f"accuracy {sum(doc['full']) / len(doc['full']):.3f}); SuperCircuit {doc['sc_epochs']} epochs. "
-        f"Run: `{doc['command']}` at `{doc['commit'][:7]}`."
-    )
-    return "\n".join(lines)
-
-
 def proxy_quality(doc: dict[str, Any]) -> str:
     """Every proxy against trained noisy accuracy, per set: Kendall tau with its bootstrap CI, regret, cost."""
     sets = [(g["dataset"], g["backend"]) for g in doc["ground_truth"]]
@@ -278,6 +253,27 @@ def proxy_quality(doc: dict[str, Any]) -> str:
             f"accuracy ranks it at tau {g['ideal_vs_noisy_tau']:+.2f}"
         )
     lines.append("Ground truth: " + "; ".join(truths) + ". " + _run(doc))
+    return "\n".join(lines)
+
+
+def supercircuit_quality(doc: dict[str, Any]) -> str:
+    """SuperCircuit training variants: final loss against chance, the largest subcircuit, and ranking."""
+    lines = [
+        "| set | what varies | sharing | sampling | epochs | final loss / ln C | largest: inherited vs alone | "
+        "inherited tau | inherited+1 tau |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in doc["rows"]:
+        tau = f"{r['inherited_tau']:+.2f}" if "inherited_tau" in r else "–"
+        tau1 = f"{r['inherited+1_tau']:+.2f}" if "inherited+1_tau" in r else "–"
+        lines.append(
+            f"| {r['set']} | {r['varies']} | {r['sharing']} | {r['sampling']} | {r['epochs']} | "
+            f"{r['final_loss']:.3f} / {r['chance_loss']:.3f} = {r['loss_ratio']:.2f} | "
+            f"{100 * r['largest_inherited_acc']:.1f}% vs {100 * r['largest_alone_acc']:.1f}% | {tau} | {tau1} |"
+        )
+    dirty = doc.get("uncommitted_changes") or []
+    extra = f" (plus {len(dirty)} uncommitted file(s), listed in the results file)" if dirty else ""
+    lines += ["", f"Run: `{doc['command']}` at `{doc['commit'][:7]}`{extra}."]
     return "\n".join(lines)
 
 
@@ -513,8 +509,8 @@ TABLES: dict[str, Callable[[dict[str, Any]], str]] = {
     "executor": executor,
     "cut_planning": cut_planning,
     "iris_kfold": iris_kfold,
-    "rank_correlation_mnist": rank_correlation,
     "proxy_quality": proxy_quality,
+    "supercircuit_quality": supercircuit_quality,
     "noise_aware": noise_aware,
     "noise_aware_fashion4": noise_aware,
     "search_quality": search_quality,

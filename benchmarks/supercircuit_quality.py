@@ -162,9 +162,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(1)
     out = Path(args.out)
     data: dict[str, Any] = json.loads(out.read_text()) if out.is_file() else {"rows": []}
+    command = "python benchmarks/supercircuit_quality.py " + " ".join(argv)
+    runs = [c for c in data.get("command", "").split(" && ") if c and c != command] + [command]
     data.update(
         {
-            "command": "python benchmarks/supercircuit_quality.py " + " ".join(argv),
+            "command": " && ".join(runs),  # every run whose rows the file holds
             "commit": git_head(),
             "uncommitted_changes": uncommitted_files(),
             "load_at_start": os.getloadavg()[0],

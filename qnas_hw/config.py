@@ -54,7 +54,7 @@ ENGINES: tuple[str, ...] = ("local", "ray")
 #: :class:`HalvingConfig`).  The default is the proxy that ranks best per second in
 #: ``benchmarks/results/proxy_quality.json`` (README, "Which proxy scores val_error").
 PROXY_CHOICES: tuple[str, ...] = ("inherited", "scratch-K", "halving")
-DEFAULT_PROXY = "scratch-1"
+DEFAULT_PROXY = "scratch-3"
 #: Training-free screens (``search.screen``): NSGA-II proposes ``screen_factor`` times its offspring and only the
 #: best by the screen are evaluated.
 SCREENS: tuple[str, ...] = ("none", "cnr-repcap")

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from qnas_hw.config import ConfigError, config_from_dict, scratch_epochs
+from qnas_hw.config import DEFAULT_PROXY, ConfigError, config_from_dict, scratch_epochs
 from qnas_hw.data import load_dataset
 from qnas_hw.model.hqnn import HQNN
 from qnas_hw.model.space import Architecture, SearchSpace
@@ -72,7 +72,7 @@ def test_studies_from_before_the_proxy_key_keep_inheriting() -> None:
 
     old = {k: dict(v) if isinstance(v, dict) else v for k, v in SMALL.items()}
     assert stored_config(old, "test").search.proxy == "inherited"
-    assert config_from_dict(SMALL).search.proxy == "scratch-1"  # the measured default (proxy_quality.json)
+    assert config_from_dict(SMALL).search.proxy == DEFAULT_PROXY
 
 
 # ------------------------------------------------------------------ staged training
@@ -296,3 +296,11 @@ def test_a_scratch_study_rewrites_a_damaged_model_family_file(tmp_path: Path) ->
     assert len(resumed.candidates()) > n
     assert (run / "supercircuit.pt.damaged").is_file()
     assert SuperCircuit.load(sc_file).fingerprint() == fingerprint
+
+
+def test_the_default_proxy_is_the_one_the_measurement_names() -> None:
+    """benchmarks/results/proxy_quality.json names the default it measured; the package must use that one."""
+    import json
+
+    results = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "proxy_quality.json"
+    assert json.loads(results.read_text())["default"] == DEFAULT_PROXY
