@@ -59,10 +59,10 @@ def train(
     with common._cli_errors(verbose):
         from qnas_hw.atomic_write import atomic_write_text, atomic_write_torch
         from qnas_hw.config import default_accuracy, resolve_device
-        from qnas_hw.data import load_dataset
         from qnas_hw.model.hqnn import HQNN
         from qnas_hw.model.space import Architecture
         from qnas_hw.model.training import TrainConfig, train_model
+        from qnas_hw.search.building import load_splits
 
         cfg = common._resolve_config(
             config,
@@ -87,15 +87,7 @@ def train(
         target = out if out is not None else (study.parent if study is not None else Path("runs")) / "trained"
         _check_writable(target)  # before training: a retrain's result must not be lost to a read-only directory
         scorer = _noisy_test_scorer(cfg, architecture) if accuracy == "noisy" else None  # refusals before training
-        d = cfg.data
-        splits = load_dataset(
-            d.dataset,
-            d.data_dir,
-            val_fraction=d.val_fraction,
-            seed=cfg.seed,
-            limit_train=d.limit_train,
-            download=d.download,
-        )
+        splits = load_splits(cfg)  # the search's own splits: the retrain's validation is the search's
         model = HQNN(
             architecture, tuple(splits.input_shape), splits.n_classes, frontend=cfg.model.frontend, seed=cfg.seed
         ).to(where)
