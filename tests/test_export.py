@@ -40,7 +40,8 @@ def study(tmp_path_factory: pytest.TempPathFactory, tiny_search_toml: str) -> Pa
     """conftest's tiny search (Iris, 2-3 qubits, qubit budget 2, noisy scoring) on fake_quito."""
     tmp = tmp_path_factory.mktemp("export")
     cfg = tmp / "tiny.toml"
-    cfg.write_text(tiny_search_toml)
+    # the inherited proxy, whose knee here is an uncut 2-qubit circuit (the cut bundle has its own test below)
+    cfg.write_text(tiny_search_toml.replace("[search]\n", '[search]\nproxy = "inherited"\n'))
     res = _invoke("search", "--config", str(cfg), "--backend", BACKEND, "--out", str(tmp / "run"), "--no-progress")
     assert res.exit_code == 0, res.output
     return tmp / "run" / "study.sqlite"
