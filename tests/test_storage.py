@@ -243,7 +243,7 @@ def _toml(tmp_path: Path) -> Path:
         'seed = 2\n[data]\ndataset = "iris"\nval_fraction = 0.2\n'
         '[space]\nqubits = [2, 3]\nlayers = [1, 1]\nembeddings = ["angle-x", "angle-y"]\n'
         "[supercircuit]\nepochs = 1\n"
-        "[search]\npop_size = 4\ngenerations = 2\nfinetune_epochs = 1\nproxy = \"inherited\"\n"
+        '[search]\npop_size = 4\ngenerations = 2\nfinetune_epochs = 1\nproxy = "inherited"\n'
         'objectives = ["val_error", "subcircuits"]\naccuracy = "ideal"\n'
         "[hardware]\nqubit_budget = 3\n[compute]\nthreads = 1\n"
     )
