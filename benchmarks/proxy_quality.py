@@ -562,6 +562,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         data.update(_provenance(argv))
     data.setdefault("sets", {})
     data.setdefault("default", None)
+    if args.merge:
+        data["merge_command"] = "python benchmarks/proxy_quality.py " + " ".join(argv)
     for other in args.merge:
         theirs = json.loads(Path(other).read_text())
         for name, set_data in theirs["sets"].items():

@@ -252,7 +252,14 @@ def proxy_quality(doc: dict[str, Any]) -> str:
             f"seed-to-seed tau (the ceiling) {ceiling:+.2f} [{ci[0]:+.2f}, {ci[1]:+.2f}]; noise-free trained "
             f"accuracy ranks it at tau {g['ideal_vs_noisy_tau']:+.2f}"
         )
-    lines.append("Ground truth: " + "; ".join(truths) + ". " + _run(doc))
+    merged = [
+        f"{name} ran beside it (`{sd['provenance']['command']}` at `{sd['provenance']['commit'][:7]}`)"
+        for name, sd in doc["sets"].items()
+        if "provenance" in sd
+    ]
+    if merged:
+        merged_text = "; ".join(merged) + f", merged by `{doc['merge_command']}`."
+    lines.append("Ground truth: " + "; ".join(truths) + ". " + _run(doc) + (" " + merged_text if merged else ""))
     return "\n".join(lines)
 
 
