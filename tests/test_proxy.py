@@ -168,6 +168,7 @@ def test_a_halving_search_puts_only_top_rung_candidates_on_the_front(tmp_path: P
     for c in data["candidates"]:
         e, n = c["objectives"]["val_error"], c["details"]["val_error"]["n_scored"]
         assert c["val_error_se"] == pytest.approx(math.sqrt(e * (1 - e) / n))
+        assert c["details"]["val_error"]["val_error_se"] == c["val_error_se"]  # stored beside the score
     assert "stopped at a lower halving rung" in json.dumps(data["infeasible_reasons"])
 
 

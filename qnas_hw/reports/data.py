@@ -730,11 +730,15 @@ def study_report_data(study: Study) -> ReportData:
 
 
 def val_error_se(c: CandidateRecord) -> float | None:
-    """Standard error of a candidate's ``val_error``: binomial over the samples it was scored on.
+    """Standard error of a candidate's ``val_error``: the stored one, or (older studies) the binomial over the samples
+    it was scored on.
 
     Under ``noisy`` and ``device`` each sample's correctness is itself random (finite shots), and the binomial
     over the scored samples already holds that variance: sqrt(e (1 - e) / n).
     """
+    stored = (c.details.get(ACCURACY_OBJECTIVE) or {}).get("val_error_se")
+    if stored is not None:  # stored beside the score since the proxy release
+        return float(stored)
     e = c.objectives.get(ACCURACY_OBJECTIVE)
     n = (c.details.get(ACCURACY_OBJECTIVE) or {}).get("n_scored")
     if e is None or not n or not math.isfinite(float(e)):

@@ -84,6 +84,16 @@ def finetune(
     return loss
 
 
+def binomial_se(accuracy: float, n: int) -> float:
+    """Standard error of an accuracy measured on ``n`` samples: sqrt(a (1 - a) / n).
+
+    Under ``noisy`` and ``device`` each sample's correctness is itself random (finite shots), and the binomial over
+    the scored samples already holds that variance, so this is the whole standard error of the stored score.
+    """
+    a = min(max(float(accuracy), 0.0), 1.0)
+    return math.sqrt(a * (1.0 - a) / max(int(n), 1))
+
+
 @dataclass(frozen=True)
 class ProxySpec:
     """How a candidate's model is obtained before it is scored (``search.proxy``, see ``config.PROXY_CHOICES``).
@@ -286,7 +296,7 @@ class ValidationErrorObjective(Objective):
     ) -> ObjectiveResult:
         hw = dict(hw)
         timings = {**timings, **hw.pop("_timings", {})}
-        details = {**details, "val_acc": acc, "accuracy": hw}
+        details = {**details, "val_acc": acc, "accuracy": hw, "val_error_se": binomial_se(acc, details["n_scored"])}
         return ObjectiveResult(value=1.0 - acc, details=details, timings=timings)
 
     def _skipped(self, arch: Architecture, details: dict[str, Any], timings: dict[str, Any]) -> ObjectiveResult | None:
@@ -334,6 +344,7 @@ class ValidationErrorObjective(Objective):
     ) -> ObjectiveResult:
         """The fine-tuned model's value: its exact validation error, or its score under the scorer's mode."""
         if self.scorer is None:
+            details = {**details, "val_error_se": binomial_se(details["val_acc"], details["n_scored"])}
             return ObjectiveResult(value=1.0 - details["val_acc"], details=details, timings=timings)
         skipped = self._skipped(arch, details, timings)
         if skipped is not None:
