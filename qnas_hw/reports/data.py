@@ -143,7 +143,8 @@ class ReportData:
                 "candidates scored at the last rung can be feasible"
             )
         else:
-            text = f"val_error proxy: {self.proxy} (each candidate trained from scratch for that many epochs)"
+            epochs = self.proxy.removeprefix("scratch-")
+            text = f"val_error proxy: {self.proxy} (each candidate trained from scratch for {epochs} epochs)"
         sc = self.supercircuit
         if sc.get("trained") and sc.get("final_loss") is not None:
             text += (
