@@ -1,10 +1,15 @@
-"""The search's accuracy objective: validation error with inherited SuperCircuit weights.
+"""The search's accuracy objective: validation error of each candidate trained as the study's proxy says.
 
-Each candidate starts from the slice of the trained :class:`~qnas_hw.model.supercircuit.SuperCircuit`
-it inherits (:meth:`~qnas_hw.model.supercircuit.SuperCircuit.extract`), is optionally
-fine-tuned for ``k`` epochs on the *training* split, and is scored by its error
-on the *validation* split.  The test split is never read here: selection on
-test accuracy would make the reported test figure meaningless.
+``[search] proxy`` (:class:`ProxySpec`; why the default is what it is: ``benchmarks/results/proxy_quality.json``):
+
+* ``scratch-K``: a fresh model, initialised from ``(seed, architecture)``, trained ``K`` epochs on the *training*
+  split (:class:`~qnas_hw.model.training.StagedTrainer`);
+* ``inherited``: the slice of the trained :class:`~qnas_hw.model.supercircuit.SuperCircuit` it inherits
+  (:meth:`~qnas_hw.model.supercircuit.SuperCircuit.extract`), fine-tuned for ``finetune_epochs``;
+* ``halving``: the from-scratch run stopped at rungs, a generation's best going on (:meth:`ValidationErrorObjective._halving`).
+
+The trained model is scored by its error on the *validation* split.  The test split is never read here: selection
+on test accuracy would make the reported test figure meaningless.
 
 Determinism.  NSGA-II evaluates candidates in an order that depends on the
 population, and a resumed search evaluates only what is missing.  So the
@@ -149,7 +154,8 @@ class _Run:
 
 
 class ValidationErrorObjective(Objective):
-    """``1 - validation accuracy`` of an architecture with inherited (+ ``finetune_epochs``) weights."""
+    """``1 - validation accuracy`` of an architecture trained as ``proxy`` says (inherited weights by default here;
+    the search passes the configured proxy)."""
 
     name = "val_error"
 
