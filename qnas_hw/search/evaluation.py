@@ -6,7 +6,8 @@
   split (:class:`~qnas_hw.model.training.StagedTrainer`);
 * ``inherited``: the slice of the trained :class:`~qnas_hw.model.supercircuit.SuperCircuit` it inherits
   (:meth:`~qnas_hw.model.supercircuit.SuperCircuit.extract`), fine-tuned for ``finetune_epochs``;
-* ``halving``: the from-scratch run stopped at rungs, a generation's best going on (:meth:`ValidationErrorObjective._halving`).
+* ``halving``: the from-scratch run stopped at rungs, a generation's best going on
+  (:meth:`ValidationErrorObjective._halving`).
 
 The trained model is scored by its error on the *validation* split.  The test split is never read here: selection
 on test accuracy would make the reported test figure meaningless.
