@@ -86,8 +86,13 @@ def _inside(space: Any, text: str) -> bool:
     return True
 
 
-def train_variant(wb: Workbench, space: Any, sharing: str, sampling: str, epochs: int, lr: float) -> tuple[Any, Any]:
+def train_variant(
+    wb: Workbench, space: Any, sharing: str, sampling: str, epochs: int, lr: float, noise_aware: bool = False
+) -> tuple[Any, Any]:
+    """Train one SuperCircuit variant as the search would (``noise_aware``: under the target's dominant noise on each
+    sampled architecture's placement, QuantumNAS's noise-adaptive training)."""
     from qnas_hw.model.supercircuit import SuperCircuit, SuperTrainConfig, train_supercircuit
+    from qnas_hw.search.building import training_noise
 
     sc = SuperCircuit(
         space,
@@ -97,7 +102,20 @@ def train_variant(wb: Workbench, space: Any, sharing: str, sampling: str, epochs
         seed=wb.cfg.seed,
         sharing=sharing,
     )
-    cfg = SuperTrainConfig(epochs=epochs, batch_size=wb.batch, lr=lr, sampling=sampling, seed=wb.cfg.seed)
+    noise = None
+    if noise_aware:
+        from qnas_hw.config import with_overrides
+
+        noise = training_noise(with_overrides(wb.cfg, **{"supercircuit.noise_aware": True}), wb.hw)
+    cfg = SuperTrainConfig(
+        epochs=epochs,
+        batch_size=wb.batch,
+        lr=lr,
+        sampling=sampling,
+        seed=wb.cfg.seed,
+        noise=noise,
+        noise_key=noise.key() if noise is not None else "",
+    )
     return sc, train_supercircuit(sc, wb.splits, cfg)
 
 
@@ -140,7 +158,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--variants",
         default="prefix:sandwich,experts:sandwich,experts:uniform",
-        help="comma-separated SHARING:SAMPLING",
+        help="comma-separated SHARING:SAMPLING (SAMPLING+noise: noise-aware training)",
     )
     p.add_argument("--narrow", default="everything", help=f"comma-separated, of {', '.join(NARROW)}")
     p.add_argument("--epochs", type=int, default=None, help="SuperCircuit epochs (default: the set's config)")
@@ -181,14 +199,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         space = _space(cfg, NARROW[narrow])
         for variant in args.variants.split(","):
             sharing, _, sampling = variant.rpartition(":")
+            noise_aware = sampling.endswith("+noise")
+            sampling = sampling.removesuffix("+noise")
             t0 = time.perf_counter()
-            sc, result = train_variant(wb, space, sharing, sampling, epochs, lr)
+            sc, result = train_variant(wb, space, sharing, sampling, epochs, lr, noise_aware)
             largest = space.largest()
             row: dict[str, Any] = {
                 "set": args.set,
                 "varies": narrow,
                 "sharing": sharing,
-                "sampling": sampling,
+                "sampling": sampling + ("+noise" if noise_aware else ""),
                 "epochs": epochs,
                 "lr": lr,
                 "final_loss": result.history[-1]["loss"],
