@@ -189,7 +189,12 @@ def test_first_sigint_finishes_the_jobs_in_flight_then_resume_completes(tmp_path
     assert {k for k, _, _, _ in rows} >= set(at_stop)
 
 
+@pytest.mark.slow  # racy on this box: see the docstring
 def test_second_sigint_stops_without_waiting_and_resume_completes(tmp_path: Path) -> None:
+    """Marked slow (run with ``-m slow``) because it races the clock: the progress line that says jobs are running
+    comes at most every 5 s, and the local fake-backend jobs (about 5 s in all) often all finish before the second
+    SIGINT lands, leaving nothing in flight to check. It failed 4 of 5 runs on the shared 2-core box on 2026-12-07
+    (and at a89ccaf, before that day's changes); a deterministic version needs a job that waits on the test."""
     child, rest, study = _interrupt_while_jobs_run(tmp_path, sigints=2)
     assert any(line.startswith("stopping now") for line in rest), rest
     _assert_stopped_cleanly(child, rest, study)
