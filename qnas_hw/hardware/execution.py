@@ -78,17 +78,22 @@ def measured_qubits(circuit: QuantumCircuit) -> tuple[int | None, ...]:
 
 
 def circuit_values(circuit: QuantumCircuit, inputs: np.ndarray, weights: np.ndarray) -> np.ndarray | None:
-    """``(rows, circuit.num_parameters)`` values in ``circuit.parameters`` order from per-row inputs and weights."""
+    """``(rows, circuit.num_parameters)`` values in ``circuit.parameters`` order from per-row inputs and weights.
+
+    ``weights`` is one vector shared by every row (a model's), or ``(rows, n_weights)`` with each row's own (the
+    random replicas of a training-free screen).
+    """
     if circuit.num_parameters == 0:
         return None
     x = np.asarray(inputs, dtype=np.float64)
-    w = np.asarray(weights, dtype=np.float64).reshape(-1)
+    w = np.asarray(weights, dtype=np.float64)
+    w = np.broadcast_to(w.reshape(-1), (x.shape[0], w.size)) if w.ndim < 2 else w
     cols = []
     for p in circuit.parameters:
         if p.vector.name == INPUT_NAME:
             cols.append(x[:, p.index])
         elif p.vector.name == WEIGHT_NAME:
-            cols.append(np.full(x.shape[0], w[p.index]))
+            cols.append(w[:, p.index])
         else:  # pragma: no cover - circuits are built by qnas_hw.model.circuits only
             raise CuttingError(f"unknown parameter {p} in {circuit.name!r}")
     return np.stack(cols, axis=-1)

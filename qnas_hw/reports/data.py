@@ -744,5 +744,6 @@ def val_error_se(c: CandidateRecord) -> float | None:
     n = (c.details.get(ACCURACY_OBJECTIVE) or {}).get("n_scored")
     if e is None or not n or not math.isfinite(float(e)):
         return None
-    e = min(max(float(e), 0.0), 1.0)
-    return math.sqrt(e * (1.0 - e) / int(n))
+    from qnas_hw.search.evaluation import binomial_se  # lazy: that module imports torch
+
+    return binomial_se(1.0 - float(e), int(n))  # the same figure: sqrt(e (1 - e) / n)

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from qnas_hw.data import stratified_subset
-from qnas_hw.hardware.execution import ProgramBuilder
-from qnas_hw.model.circuits import INPUT_NAME, WEIGHT_NAME, build_circuit, n_input_params
+from qnas_hw.hardware.execution import ProgramBuilder, circuit_values
+from qnas_hw.model.circuits import build_circuit, n_input_params
 from qnas_hw.model.hqnn import HQNN
 from qnas_hw.model.space import Architecture
 from qnas_hw.search.scoring import NoisyScorer, derive_run_seed
@@ -41,19 +41,6 @@ def _clifford_angles(rng: np.random.Generator, shape: tuple[int, ...]) -> np.nda
     return rng.integers(0, 4, size=shape).astype(np.float64) * (math.pi / 2)
 
 
-def _row_values(circuit: Any, x: np.ndarray, w: np.ndarray) -> np.ndarray | None:
-    """Per-row values of ``circuit``'s parameters when each row has its own inputs *and* weights (replicas)."""
-    if circuit.num_parameters == 0:
-        return None
-    cols = []
-    for p in circuit.parameters:
-        source = x if p.vector.name == INPUT_NAME else w if p.vector.name == WEIGHT_NAME else None
-        if source is None:
-            raise ValueError(f"unknown parameter {p} in {circuit.name!r}")
-        cols.append(source[:, p.index])
-    return np.stack(cols, axis=-1)
-
-
 def _ideal_z(arch: Architecture, x: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Exact ``<Z_q>`` per row, from qiskit's Statevector of the logical circuit (an independent simulator)."""
     from qiskit.quantum_info import Statevector
@@ -61,7 +48,7 @@ def _ideal_z(arch: Architecture, x: np.ndarray, w: np.ndarray) -> np.ndarray:
     circuit = build_circuit(arch)
     out = np.empty((len(x), arch.n_qubits))
     for r in range(len(x)):
-        values = _row_values(circuit, x[r : r + 1], w[r : r + 1])
+        values = circuit_values(circuit, x[r : r + 1], w[r : r + 1])
         bound = circuit.assign_parameters(values[0]) if values is not None else circuit
         probs = Statevector(bound).probabilities()
         index = np.arange(len(probs))
@@ -81,7 +68,7 @@ def clifford_noise_resilience(
     w = _clifford_angles(rng, (replicas, arch.n_weights))
     builder: ProgramBuilder = scorer.builder
     program = builder.build(arch)
-    pubs = [(run.circuit, _row_values(run.circuit, x, w)) for run in program.runs]
+    pubs = [(run.circuit, circuit_values(run.circuit, x, w)) for run in program.runs]
     counts = scorer.simulator.run(pubs, [run.shots for run in program.runs], derive_run_seed(seed, arch, "cnr-run"))
     qubits = sorted({q for run in program.runs for q in run.measured_qubits if q is not None})
     mit = scorer.mitigator(qubits) if scorer.mitigation else None
