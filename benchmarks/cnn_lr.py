@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import torch
-from provenance import git_head
+from provenance import git_head, load_before_timing
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,6 +62,7 @@ def main() -> int:
     doc = {
         "command": "python benchmarks/cnn_lr.py " + " ".join(sys.argv[1:]),
         "commit": git_head(),
+        "load_before_timing": load_before_timing(),
         "machine": {"cores": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__},
         "seconds": time.perf_counter() - started,
         "split_used_for_the_choice": "validation (10% of the training file, stratified)",

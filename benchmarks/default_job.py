@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from provenance import git_head
+from provenance import git_head, load_before_timing
 
 
 def main() -> None:
@@ -53,6 +53,7 @@ def main() -> None:
         "command": "python benchmarks/default_job.py " + " ".join(sys.argv[1:]),
         "runs": "qnas-hw search --out DIR --no-progress",
         "commit": git_head(),
+        "load_before_timing": load_before_timing(),
         "machine": {"cores": os.cpu_count(), "platform": platform.platform()},
         "wall_seconds": seconds,
         "candidates": n,

@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from provenance import git_head
+from provenance import git_head, load_before_timing
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = """
@@ -352,6 +352,7 @@ def main() -> None:
                 {
                     "command": "python benchmarks/faults.py " + " ".join(sys.argv[1:]),
                     "commit": commit,
+                    "load_before_timing": load_before_timing(),
                     "machine": {"cores": os.cpu_count(), "platform": platform.platform()},
                     "seconds": total,
                     "summary": summary,

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from provenance import git_head
+from provenance import git_head, load_before_timing
 
 from qnas_hw.data import load_dataset
 from qnas_hw.hardware.backends import get_backend
@@ -141,6 +141,7 @@ def main() -> None:
             "command": "python benchmarks/layout.py "
             + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out" and v is not None),
             "commit": _commit(),
+            "load_before_timing": load_before_timing(),
             "machine": {"cores": torch.get_num_threads(), "platform": platform.platform()},
             "seconds": seconds,
             "summary": summary,

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 from presets import pure_quantum_config
-from provenance import git_head
+from provenance import git_head, load_before_timing
 
 ROOT = Path(__file__).resolve().parents[1]
 MODES = ("ideal", "noisy", "noisy+nat", "random-noisy")
@@ -217,6 +217,7 @@ def write(out: Path, argv: list[str], runs: list[dict[str, Any]], seconds: float
     doc = {
         "command": "python benchmarks/noise_aware.py " + " ".join(argv),
         "commit": commit,
+        "load_before_timing": load_before_timing(),
         "complete": complete,
         "machine": {
             "cores": os.cpu_count(),

@@ -77,7 +77,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from provenance import git_head
+from provenance import git_head, load_before_timing
 
 from qnas_hw.hardware.backends import get_backend
 from qnas_hw.hardware.cost import CostModel
@@ -531,6 +531,7 @@ def write_results(path: Path, payload: dict[str, Any], argv: Sequence[str] | Non
     doc = {
         "command": "python benchmarks/objectives.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "commit": git_head(),
+        "load_before_timing": load_before_timing(),
         "uncommitted_changes": uncommitted_files(),
         "machine": {
             "cores": os.cpu_count(),

@@ -7,6 +7,7 @@ git, always in this checkout (whatever the caller's working directory).
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -32,3 +33,12 @@ def uncommitted_files(untracked: bool = False) -> list[str]:
     except (OSError, subprocess.CalledProcessError):
         return []
     return [line[3:] for line in status.splitlines() if line]
+
+
+def load_before_timing() -> dict[str, object]:
+    """The machine's load just before a benchmark times anything: ``{"load_average": [1, 5, 15 min], "cores": n}``.
+
+    A timing taken while other work used the cores measures the contention, not the code; ``readme_tables.py``
+    labels every table whose results file records a load above its core count, so each file records this.
+    """
+    return {"load_average": [round(x, 2) for x in os.getloadavg()], "cores": os.cpu_count()}

@@ -8,9 +8,14 @@ files (the test suite runs it).  Tables covered so far: ``noise_aware``,
 for a one-dataset run), ``mnist_fixed``, ``simulator``,
 ``executor``, ``cut_planning``, ``iris_kfold``, ``proxy_quality`` and ``supercircuit_quality``.
 
-Both modes refuse (exit 1) a results file whose recorded ``command`` names an
-absolute path (``--data-dir /work/...``, ``--out /tmp/...``): a reader has
-none of those places, so commands are recorded relative to the repository.
+The tables of ``examples/README.md`` are generated the same way.  A table whose
+results file was timed at a load average above its core count gets a sentence
+saying so, and both modes print a warning for it.
+
+Both modes refuse (exit 1) a results file whose recorded commands (the
+top-level ``command`` and any ``command`` inside it) name an absolute path
+(``--data-dir /work/...``, ``--out /tmp/...``): a reader has none of those
+places, so commands are recorded relative to the repository.
 
     python benchmarks/readme_tables.py          # rewrite README.md
     python benchmarks/readme_tables.py --check  # fail if it is stale
@@ -495,19 +500,70 @@ def iris_kfold(doc: dict[str, Any]) -> str:
 ABSOLUTE = re.compile(r"(?:^|[\s=])(/[^\s]*|~[^\s]*)")
 
 
-def absolute_paths_in_commands() -> list[str]:
-    """Each results file whose recorded run command (its top-level ``"command"``) names an absolute path.
+def _commands(node: Any) -> list[str]:
+    """Every recorded command in a results document: the values of keys named ``command`` or ``*_command``, at any
+    depth (the top-level run, and the commands a benchmark records for what it timed)."""
+    found: list[str] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if (key == "command" or key.endswith("_command")) and isinstance(value, str):
+                found.append(value)
+            else:
+                found.extend(_commands(value))
+    elif isinstance(node, list):
+        for value in node:
+            found.extend(_commands(value))
+    return found
 
-    Only the command that made the file is checked: it is the one the README
-    prints and a reader reruns.  Commands a benchmark describes inside its rows
-    (what it timed) are that benchmark's business.
+
+def absolute_paths_in_commands() -> list[str]:
+    """Each results file whose recorded commands (top-level or inside its rows) name an absolute path.
+
+    A reader reruns the top-level command and reads the inner ones as what was timed: a path of the machine that
+    ran them (``/tmp/...``, ``/work/...``) means nothing to either.  A generated input is named as such
+    (e.g. ``INPUTS.npz``, with a note saying how it was made).
     """
     found = []
     for path in sorted(RESULTS.glob("*.json")):
-        command = json.loads(path.read_text()).get("command")
-        if isinstance(command, str):
+        for command in _commands(json.loads(path.read_text())):
             found.extend(f"{path.name}: {m.group(1)} in `{command}`" for m in ABSOLUTE.finditer(command))
     return found
+
+
+#: Where benchmarks have recorded the load average before timing (1-minute figure first where it is a list).
+LOAD_KEYS: tuple[tuple[str, ...], ...] = (
+    ("load_before_timing", "load_average"),
+    ("load_average_before_timing",),
+    ("machine", "load_average_at_start"),
+    ("machine", "load_at_start"),
+    ("load_average_at_start",),
+    ("load_at_start",),
+)
+
+
+def recorded_load(doc: dict[str, Any]) -> tuple[float | None, int | None]:
+    """(1-minute load average before timing, cores) as the results file recorded them; None where it did not."""
+    load: Any = None
+    for keys in LOAD_KEYS:
+        node: Any = doc
+        for key in keys:
+            node = node.get(key) if isinstance(node, dict) else None
+        if node is not None:
+            load = node[0] if isinstance(node, list) else node
+            break
+    cores = (doc.get("load_before_timing") or {}).get("cores") or (doc.get("machine") or {}).get("cores")
+    return (None if load is None else float(load)), (None if cores is None else int(cores))
+
+
+def load_note(doc: dict[str, Any]) -> str:
+    """The sentence a table's timings get when they were taken on a loaded machine (load above the cores)."""
+    load, cores = recorded_load(doc)
+    if load is None or cores is None or load <= cores:
+        return ""
+    return (
+        f"\n\nTimed on a loaded machine (load average {load:.1f} on {cores} cores before timing): its seconds are "
+        "not evidence of speed; only ratios inside this run are."
+    )
 
 
 TABLES: dict[str, Callable[[dict[str, Any]], str]] = {
@@ -527,6 +583,10 @@ TABLES: dict[str, Callable[[dict[str, Any]], str]] = {
 }
 
 
+#: The READMEs whose tables are generated: the project's and the examples'.
+READMES: tuple[Path, ...] = (README, ROOT / "examples" / "README.md")
+
+
 def render(readme: str) -> str:
     for name, build in TABLES.items():
         path = RESULTS / f"{name}.json"
@@ -535,9 +595,22 @@ def render(readme: str) -> str:
             continue
         if not path.is_file():
             raise SystemExit(f"README has a {name} table but {path} does not exist; run its benchmark first")
-        table = build(json.loads(path.read_text()))
+        doc = json.loads(path.read_text())
+        table = build(doc) + load_note(doc)
         readme = pattern.sub(lambda m, t=table: m.group(1) + t + "\n" + m.group(2), readme)
     return readme
+
+
+def loaded_tables(readme: str) -> list[str]:
+    """Warnings for the tables of ``readme`` whose timings were taken at a load above the core count."""
+    out = []
+    for name in TABLES:
+        path = RESULTS / f"{name}.json"
+        if f"<!-- table:{name} -->" in readme and path.is_file():
+            load, cores = recorded_load(json.loads(path.read_text()))
+            if load is not None and cores is not None and load > cores:
+                out.append(f"warning: {name} was timed at load {load:.1f} on {cores} cores (labelled as loaded)")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -553,14 +626,20 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    current = README.read_text()
-    wanted = render(current)
-    if args.check:
+    stale = []
+    for readme in READMES:
+        current = readme.read_text()
+        for warning in loaded_tables(current):
+            print(f"{readme.relative_to(ROOT)}: {warning}", file=sys.stderr)
+        wanted = render(current)
         if wanted != current:
-            print("README.md tables are stale: run python benchmarks/readme_tables.py", file=sys.stderr)
-            return 1
-        return 0
-    README.write_text(wanted)
+            stale.append(readme)
+            if not args.check:
+                readme.write_text(wanted)
+    if args.check and stale:
+        names = ", ".join(str(r.relative_to(ROOT)) for r in stale)
+        print(f"{names}: tables are stale: run python benchmarks/readme_tables.py", file=sys.stderr)
+        return 1
     return 0
 
 

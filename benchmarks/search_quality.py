@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from provenance import git_head
+from provenance import git_head, load_before_timing
 
 METHODS = ("nsga2", "optuna-nsga2", "random")
 
@@ -206,6 +206,7 @@ def main() -> None:
         doc = {
             "command": "python benchmarks/search_quality.py " + " ".join(sys.argv[1:]),
             "commit": commit,
+            "load_before_timing": load_before_timing(),
             "machine": {
                 "cores": os.cpu_count(),
                 "platform": platform.platform(),

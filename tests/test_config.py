@@ -198,3 +198,24 @@ def test_a_study_stored_before_the_simulator_settings_keeps_the_aer_path() -> No
     assert (cfg.search.noisy_simulator, cfg.search.idle_noise) == ("aer", False)
     new = stored_config(default_config().resolved(), source="a new study")
     assert (new.search.noisy_simulator, new.search.idle_noise) == ("trajectories", True)
+
+
+def test_a_bad_override_is_refused_before_any_device_is_asked_for_its_size(tmp_path: Path) -> None:
+    """A file that leaves ``qubit_budget`` out gets the device's (building the backend: seconds); a bad
+    command-line value must be refused before that, and a good one must still give the device's budget."""
+    from qnas_hw.cli.common import _resolve_config
+    from qnas_hw.config import device_qubits
+
+    config = tmp_path / "c.toml"
+    config.write_text('[hardware]\nbackend = "fake_quito"\n')
+    for overrides in ({"search.generations": 0}, {"search.shots": 0}, {"hardware.backend": "fake_quito", "seed": -1}):
+        device_qubits.cache_clear()
+        with pytest.raises(ConfigError, match="command-line overrides"):
+            _resolve_config(config, overrides=overrides)
+        assert device_qubits.cache_info().misses == 0, overrides  # no backend was built to find the error
+    device_qubits.cache_clear()
+    cfg = _resolve_config(config, overrides={"search.generations": 3})
+    assert cfg.search.generations == 3 and cfg.hardware.qubit_budget == 5  # fake_quito's 5 qubits
+    assert cfg.qubit_budget_is_default() and device_qubits.cache_info().misses == 1
+    kolkata = _resolve_config(config, overrides={"hardware.backend": "fake_kolkata"})
+    assert kolkata.hardware.qubit_budget == kolkata.space.qubits[1]  # capped by the widest candidate

@@ -104,7 +104,8 @@ def rule_for(args: list[str]) -> Rule | None:
         # read-only: without --out, train keeps its model in the study's directory, which it cannot write there
         return Rule("study", {"fresh": 0, "after-hw-eval": 0, "killed": 0, "read-only": 1, "damaged": 1})
     if cmd == "hw-eval" and needs_account:
-        return Rule("study", dict.fromkeys(STATES, 1), writes_nothing=_has(rest, "--dry-run"))
+        # no account offline: refused before the study is opened for writing, so not even its lock file changes
+        return Rule("study", dict.fromkeys(STATES, 1), writes_nothing=True)
     if cmd == "hw-eval" and _has(rest, "--dry-run"):
         return Rule(
             "study",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -125,3 +126,45 @@ def test_iris_kfold_never_validates_or_standardises_on_the_test_fold() -> None:
     diffs = [0.0, 0.02, -0.01, 0.03, 0.01]
     _, plain = _benchmark_module("paper_table").t_interval(diffs)
     assert abs(ik.corrected_interval(diffs, 0.25) - plain * (1 + 5 * 0.25) ** 0.5) < 1e-12
+
+
+def test_an_absolute_path_inside_a_results_files_rows_is_refused(tmp_path: Path, monkeypatch) -> None:
+    """Not only the top-level command: a timed inner command naming a temporary input is caught too (predict.json
+    once recorded ``--data /tmp/qnas-predict-bench-.../inputs.npz``)."""
+    rt = _benchmark_module("readme_tables")
+    monkeypatch.setattr(rt, "RESULTS", tmp_path)
+    inner = {"command": "python benchmarks/p.py", "timed": {"command": "qnas-hw predict B --data INPUTS.npz"}}
+    (tmp_path / "ok.json").write_text(json.dumps(inner))
+    assert rt.absolute_paths_in_commands() == []
+    inner["timed"] = [{"command": "qnas-hw predict B --data /tmp/qnas-x/inputs.npz"}]
+    (tmp_path / "bad.json").write_text(json.dumps(inner))
+    found = rt.absolute_paths_in_commands()
+    assert len(found) == 1 and found[0].startswith("bad.json: /tmp/qnas-x/inputs.npz")
+
+
+def test_a_timing_taken_on_a_loaded_machine_is_labelled_and_a_quiet_one_is_not() -> None:
+    rt = _benchmark_module("readme_tables")
+    loaded = {"machine": {"cores": 2, "load_average_at_start": [6.4, 5.8, 4.9]}}
+    quiet = {"machine": {"cores": 2, "load_at_start": 0.9}}
+    newer = {"load_before_timing": {"load_average": [3.1, 2.0, 1.0], "cores": 4}}
+    assert rt.recorded_load(loaded) == (6.4, 2)
+    assert "loaded machine (load average 6.4 on 2 cores" in rt.load_note(loaded)
+    assert rt.load_note(quiet) == "" and rt.load_note(newer) == "" and rt.load_note({}) == ""
+    readme = (ROOT / "README.md").read_text()
+    for name in rt.TABLES:  # every loaded table of the README says so, and none that was quiet
+        path = rt.RESULTS / f"{name}.json"
+        if f"<!-- table:{name} -->" not in readme or not path.is_file():
+            continue
+        block = readme.split(f"<!-- table:{name} -->")[1].split(f"<!-- /table:{name} -->")[0]
+        assert (rt.load_note(json.loads(path.read_text())) != "") == ("Timed on a loaded machine" in block), name
+
+
+def test_the_examples_readme_figures_are_generated_too() -> None:
+    """examples/README.md once held hand-typed MNIST figures; its table is now built from mnist_fixed.json."""
+    rt = _benchmark_module("readme_tables")
+    examples = (ROOT / "examples" / "README.md").read_text()
+    assert rt.README.parent / "examples" / "README.md" in rt.READMES
+    assert "<!-- table:mnist_fixed -->" in examples
+    tampered = re.sub(r"\*\*\d+\.\d+ ± ", "**99.99 ± ", examples, count=1)  # the hybrid's mean, hand-edited
+    assert tampered != examples and rt.render(tampered) == examples
+    assert "98.60%" not in examples and "pilot" not in examples

@@ -244,8 +244,8 @@ def _resolve_config(
 
         with Study.open(study) as s:
             cfg = stored_config(s.config, source=f"configuration stored in {study}")
-    elif config is not None:
-        cfg = load_config(config)
+    elif config is not None:  # with overrides, the device's budget waits until they are checked
+        cfg = load_config(config, defer_budget=bool(overrides))
     else:
         cfg = default_config()
     return with_overrides(cfg, **(overrides or {})) if overrides else cfg

@@ -92,6 +92,19 @@ def hw_eval(
             common.out_console.print(f"report: {files.summary_md}", highlight=False)
 
 
+def _check_reachable(backend: Any) -> None:
+    """Ask the backend for its device before the study is opened for writing: an unknown device, or an IBM or
+    Braket account that is not set up, is refused in one line while the study (and its writer lock) is untouched.
+
+    Reading the qubit count is the cheapest question that needs the provider's account (the fake and local
+    backends answer it offline); :func:`~qnas_hw.search.hw_eval.evaluate_study` asks it again under the lock.
+    """
+    from qnas_hw.hardware.backends.base import BackendError
+
+    if backend.num_qubits < 1:
+        raise BackendError(f"backend {backend.name!r} reports no qubits; check the device name")
+
+
 def _run_hw_eval(
     study: Path,
     *,
@@ -126,6 +139,7 @@ def _run_hw_eval(
     cfg = common._resolve_config(None, study=study)
     hw = cfg.hw_eval
     be = get_backend(backend or cfg.hardware.backend)
+    _check_reachable(be)
     pick = lambda v, d: d if v is None else v  # noqa: E731
     settings = HardwareEvalSettings(
         shots=pick(shots, hw.shots),
