@@ -222,6 +222,29 @@ def scratch_rungs(wb: Workbench, arch: Any, rungs: Sequence[float]) -> list[dict
     return out
 
 
+def cheap_rungs(wb: Workbench, arch: Any, rungs: Sequence[float], samples: int) -> dict[str, Any]:
+    """The same run as :func:`scratch_rungs` (same seed, same batches: the same weights at every rung), scored at
+    ``rungs`` on only ``samples`` of the proxy's validation samples: the cheap lower rungs of a halving whose
+    scoring, not its training, is most of its cost.  The subset is the search's own nested one."""
+    from qnas_hw.model.training import StagedTrainer
+    from qnas_hw.search.evaluation import derive_seed, nested_subset
+
+    y = wb.splits.val.tensors[1].numpy()
+    idx = nested_subset(wb.proxy_idx, y, samples, wb.cfg.seed)
+    seed = derive_seed(wb.cfg.seed, arch)
+    model = wb.model(arch, seed)
+    trainer = StagedTrainer(model, wb.splits.train, wb.lr, wb.batch, seed)
+    # untimed warm-up: the placement and circuit caches that the recorded run had from the ground truth's scoring
+    # (and that a search has from its runtime objective), so the rungs' costs compare with the recorded ones
+    wb.noisy(arch, model, idx[:1])
+    out = []
+    for r in rungs:
+        loss = trainer.advance(r)
+        acc, score_s = wb.noisy(arch, model, idx)
+        out.append({"epochs": r, "noisy": acc, "loss": loss, "score_s": score_s})
+    return {"samples": len(idx), "rungs": out}
+
+
 def inherited(wb: Workbench, arch: Any) -> dict[str, Any]:
     import torch
 
@@ -258,6 +281,8 @@ def measure(wb: Workbench, arch: Any, args: argparse.Namespace) -> dict[str, Any
     rec["rungs"] = scratch_rungs(wb, arch, args.rungs)
     rec.update(inherited(wb, arch))
     rec.update(screens(wb, arch))
+    if args.cheap_samples:
+        rec["cheap"] = cheap_rungs(wb, arch, args.cheap_rungs, args.cheap_samples)
     rec["seconds"] = time.perf_counter() - t0
     return rec
 
@@ -295,12 +320,24 @@ def scratch_proxy(epochs: float, ideal: bool = False) -> Proxy:
     return proxy
 
 
-def halving_proxy(rungs: Sequence[float], keep: float) -> Proxy:
+def _halving_rung(text: str) -> tuple[float, bool]:
+    """``"1"`` (scored on the proxy's samples) or ``"1@"`` (scored on the cheap subset of ``--cheap-samples``)."""
+    return float(text.rstrip("@")), text.endswith("@")
+
+
+def _rung_row(record: dict[str, Any], epochs: float, cheap: bool) -> dict[str, Any]:
+    rows = record["cheap"]["rungs"] if cheap else record["rungs"]
+    return next(x for x in rows if math.isclose(x["epochs"], epochs))
+
+
+def halving_proxy(rungs: Sequence[str], keep: float) -> Proxy:
     """Successive halving simulated on the recorded run: the same numbers a live halving would produce.
 
     Each rung's survivors are the best ``keep`` fraction (at least one) of the previous rung's by its noisy score.
     Ranks: survivors of the last rung by their last score, then every earlier leaver below them by its own rung.
+    A rung written ``r@`` is scored on the cheap subset (:func:`cheap_rungs`); training costs are the recorded run's.
     """
+    parsed = [_halving_rung(r) for r in rungs]
 
     def proxy(records: list[dict[str, Any]]) -> tuple[np.ndarray, float]:
         n = len(records)
@@ -308,19 +345,32 @@ def halving_proxy(rungs: Sequence[float], keep: float) -> Proxy:
         score = np.zeros(n)
         cost = 0.0
         done_epochs = {i: 0.0 for i in range(n)}
-        for level, r in enumerate(rungs):
+        for level, (r, cheap) in enumerate(parsed):
             for i in alive:
                 for row in records[i]["rungs"]:
                     if done_epochs[i] < row["epochs"] <= r + 1e-9:
                         cost += row["train_s"]
-                    if math.isclose(row["epochs"], r):
-                        cost += row["score_s"]
-                        score[i] = row["noisy"] + 10.0 * level  # a higher rung outranks every lower one
+                scored = _rung_row(records[i], r, cheap)
+                cost += scored["score_s"]
+                score[i] = scored["noisy"] + 10.0 * level  # a higher rung outranks every lower one
                 done_epochs[i] = r
-            if level < len(rungs) - 1:
+            if level < len(parsed) - 1:
                 k = max(1, round(keep * len(alive)))
                 alive = alive[np.argsort(-score[alive], kind="stable")[:k]]
         return score, cost / n
+
+    return proxy
+
+
+def cheap_scratch_proxy(epochs: float) -> Proxy:
+    """``scratch-r`` scored on the cheap subset only."""
+
+    def proxy(records: list[dict[str, Any]]) -> tuple[np.ndarray, float]:
+        _, costs = _rung(records, epochs)
+        full = np.array([_rung_row(r, epochs, False)["score_s"] for r in records])
+        cheap = np.array([_rung_row(r, epochs, True) for r in records])
+        scores = np.array([x["noisy"] for x in cheap])
+        return scores, float(np.mean(costs - full + np.array([x["score_s"] for x in cheap])))
 
     return proxy
 
@@ -374,7 +424,7 @@ def cnr_repcap(records: list[dict[str, Any]]) -> tuple[np.ndarray, float]:
     return score, float(np.mean([r["cnr_s"] + r["repcap_s"] for r in records]))
 
 
-def proxies(args: argparse.Namespace, sc_seconds: float) -> dict[str, Proxy]:
+def proxies(args: argparse.Namespace, sc_seconds: float, records: list[dict[str, Any]]) -> dict[str, Proxy]:
     out: dict[str, Proxy] = {
         "inherited": inherited_proxy("inherited", sc_seconds),
         "inherited+1": inherited_proxy("inherited+1", sc_seconds),
@@ -384,8 +434,13 @@ def proxies(args: argparse.Namespace, sc_seconds: float) -> dict[str, Proxy]:
     out["scratch-1-ideal"] = scratch_proxy(1.0, ideal=True)
     for spec in args.halving:
         rungs_text, keep_text = spec.split(":")
-        rungs = [float(x) for x in rungs_text.split(",")]
-        out[f"halving[{rungs_text}:{keep_text}]"] = halving_proxy(rungs, float(keep_text))
+        if "@" in rungs_text and not all("cheap" in r for r in records):
+            continue  # the cheap rungs were not measured (an older run): no row rather than a guess
+        out[f"halving[{rungs_text}:{keep_text}]"] = halving_proxy(rungs_text.split(","), float(keep_text))
+    if all("cheap" in r for r in records):
+        samples = records[0]["cheap"]["samples"]
+        for r in records[0]["cheap"]["rungs"]:
+            out[f"scratch-{r['epochs']:g}@{samples}"] = cheap_scratch_proxy(r["epochs"])
     out["cnr"] = field_proxy("cnr", "cnr_s")
     out["repcap"] = field_proxy("repcap", "repcap_s")
     out["cnr-repcap"] = cnr_repcap
@@ -472,7 +527,7 @@ def summarise(
         "n_architectures": len(records),
     }
     rows = []
-    for pname, fn in proxies(args, set_data.get("supercircuit", {}).get("seconds", 0.0)).items():
+    for pname, fn in proxies(args, set_data.get("supercircuit", {}).get("seconds", 0.0), records).items():
         scores, seconds = fn(records)
         rows.append(row(name, backend, pname, scores, gt, seconds))
     return g, rows
@@ -491,9 +546,26 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--halving",
         nargs="*",
-        default=["0.25,1:0.33", "0.25,2:0.33", "0.5,2:0.33", "0.25,1,3:0.33"],
-        help="successive-halving variants RUNGS:KEEP simulated on the recorded rungs",
+        default=[
+            "0.25,1:0.33",
+            "0.25,2:0.33",
+            "0.5,2:0.33",
+            "0.25,1,3:0.33",
+            "1@,3:0.33",
+            "1@,3:0.25",
+            "0.5@,3:0.33",
+            "2@,3:0.33",
+            "1@,2@,3:0.5",
+        ],
+        help="successive-halving variants RUNGS:KEEP simulated on the recorded rungs (r@: scored on the cheap subset)",
     )
+    p.add_argument(
+        "--cheap-samples",
+        type=int,
+        default=128,
+        help="validation samples of the cheap rungs (a nested subset of the proxy's; 0: none)",
+    )
+    p.add_argument("--cheap-rungs", type=lambda s: [float(x) for x in s.split(",")], default=[0.5, 1.0, 2.0])
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default="benchmarks/results/proxy_quality.json")
     p.add_argument("--summarise-only", action="store_true", help="recompute rows from the stored records")
@@ -559,6 +631,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     out = Path(args.out)
     data: dict[str, Any] = json.loads(out.read_text()) if out.is_file() else {}
     if not args.summarise_only:  # a re-summary keeps the command and commit that measured the records
+        if "command" in data:  # a continued run (e.g. adding cheap rungs): the earlier runs' provenance stays
+            keys = ("command", "commit", "uncommitted_changes", "machine")
+            data.setdefault("earlier_runs", []).append({k: data[k] for k in keys if k in data})
         data.update(_provenance(argv))
     data.setdefault("sets", {})
     data.setdefault("default", None)
@@ -589,9 +664,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 "excluded": excluded,
             }
         )
-        done = {r["arch"] for r in set_data["records"]}
+        done = {r["arch"]: r for r in set_data["records"]}
         for i, arch in enumerate(archs):
             if arch.canonical() in done:
+                old = done[arch.canonical()]
+                if args.cheap_samples and "cheap" not in old:  # a record of an older run: add its cheap rungs
+                    t0 = time.perf_counter()
+                    old["cheap"] = cheap_rungs(wb, arch, args.cheap_rungs, args.cheap_samples)
+                    old["cheap"]["seconds"] = time.perf_counter() - t0
+                    print(f"[{name} {i + 1}/{len(archs)}] {arch.canonical():36s} cheap rungs added", flush=True)
+                    _write(out, data)  # the rows are recomputed at the end (their bootstrap takes minutes)
                 continue
             rec = measure(wb, arch, args)
             set_data["records"].append(rec)

@@ -20,7 +20,15 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from qnas_hw.data import DATASET_NAMES
 from qnas_hw.model.space import (
@@ -343,6 +351,20 @@ class HalvingConfig(_Section):
     #: probability of the placed circuit (free: the runtime objective transpiles and places every candidate) and
     #: only those train; the rest are stored unscored at rung 0
     screen: Literal["none", "esp"] = "none"
+    #: validation samples the rungs *below the top* are scored on under ``noisy``/``device`` (a stratified subset of
+    #: the ``val_samples`` the top rung scores on); None: all of them.  Scoring, not training, is most of a rung's
+    #: cost under noise, and a rung that only decides who goes on needs less resolution than the stored value
+    low_rung_samples: int | None = None
+
+    @field_validator("low_rung_samples")
+    @classmethod
+    def _low_samples(cls, v: int | None) -> int | None:
+        if v is not None and v < 8:
+            raise ValueError(
+                f"search.halving.low_rung_samples={v} is too few to rank candidates by; give at least 8 (e.g. 128), "
+                "or leave it out to score every rung on all val_samples"
+            )
+        return v
 
     @field_validator("rungs")
     @classmethod
@@ -458,6 +480,16 @@ class SearchConfig(_Section):
         if v is not None and v < 1:
             raise ValueError(f"search.val_samples={v} must be >= 1, or omitted to score every validation sample")
         return v
+
+    @model_validator(mode="after")
+    def _low_rungs(self) -> SearchConfig:
+        low, top = self.halving.low_rung_samples, self.val_samples
+        if low is not None and top is not None and low >= top:
+            raise ValueError(
+                f"search.halving.low_rung_samples={low} must be fewer than search.val_samples={top} (the lower rungs "
+                "score on a subset of the top rung's samples); lower it, or leave it out"
+            )
+        return self
 
     @field_validator("pop_size")
     @classmethod
@@ -824,12 +856,13 @@ class RunConfig(_Section):
         return self
 
     @model_validator(mode="after")
-    def _default_budget(self) -> RunConfig:
+    def _default_budget(self, info: ValidationInfo) -> RunConfig:
         """Resolve a left-out ``hardware.qubit_budget`` from the device; it stays marked as unset (see
         with_overrides), so ``--backend`` re-derives it and :meth:`qubit_budget_reason` can say where it came from.
         Runs after the cross-checks: reading the device's size builds the backend (seconds), which a config that
-        is refused anyway should not wait for."""
-        if self.hardware.qubit_budget is None:
+        is refused anyway should not wait for.  Deferred (left None) when validation says so: a file that command-
+        line overrides will change is checked without its device first (see :func:`with_overrides`)."""
+        if self.hardware.qubit_budget is None and not (info.context or {}).get("defer_budget"):
             self.hardware.qubit_budget = device_qubit_budget(self.hardware.backend, self.space.qubits[1])
             self.hardware.__pydantic_fields_set__.discard("qubit_budget")
         return self
@@ -890,12 +923,16 @@ def _format_errors(exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def config_from_dict(data: dict[str, Any], source: str = "configuration") -> RunConfig:
-    """Validate a plain dict (e.g. a study's stored config); errors name every bad key at once."""
+def config_from_dict(data: dict[str, Any], source: str = "configuration", defer_budget: bool = False) -> RunConfig:
+    """Validate a plain dict (e.g. a study's stored config); errors name every bad key at once.
+
+    ``defer_budget``: leave a left-out ``hardware.qubit_budget`` None instead of asking the device (which builds
+    the backend: seconds); :func:`with_overrides` resolves it once the overrides are known to be valid.
+    """
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a table of sections, got {type(data).__name__}")
     try:
-        return RunConfig.model_validate(data)
+        return RunConfig.model_validate(data, context={"defer_budget": defer_budget})
     except ValidationError as exc:
         raise ConfigError(f"invalid {source}:\n{_format_errors(exc)}") from None
 
@@ -948,12 +985,12 @@ def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_config(path: Path | str) -> RunConfig:
+def load_config(path: Path | str, defer_budget: bool = False) -> RunConfig:
     """Read a TOML config; missing sections/keys take the default job's values (:func:`default_config`).
 
     Except ``hardware.qubit_budget``: the default job's 2 was chosen for its
     own space on fake_kolkata, so a file that leaves the budget out gets the
-    one that follows its device (:func:`device_qubit_budget`).
+    one that follows its device (:func:`device_qubit_budget`); ``defer_budget``: see :func:`config_from_dict`.
     """
     path = Path(path)
     if not path.is_file():
@@ -967,7 +1004,7 @@ def load_config(path: Path | str) -> RunConfig:
     if not isinstance(data, dict):  # pragma: no cover - tomllib always returns a table
         raise ConfigError(f"config file {path}: expected a table of sections")
     base = {**DEFAULT_JOB, "hardware": {k: v for k, v in DEFAULT_JOB["hardware"].items() if k != "qubit_budget"}}
-    return config_from_dict(_merged(base, data), source=f"config file {path}")
+    return config_from_dict(_merged(base, data), source=f"config file {path}", defer_budget=defer_budget)
 
 
 def default_config() -> RunConfig:
@@ -982,20 +1019,9 @@ def default_config() -> RunConfig:
     return config
 
 
-def with_overrides(config: RunConfig, **overrides: Any) -> RunConfig:
-    """A copy with dotted-key overrides (``{"hardware.backend": "aer_ideal"}``), validated like a file."""
-    data = config.model_dump(mode="json")
-    if config.lr_is_default() and overrides.get("supercircuit.lr") is None:
-        data["supercircuit"]["lr"] = None  # re-derive it: an overridden front-end changes the default
-    if config.accuracy_is_default() and overrides.get("search.accuracy") is None:
-        data["search"]["accuracy"] = None  # re-derive it: an overridden backend changes the default
-    # a budget the user did not set follows the device again; the default job's keeps its 2 on its own backend
-    keep_budget = config.qubit_budget_is_default() and overrides.get("hardware.qubit_budget") is None
-    backend = overrides.get("hardware.backend")
-    new_backend = backend is not None and str(backend).strip() != config.hardware.backend
-    if keep_budget and (new_backend or config.qubit_budget_follows_device()):
-        data["hardware"]["qubit_budget"] = None
-        keep_budget = False
+def _applied(data: dict[str, Any], overrides: dict[str, Any], check: bool = False) -> dict[str, Any]:
+    """``data`` with the dotted-key ``overrides`` set (None: left as it is); ``check``: validate the result without
+    asking any device (:func:`config_from_dict` with ``defer_budget``), so a bad value is refused before that."""
     for dotted, value in overrides.items():
         if value is None:
             continue
@@ -1008,7 +1034,42 @@ def with_overrides(config: RunConfig, **overrides: Any) -> RunConfig:
         if leaf not in node:
             raise ConfigError(f"unknown config key {dotted!r}")
         node[leaf] = value
-    out = config_from_dict(data, source="configuration with command-line overrides")
+    if check:
+        probe = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+        probe["hardware"]["qubit_budget"] = (
+            None if "hardware.qubit_budget" not in overrides else probe["hardware"]["qubit_budget"]
+        )
+        config_from_dict(probe, source="configuration with command-line overrides", defer_budget=True)
+    return data
+
+
+def with_overrides(config: RunConfig, **overrides: Any) -> RunConfig:
+    """A copy with dotted-key overrides (``{"hardware.backend": "aer_ideal"}``), validated like a file.
+
+    The overridden values are checked first without the device (a bad flag is refused in a fraction of a second);
+    only then does a budget that follows the device ask the backend for its size.  ``config`` may hold a deferred
+    (None) budget (``load_config(..., defer_budget=True)``): it is resolved here, once.
+    """
+    _applied(config.model_dump(mode="json"), overrides, check=True)
+    data = config.model_dump(mode="json")
+    if config.hardware.qubit_budget is None:  # deferred: resolved below from the (overridden) device
+        overrides = {k: v for k, v in overrides.items() if k != "hardware.qubit_budget" or v is not None}
+        out = config_from_dict(_applied(data, overrides), source="configuration with command-line overrides")
+        if "hardware.qubit_budget" not in overrides:
+            out.hardware.__pydantic_fields_set__.discard("qubit_budget")
+        return out
+    if config.lr_is_default() and overrides.get("supercircuit.lr") is None:
+        data["supercircuit"]["lr"] = None  # re-derive it: an overridden front-end changes the default
+    if config.accuracy_is_default() and overrides.get("search.accuracy") is None:
+        data["search"]["accuracy"] = None  # re-derive it: an overridden backend changes the default
+    # a budget the user did not set follows the device again; the default job's keeps its 2 on its own backend
+    keep_budget = config.qubit_budget_is_default() and overrides.get("hardware.qubit_budget") is None
+    backend = overrides.get("hardware.backend")
+    new_backend = backend is not None and str(backend).strip() != config.hardware.backend
+    if keep_budget and (new_backend or config.qubit_budget_follows_device()):
+        data["hardware"]["qubit_budget"] = None
+        keep_budget = False
+    out = config_from_dict(_applied(data, overrides), source="configuration with command-line overrides")
     if keep_budget:  # still the default job's, not the user's
         out.hardware.__pydantic_fields_set__.discard("qubit_budget")
     return out

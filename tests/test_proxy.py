@@ -305,3 +305,55 @@ def test_the_default_proxy_is_the_one_the_measurement_names() -> None:
 
     results = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "proxy_quality.json"
     assert json.loads(results.read_text())["default"] == DEFAULT_PROXY
+
+
+def test_halving_scores_its_lower_rungs_on_a_nested_subset_and_the_top_rung_on_all() -> None:
+    """``low_rung_samples``: a candidate dropped at rung 1 carries the noisy score of its rung-1 model on the smaller
+    subset (checked against the scorer run on those samples directly); a survivor's stored value is exactly
+    ``scratch-1`` on all ``val_samples``, so the cheaper first rung changes who goes on, never a stored top value."""
+    from qnas_hw.search.building import load_splits, make_hardware, make_scorer
+
+    cfg = _config(
+        accuracy="noisy",
+        shots=128,
+        val_samples=32,
+        proxy="halving",
+        halving={"rungs": [0.25, 1.0], "keep": 0.5, "low_rung_samples": 12},
+    )
+    hw = make_hardware(cfg)
+    data = load_splits(cfg)
+
+    def objective(proxy: ProxySpec) -> ValidationErrorObjective:
+        scorer = make_scorer(cfg, hw.backend, hw.transpiler, hw.planner)
+        sc = SuperCircuit(cfg.search_space(), data.input_shape, data.n_classes, seed=2)
+        return ValidationErrorObjective(
+            sc, data, lr=0.05, batch_size=16, seed=2, scorer=scorer, val_samples=32, proxy=proxy
+        )
+
+    halving = objective(ProxySpec.from_config(cfg.search))
+    assert halving.proxy.name == "halving[0.25@12,1:0.5]"
+    X_low, y_low = halving.scored_split(low=True)
+    X_all, _ = halving.scored_split()
+    assert len(y_low) == 12 and len(X_all) == 32
+    assert all(any(torch.equal(x, row) for row in X_all) for x in X_low)  # nested: the low samples are scored again
+    archs = [
+        Architecture("angle-y", 2, 1, "ry", "linear"),
+        Architecture("iqp", 3, 2, "rx-ry-rz", "full"),
+        Architecture("angle-y", 3, 1, "rx-ry", "sparse"),
+        Architecture("iqp", 2, 2, "ry-rz", "none"),
+    ]
+    results = halving.evaluate_batch(archs)
+    rung1 = objective(ProxySpec("scratch", 0.25))
+    top = objective(ProxySpec("scratch", 1.0))
+    levels = []
+    for arch, result in zip(archs, results, strict=True):
+        model, _, _ = rung1._trained(arch)
+        acc, _ = rung1.scorer.score(arch, model, X_low, y_low)
+        assert result.details["rung"]["history"][0]["val_error"] == pytest.approx(1.0 - acc, abs=1e-12)
+        level = result.details["rung"]["level"]
+        levels.append(level)
+        if level == 2:
+            assert result.value == top.evaluate(arch).value and result.details["n_scored"] == 32
+        else:
+            assert result.details["n_scored"] == 12
+    assert sorted(levels) == [1, 1, 2, 2]

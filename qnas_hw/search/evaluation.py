@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -100,6 +101,17 @@ def binomial_se(accuracy: float, n: int) -> float:
     return math.sqrt(a * (1.0 - a) / max(int(n), 1))
 
 
+def nested_subset(subset: np.ndarray | None, labels: np.ndarray, size: int | None, seed: int) -> np.ndarray:
+    """A stratified ``size``-sample subset *of* ``subset`` (all validation samples when None).
+
+    Halving's cheap lower rungs score on it: nested, so that the samples a candidate was dropped on are among the
+    ones a survivor is scored on at the top rung, and a lower rung's noise is only its smaller sample.
+    """
+    labels = np.asarray(labels).reshape(-1)
+    base = np.arange(len(labels)) if subset is None else np.asarray(subset)
+    return base[stratified_subset(labels[base], size, seed)]
+
+
 @dataclass(frozen=True)
 class ProxySpec:
     """How a candidate's model is obtained before it is scored (``search.proxy``, see ``config.PROXY_CHOICES``).
@@ -115,6 +127,8 @@ class ProxySpec:
     keep: float = 1.0
     #: halving's training-free first stage (``none`` or ``esp``)
     screen: str = "none"
+    #: halving's rungs below the top are scored on this many of the scored samples (None: all of them)
+    low_samples: int | None = None
 
     @classmethod
     def from_config(cls, search: Any) -> ProxySpec:
@@ -125,7 +139,7 @@ class ProxySpec:
         if search.proxy == "halving":
             h = search.halving
             rungs = tuple(float(r) for r in h.rungs)
-            return cls("halving", rungs[-1], rungs, float(h.keep), h.screen)
+            return cls("halving", rungs[-1], rungs, float(h.keep), h.screen, h.low_rung_samples)
         return cls("scratch", float(scratch_epochs(search.proxy) or 0.0))
 
     @property
@@ -134,7 +148,9 @@ class ProxySpec:
             return f"scratch-{self.epochs:g}"
         if self.kind == "halving":
             first = "" if self.screen == "none" else f"{self.screen}>"
-            return f"halving[{first}{','.join(f'{r:g}' for r in self.rungs)}:{self.keep:g}]"
+            low = "" if self.low_samples is None else f"@{self.low_samples}"
+            rungs = [f"{r:g}{low if i < len(self.rungs) - 1 else ''}" for i, r in enumerate(self.rungs)]
+            return f"halving[{first}{','.join(rungs)}:{self.keep:g}]"
         return "inherited"
 
     @property
@@ -210,6 +226,10 @@ class ValidationErrorObjective(Objective):
         self._data_key = _tensor_hash(*splits.train.tensors, *splits.val.tensors)
         _X_val, y_val = splits.val.tensors
         self._subset = stratified_subset(y_val.numpy(), val_samples, seed) if scorer is not None else None
+        low = self.proxy.low_samples
+        self._low_subset = (
+            nested_subset(self._subset, y_val.numpy(), low, seed) if scorer is not None and low is not None else None
+        )
 
     @property
     def mode(self) -> str:
@@ -228,12 +248,16 @@ class ValidationErrorObjective(Objective):
             key += f"|proxy={self.proxy.name}"
         return key
 
-    def scored_split(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The validation samples the noisy/device score uses (a stratified subset; never the test split)."""
+    def scored_split(self, low: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """The validation samples the noisy/device score uses (a stratified subset; never the test split).
+
+        ``low``: halving's cheaper lower rungs, a nested subset of those (``low_rung_samples``) where configured.
+        """
         X_val, y_val = self.splits.val.tensors
-        if self._subset is None:
+        subset = self._low_subset if low and self._low_subset is not None else self._subset
+        if subset is None:
             return X_val, y_val
-        idx = torch.as_tensor(self._subset)
+        idx = torch.as_tensor(subset)
         return X_val[idx], y_val[idx]
 
     def _begin(self, arch: Architecture) -> _Run:
@@ -267,7 +291,7 @@ class ValidationErrorObjective(Objective):
         run.epochs = epochs if run.trainer is not None else float(self.finetune_epochs)
         run.seconds += time.perf_counter() - t0
 
-    def _finish(self, run: _Run) -> tuple[HQNN, dict[str, Any], dict[str, Any]]:
+    def _finish(self, run: _Run, low: bool = False) -> tuple[HQNN, dict[str, Any], dict[str, Any]]:
         """The trained model on the CPU, its exact-simulation figures and timings (weights saved)."""
         model = run.model
         val_acc = float(evaluate_accuracy(model, self.splits.val))
@@ -280,14 +304,14 @@ class ValidationErrorObjective(Objective):
             "finetune_loss": run.loss,
             "n_params": int(n_params),
             # the samples val_error is measured on: its resolution (standard error) depends on it
-            "n_scored": len(self.splits.val) if self.scorer is None else len(self.scored_split()[1]),
+            "n_scored": len(self.splits.val) if self.scorer is None else len(self.scored_split(low)[1]),
             "proxy": self.proxy.name,
             "epochs": run.epochs,
         }
         timings: dict[str, Any] = {"finetune_seconds": run.seconds}
         if self.scorer is not None:
             details["ideal_val_acc"] = val_acc
-            X, y = self.scored_split()
+            X, y = self.scored_split(low)
             with torch.no_grad():
                 details["ideal_subset_acc"] = float((model(X).argmax(dim=-1) == y).float().mean())
         return model, details, timings
@@ -347,7 +371,7 @@ class ValidationErrorObjective(Objective):
         return result
 
     def _score(
-        self, arch: Architecture, model: HQNN, details: dict[str, Any], timings: dict[str, Any]
+        self, arch: Architecture, model: HQNN, details: dict[str, Any], timings: dict[str, Any], low: bool = False
     ) -> ObjectiveResult:
         """The fine-tuned model's value: its exact validation error, or its score under the scorer's mode."""
         if self.scorer is None:
@@ -356,7 +380,7 @@ class ValidationErrorObjective(Objective):
         skipped = self._skipped(arch, details, timings)
         if skipped is not None:
             return skipped
-        X, y = self.scored_split()
+        X, y = self.scored_split(low)
         acc, hw = self.scorer.score(arch, model, X, y)
         return self._result(acc, details, timings, hw)
 
@@ -380,21 +404,23 @@ class ValidationErrorObjective(Objective):
         out.update(self._score_runs(runs))
         return [out[a.key()] for a in archs]
 
-    def _score_runs(self, runs: list[_Run]) -> dict[str, ObjectiveResult | Exception]:
-        """Every run's value at its current training: one at a time, or (``device``) all jobs in flight at once."""
+    def _score_runs(self, runs: list[_Run], low: bool = False) -> dict[str, ObjectiveResult | Exception]:
+        """Every run's value at its current training: one at a time, or (``device``) all jobs in flight at once.
+
+        ``low``: scored on halving's lower-rung samples (see :meth:`scored_split`)."""
         out: dict[str, ObjectiveResult | Exception] = {}
         if self.mode != "device":
             for run in runs:
                 try:
-                    out[run.arch.key()] = self._score(run.arch, *self._finish(run))
+                    out[run.arch.key()] = self._score(run.arch, *self._finish(run, low), low=low)
                 except Exception as exc:
                     out[run.arch.key()] = exc
             return out
-        X, y = self.scored_split()
+        X, y = self.scored_split(low)
         prepared, trained = [], {}
         for run in runs:
             try:
-                model, details, timings = self._finish(run)
+                model, details, timings = self._finish(run, low)
                 skipped = self._skipped(run.arch, details, timings)
                 if skipped is not None:
                     out[run.arch.key()] = skipped
@@ -443,7 +469,7 @@ class ValidationErrorObjective(Objective):
                     trained.append(run)
                 except Exception as exc:
                     out[run.arch.key()] = exc
-            scored = self._score_runs(trained)
+            scored = self._score_runs(trained, low=level < len(rungs))
             for key, result in scored.items():
                 if isinstance(result, ObjectiveResult):
                     history[key].append({"epochs": epochs, "val_error": result.value})
