@@ -265,6 +265,16 @@ def proxy_quality(doc: dict[str, Any]) -> str:
     if merged:
         merged_text = "; ".join(merged) + f", merged by `{doc['merge_command']}`."
     lines.append("Ground truth: " + "; ".join(truths) + ". " + _run(doc) + (" " + merged_text if merged else ""))
+    earlier = doc.get("earlier_runs") or []
+    if earlier:
+        samples = sorted({r["cheap"]["samples"] for sd in doc["sets"].values() for r in sd["records"] if "cheap" in r})
+        runs = ", ".join(f"`{e['commit'][:7]}`" for e in earlier)
+        sizes = ", ".join(map(str, samples))
+        lines.append(
+            f"\nThe records were first measured at {runs}; the run above continued them, adding the cheap rungs "
+            f"(`r@` in a halving, `scratch-r@N`: the same training run scored on a nested {sizes}-sample subset of "
+            "the 512) to every record."
+        )
     return "\n".join(lines)
 
 
