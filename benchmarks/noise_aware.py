@@ -1,29 +1,28 @@
-"""Where the quantum part decides: pure-quantum MNIST-4 / Fashion-4, searched ideal vs under the device's noise.
+"""Does the device in the loop find better circuits? NSGA-II under noise against the cheap alternatives.
 
-Setting (QuantumNAS's): classes 0-3 of MNIST or Fashion-MNIST, images
-average-pooled to 4x4 = 16 features, no classical front-end (the circuit's
-``<Z>`` feed a linear head of n_qubits x 4 weights), 4-5 qubits, on a
-5-qubit (``fake_quito``) and a 27-qubit heavy-hex (``fake_kolkata``) IBM
-snapshot with their real noise models.  Per data set, device and search
-seed, four searches at the same seed and evaluation budget:
+Setting (QuantumNAS's): classes 0-3 of MNIST or Fashion-MNIST, images average-pooled to 4x4 = 16 features, no
+classical front-end (the circuit's ``<Z>`` feed a linear head), both 4x4 encoders, 1-4 layers, every rotation and
+entangler.  Three benchmarks (:data:`BENCHMARKS`): MNIST-4 and Fashion-4 on ``fake_kolkata`` (4-8 qubits) and
+MNIST-4 on ``fake_quito`` (4-5 qubits), each with the IBM snapshot's real noise model.  Per benchmark and search
+seed, four searches with the same objectives (val_error, runtime_s), the package's default proxy and the **same
+budget**: ``--search-seconds`` of CPU time (what wall-clock is on a quiet machine; CPU time keeps a shared
+machine's load from shifting the budget between methods), and at most ``--space-fraction`` of the space's
+architectures, so that there is something left to find:
 
-* ``ideal``: NSGA-II with exact validation accuracy;
-* ``noisy``: NSGA-II with accuracy under the device's noise model (placement,
-  1024 shots, mthree mitigation);
-* ``noisy+nat``: the same with noise-aware training (SuperCircuit and
-  fine-tunes under the target's dominant errors on the placed qubits);
-* ``random-noisy``: as many distinct random architectures, scored like ``noisy``;
-* ``classical`` (once per data set and seed): the classical ablation, the
-  circuit replaced by a trainable linear map of its width (16 -> 5 -> 4).
+* ``noisy``: NSGA-II (``qnas-hw search``), val_error scored under the device's noise model;
+* ``random-noisy``: distinct random architectures, scored the same way;
+* ``optuna-noisy``: Optuna's ``NSGAIISampler`` driving the same evaluator;
+* ``ideal``: NSGA-II with noise-free val_error (the device out of the loop);
+* ``classical`` (once per data set and seed): the circuit replaced by a trainable linear map of width 5.
 
-Each search's knee and most-accurate picks are retrained from scratch as the
-search would (same data, noise-aware for ``noisy+nat``; epoch chosen on the
-validation split) and evaluated ONCE on the test split under the device's
-noise model with the same shots (and exactly, for reference).  Nothing is
-tuned on test figures.  Rows (``benchmarks/results/noise_aware.json``): mean
-and 95% CI (Student t) over the search seeds.
+Each search's knee, most-accurate and best entangling pick (the most accurate candidate with at least one
+two-qubit gate: the pick ``min_two_qubit_gates = 1`` would force) are retrained from scratch (``--retrain-epochs``
+on the search's training images, epoch chosen on validation) and tested ONCE on a stratified ``--test-samples``
+subset of the test split under the device's noise (and exactly, for reference).  Nothing is chosen on test
+figures.  ``comparisons``: ``noisy`` minus each other method in noisy test accuracy, paired by seed, with a 95% t
+interval.  Rows are written as each search's picks finish, and a rerun with the same ``--out`` continues.
 
-    python benchmarks/noise_aware.py --data-dir ../shared/datasets --seeds 0,1,2 \\
+    python benchmarks/noise_aware.py --data-dir ../shared/datasets --seeds 0,1,2,3,4 \\
         --out benchmarks/results/noise_aware.json
 """
 
@@ -43,49 +42,62 @@ from typing import Any
 
 import numpy as np
 import torch
-from presets import pure_quantum_config
-from provenance import git_head, load_before_timing
+from presets import search_proof_config
+from provenance import git_head, load_before_timing, uncommitted_files
+from search_quality import CpuDeadline, measure, run_nsga2_until, run_optuna, run_random
 
 ROOT = Path(__file__).resolve().parents[1]
-MODES = ("ideal", "noisy", "noisy+nat", "random-noisy")
-
-
-def random_search(config: Any, out: Path) -> Any:
-    """As many distinct random architectures as the NSGA-II budget, scored through the same evaluator."""
-    from qnas_hw.search.nsga import prepare_search
-
-    run = prepare_search(config, out)
-    rng = np.random.default_rng(config.seed + 7777)
-    budget = config.search.pop_size * config.search.generations
-    seen: dict[str, Any] = {}
-    while len(seen) < budget:
-        arch = run.space.sample(rng)
-        seen.setdefault(arch.canonical(), arch)
-    archs = list(seen.values())
-    for g in range(config.search.generations):
-        chunk = archs[g * config.search.pop_size : (g + 1) * config.search.pop_size]
-        run.evaluator.evaluate_many(chunk, g)
-    return run.study
+#: name -> data set, target, qubit range (the space's other genes are :func:`presets.search_proof_config`'s)
+BENCHMARKS: dict[str, dict[str, Any]] = {
+    "mnist4-kolkata": {"dataset": "mnist4", "backend": "fake_kolkata", "qubits": [4, 8]},
+    "fashion4-kolkata": {"dataset": "fashion4", "backend": "fake_kolkata", "qubits": [4, 8]},
+    "mnist4-quito": {"dataset": "mnist4", "backend": "fake_quito", "qubits": [4, 5]},
+}
+METHODS = ("noisy", "random-noisy", "optuna-noisy", "ideal")
+RUNNERS = {"noisy": run_nsga2_until, "random-noisy": run_random, "optuna-noisy": run_optuna, "ideal": run_nsga2_until}
+COMPARED = ("random-noisy", "optuna-noisy", "ideal")
 
 
 def picks(study: Any) -> dict[str, str]:
-    """Knee and most-accurate of the study's final front (or of all its records, for random search)."""
+    """Knee and most-accurate of the study's front (of all its records, for random search), and the most accurate
+    entangling candidate (at least one two-qubit gate), each a candidate scored at the proxy's top rung."""
+    from qnas_hw.model.circuits import entangling_gates
     from qnas_hw.reports.data import analyze
 
-    gens = study.generations()
-    data = analyze(study.candidates(), gens, study.objective_names, study.config)
+    records = study.candidates()
+    data = analyze(records, study.generations(), study.objective_names, study.config)
     out = {}
     for label, idx in (("knee", data.knee), ("most-accurate", data.most_accurate)):
         if idx is not None:
             out[label] = data.candidates[idx].arch.canonical()
+    entangling = [r for r in data.candidates if entangling_gates(r.arch) >= 1 and r.usable]
+    if entangling:
+        best = min(entangling, key=lambda r: (r.objectives["val_error"], r.objectives.get("runtime_s", 0.0)))
+        out["best-entangling"] = best.arch.canonical()
     return out
 
 
-def retrain_and_test(config: Any, arch_text: str, seed: int, epochs: int) -> dict[str, Any]:
-    """The pick from scratch as the search trains (noise-aware if it was), then ONE test under the device noise."""
+def _splits(config: Any) -> Any:
     from qnas_hw.data import load_dataset
+
+    d = config.data
+    return load_dataset(d.dataset, d.data_dir, val_fraction=d.val_fraction, seed=config.seed, limit_train=d.limit_train)
+
+
+def _test_subset(splits: Any, samples: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A stratified subset of the test split (the same for every method of a seed: a paired comparison)."""
+    from qnas_hw.data import stratified_subset
+
+    X, y = splits.test.tensors
+    idx = torch.as_tensor(stratified_subset(y.numpy(), samples, seed))
+    return X[idx], y[idx]
+
+
+def retrain_and_test(config: Any, arch_text: str, seed: int, epochs: int, test_samples: int | None) -> dict[str, Any]:
+    """The pick from scratch as the search trains it, then ONE test under the device noise (and exactly)."""
     from qnas_hw.hardware.execution import ProgramBuilder
-    from qnas_hw.hardware.noise import NoisySimulator, TrainingNoise
+    from qnas_hw.hardware.noise import NoisySimulator
+    from qnas_hw.model.circuits import entangling_gates
     from qnas_hw.model.hqnn import HQNN
     from qnas_hw.model.space import Architecture
     from qnas_hw.model.training import TrainConfig, train_model
@@ -93,21 +105,15 @@ def retrain_and_test(config: Any, arch_text: str, seed: int, epochs: int) -> dic
     from qnas_hw.search.scoring import NoisyScorer
 
     arch = Architecture.parse(arch_text)
-    d = config.data
-    splits = load_dataset(
-        d.dataset, d.data_dir, val_fraction=d.val_fraction, seed=config.seed, limit_train=d.limit_train
-    )
+    splits = _splits(config)
     hw = make_hardware(config)
     simulator = NoisySimulator(hw.backend)
     model = HQNN(arch, tuple(splits.input_shape), splits.n_classes, frontend="none", seed=seed)
-    if config.search.noise_aware_finetune:
-        model.quantum.set_noise(TrainingNoise(hw.backend, hw.transpiler, simulator, config.hardware.qubit_budget)(arch))
     t0 = time.perf_counter()
     result = train_model(model, splits, TrainConfig(epochs=epochs, batch_size=64, lr=0.05, seed=seed))
     train_s = time.perf_counter() - t0
-    model.quantum.set_noise(None)
     model.eval()
-    X, y = splits.test.tensors
+    X, y = _test_subset(splits, test_samples, config.seed)
     with torch.no_grad():
         ideal = float((model(X).argmax(-1) == y).float().mean())
     scorer = NoisyScorer(
@@ -121,46 +127,45 @@ def retrain_and_test(config: Any, arch_text: str, seed: int, epochs: int) -> dic
     return {
         "test_acc_noisy": noisy,
         "test_acc_ideal": ideal,
+        "test_samples": len(y),
         "val_acc_best": result.best_val_acc,
         "n_qubits": arch.n_qubits,
         "n_2q": rec.n_2q,
+        "product_state": entangling_gates(arch) == 0,
         "layout": details["layout"],
         "esp": details["esp"],
         "retrain_seconds": train_s,
     }
 
 
-def classical_ablation(config: Any, seed: int, epochs: int, width: int = 5) -> dict[str, Any]:
+def classical_ablation(config: Any, seed: int, epochs: int, test_samples: int | None, width: int = 5) -> dict[str, Any]:
     """The same inputs and head with the circuit replaced by a trainable linear map of the circuit's width.
 
-    16 pooled features -> linear ``width`` -> linear 4 classes, trained like the
-    picks (same data, epochs, optimiser, epoch chosen on validation) and
-    tested once.  If this matches the quantum picks, the quantum part does not
-    decide the headline figure.
+    16 pooled features -> linear ``width`` -> linear 4 classes, trained like the picks (same data, epochs,
+    optimiser, epoch chosen on validation) and tested once on the same test samples.  If this matches the quantum
+    picks, the quantum part does not decide the headline figure.
     """
-    from qnas_hw.data import load_dataset
     from qnas_hw.model.hqnn import HQNN
     from qnas_hw.model.space import Architecture
     from qnas_hw.model.training import TrainConfig, train_model
 
-    d = config.data
-    splits = load_dataset(
-        d.dataset, d.data_dir, val_fraction=d.val_fraction, seed=config.seed, limit_train=d.limit_train
-    )
+    splits = _splits(config)
     arch = Architecture.parse(f"4x4-ryzxy|q{width}|l1|ry|none|z")
     model = HQNN(arch, tuple(splits.input_shape), splits.n_classes, frontend="linear", quantum="identity", seed=seed)
     t0 = time.perf_counter()
     result = train_model(model, splits, TrainConfig(epochs=epochs, batch_size=64, lr=0.05, seed=seed))
     model.eval()
-    X, y = splits.test.tensors
+    X, y = _test_subset(splits, test_samples, config.seed)
     with torch.no_grad():
         acc = float((model(X).argmax(-1) == y).float().mean())
     return {
         "test_acc_noisy": acc,  # no circuit, so no device noise: the same figure both ways
         "test_acc_ideal": acc,
+        "test_samples": len(y),
         "val_acc_best": result.best_val_acc,
         "n_qubits": 0,
         "n_2q": 0,
+        "product_state": None,
         "layout": None,
         "esp": None,
         "retrain_seconds": time.perf_counter() - t0,
@@ -169,6 +174,7 @@ def classical_ablation(config: Any, seed: int, epochs: int, width: int = 5) -> d
 
 
 def ci95(values: list[float]) -> float:
+    """Half-width of the 95% Student-t interval of the mean (NaN below two values)."""
     from scipy import stats
 
     if len(values) < 2:
@@ -197,130 +203,203 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "test_acc_ideal_ci95": ci95(ideal),
                 "seeds": [r["seed"] for r in sel],
                 "per_seed_noisy": noisy,
+                "product_states": sum(bool(r.get("product_state")) for r in sel),
                 "qubits": [r["n_qubits"] for r in sel],
                 "n_2q": [r["n_2q"] for r in sel],
                 "layouts": [r["layout"] for r in sel],
                 "esp": [r["esp"] for r in sel],
                 "search_seconds": float(np.mean([r["search_seconds"] for r in sel])),
+                "evaluations": [r.get("evaluations") for r in sel],
             }
         )
     return rows
 
 
-def write(out: Path, argv: list[str], runs: list[dict[str, Any]], seconds: float, complete: bool) -> None:
-    """Rewrite the result file after every run, so a long campaign that is stopped keeps what it measured."""
+def comparisons(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``noisy`` minus each other method, in noisy test accuracy, paired by seed (same data, same test samples)."""
+    out = []
+    keys = sorted({(r["dataset"], r["backend"], r["pick"]) for r in runs if r["mode"] == "noisy"})
+    for dataset, backend, pick in keys:
+        a = {
+            r["seed"]: r["test_acc_noisy"]
+            for r in runs
+            if (r["dataset"], r["backend"], r["pick"], r["mode"]) == (dataset, backend, pick, "noisy")
+        }
+        for other in COMPARED:
+            b = {
+                r["seed"]: r["test_acc_noisy"]
+                for r in runs
+                if (r["dataset"], r["backend"], r["pick"], r["mode"]) == (dataset, backend, pick, other)
+            }
+            seeds = sorted(set(a) & set(b))
+            if not seeds:
+                continue
+            diffs = [a[s] - b[s] for s in seeds]
+            mean, half = float(np.mean(diffs)), ci95(diffs)
+            out.append(
+                {
+                    "dataset": dataset,
+                    "backend": backend,
+                    "pick": pick,
+                    "a": "noisy",
+                    "b": other,
+                    "diff_mean": mean,
+                    "diff_ci95": None if math.isnan(half) else [mean - half, mean + half],
+                    "per_seed": diffs,
+                    "seeds": seeds,
+                }
+            )
+    return out
+
+
+def hypervolumes(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean hypervolume (each study's fixed box) per benchmark and method, over seeds."""
+    out = []
+    searches = {(r["benchmark"], r["mode"], r["seed"]): r for r in runs if "hypervolume" in r}
+    for bench, mode in sorted({(b, m) for b, m, _ in searches}):
+        hv = [r["hypervolume"] for (b, m, _), r in searches.items() if (b, m) == (bench, mode)]
+        out.append(
+            {
+                "benchmark": bench,
+                "mode": mode,
+                "hypervolume_mean": float(np.mean(hv)),
+                "hypervolume_ci95": ci95(hv),
+                "seeds": len(hv),
+            }
+        )
+    return out
+
+
+def write(out: Path, argv: list[str], doc: dict[str, Any], runs: list[dict[str, Any]], complete: bool) -> None:
+    """Rewrite the result file after every search's picks, so a campaign that is stopped keeps what it measured."""
     import qiskit
     import qiskit_aer
 
-    commit = git_head()
     out.parent.mkdir(parents=True, exist_ok=True)
-    doc = {
-        "command": "python benchmarks/noise_aware.py " + " ".join(argv),
-        "commit": commit,
-        "load_before_timing": load_before_timing(),
-        "complete": complete,
-        "machine": {
-            "cores": os.cpu_count(),
-            "platform": platform.platform(),
-            "torch": torch.__version__,
-            "qiskit": qiskit.__version__,
-            "qiskit_aer": qiskit_aer.__version__,
-        },
-        "seconds": seconds,
-        "rows": summarize(runs),
-        "runs": runs,
-    }
+    doc.update(
+        {
+            "command": "python benchmarks/noise_aware.py " + " ".join(argv),
+            "commit": git_head(),
+            "uncommitted_changes": uncommitted_files(),
+            "complete": complete,
+            "machine": {
+                "cores": os.cpu_count(),
+                "platform": platform.platform(),
+                "torch": torch.__version__,
+                "qiskit": qiskit.__version__,
+                "qiskit_aer": qiskit_aer.__version__,
+            },
+            "seconds": sum(r.get("search_seconds", 0.0) + r.get("retrain_seconds", 0.0) for r in runs),
+            "rows": summarize(runs),
+            "comparisons": comparisons(runs),
+            "hypervolume": hypervolumes(runs),
+            "runs": runs,
+        }
+    )
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(doc, indent=1, default=str) + "\n")
     tmp.replace(out)
 
 
-def search_and_pick(config: Any, mode: str, out: Path) -> tuple[dict[str, str], float]:
-    t0 = time.perf_counter()
-    study = random_search(config, out) if mode == "random-noisy" else run_search_quiet(config, out)
-    search_s = time.perf_counter() - t0
-    chosen = picks(study)
-    study.close()
-    shutil.rmtree(out, ignore_errors=True)
-    return chosen, search_s
-
-
-def run_search_quiet(config: Any, out: Path) -> Any:
-    from qnas_hw.search.nsga import run_search
-
-    return run_search(config, out, progress=False)
+def search(config: Any, mode: str, out: Path, seconds: float | None, cap: int) -> dict[str, Any]:
+    """One budgeted search; its picks, hypervolume, evaluations and its wall and CPU seconds."""
+    deadline = CpuDeadline(seconds)
+    t0, c0 = time.perf_counter(), time.process_time()
+    study = RUNNERS[mode](config, out, deadline=deadline, cap=cap)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    try:
+        found = {"picks": picks(study), **measure(study, config)}
+    finally:
+        study.close()
+        shutil.rmtree(out, ignore_errors=True)
+    found.pop("best_val_error_curve", None)
+    return {**found, "search_seconds": wall, "search_cpu_seconds": cpu}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "datasets"))
-    ap.add_argument("--datasets", default="mnist4,fashion4")
-    ap.add_argument("--backends", default="fake_quito,fake_kolkata")
-    ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--modes", default=",".join(MODES + ("classical",)))
+    ap.add_argument("--data-dir", default="../shared/datasets")
+    ap.add_argument("--benchmarks", default=",".join(BENCHMARKS))
+    ap.add_argument("--seeds", default="0,1,2,3,4")
+    ap.add_argument("--modes", default=",".join(METHODS + ("classical",)))
+    ap.add_argument("--search-seconds", type=float, default=240.0, help="CPU seconds per search, every method")
+    ap.add_argument("--space-fraction", type=float, default=0.1, help="at most this share of the space per search")
     ap.add_argument("--retrain-epochs", type=int, default=10)
+    ap.add_argument("--test-samples", type=int, default=1000, help="stratified test subset (same for every method)")
     ap.add_argument("--quick", action="store_true", help="tiny settings (a smoke test, not a result)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(1)
     argv = sys.argv[1:]
+    unknown = [m for m in args.modes.split(",") if m not in (*METHODS, "classical")]
+    if unknown or any(b not in BENCHMARKS for b in args.benchmarks.split(",")):
+        raise SystemExit(f"modes from {METHODS + ('classical',)}, benchmarks from {tuple(BENCHMARKS)}")
+    doc: dict[str, Any] = json.loads(args.out.read_text()) if args.out is not None and args.out.is_file() else {}
+    runs: list[dict[str, Any]] = doc.get("runs", [])
+    done = {(r["benchmark"], r["mode"], r["seed"]) for r in runs}
+    doc.update({"load_before_timing": load_before_timing(), "search_seconds": args.search_seconds})
+    doc.setdefault("budget", {})
     work = Path(tempfile.mkdtemp(prefix="qnas-noise-aware-"))
-    runs: list[dict[str, Any]] = []
-    t_all = time.perf_counter()
     epochs = 2 if args.quick else args.retrain_epochs
-    for dataset in args.datasets.split(","):
-        for backend in args.backends.split(","):
-            for seed in (int(s) for s in args.seeds.split(",")):
-                for mode in args.modes.split(","):
-                    config = pure_quantum_config(
-                        dataset, backend, "ideal" if mode == "classical" else mode, seed, args.data_dir, args.quick
+    for seed in (int(s) for s in args.seeds.split(",")):
+        for bench in args.benchmarks.split(","):
+            b = BENCHMARKS[bench]
+            for mode in args.modes.split(","):
+                if (bench, mode, seed) in done or (
+                    mode == "classical"
+                    and any(
+                        r["mode"] == "classical" and r["dataset"] == b["dataset"] and r["seed"] == seed for r in runs
                     )
-                    if mode == "classical":
-                        if any(r["dataset"] == dataset and r["mode"] == mode and r["seed"] == seed for r in runs):
-                            continue  # backend-independent: once per data set and seed
-                        chosen, search_s, backend_label = {"no-circuit": "linear-16-5-4"}, 0.0, "-"
-                    else:
-                        chosen, search_s = search_and_pick(config, mode, work / f"{dataset}-{backend}-{mode}-{seed}")
-                        backend_label = backend
-                    for pick, arch in chosen.items():
-                        r = (
-                            classical_ablation(config, seed, epochs)
-                            if mode == "classical"
-                            else retrain_and_test(config, arch, seed, epochs)
-                        )
-                        runs.append(
-                            {
-                                "dataset": dataset,
-                                "backend": backend_label,
-                                "mode": mode,
-                                "seed": seed,
-                                "pick": pick,
-                                "architecture": arch,
-                                "search_seconds": search_s,
-                                **r,
-                            }
-                        )
-                        print(
-                            f"{dataset} {backend_label} {mode:<13} seed {seed} {pick:<13} {arch:<36} test noisy "
-                            f"{r['test_acc_noisy']:.3f} ideal {r['test_acc_ideal']:.3f} search {search_s:.0f}s",
-                            flush=True,
-                        )
-                        if args.out is not None:
-                            write(args.out, argv, runs, time.perf_counter() - t_all, complete=False)
-    total = time.perf_counter() - t_all
-    print(
-        f"{'dataset':<9} {'backend':<13} {'mode':<13} {'pick':<13} {'test acc under noise':>22} {'ideal':>7} "
-        f"{'search s':>8}"
-    )
-    for r in summarize(runs):
-        print(
-            f"{r['dataset']:<9} {r['backend']:<13} {r['mode']:<13} {r['pick']:<13} "
-            f"{100 * r['test_acc_noisy_mean']:>12.1f} +- {100 * r['test_acc_noisy_ci95']:>5.1f} "
-            f"{100 * r['test_acc_ideal_mean']:>7.1f} {r['search_seconds']:>8.0f}"
-        )
-    print(f"wall time {total / 60:.1f} min")
+                ):
+                    continue  # measured by an earlier run (classical: once per data set and seed)
+                config = search_proof_config(
+                    b["dataset"],
+                    b["backend"],
+                    b["qubits"],
+                    "ideal" if mode == "ideal" else "noisy",
+                    seed,
+                    args.data_dir,
+                    args.quick,
+                )
+                size = config.search_space().size
+                cap = max(config.search.pop_size, math.floor(args.space_fraction * size))
+                doc["budget"][bench] = {"space_size": size, "max_evaluations": cap, "cpu_seconds": args.search_seconds}
+                if mode == "classical":
+                    found = {"picks": {"no-circuit": "linear-16-5-4"}, "search_seconds": 0.0}
+                else:
+                    found = search(config, mode, work / f"{bench}-{mode}-{seed}", args.search_seconds, cap)
+                base = {k: v for k, v in found.items() if k not in ("picks", "box", "embeddings_on_front")}
+                for pick, arch in found["picks"].items():
+                    r = (
+                        classical_ablation(config, seed, epochs, args.test_samples)
+                        if mode == "classical"
+                        else retrain_and_test(config, arch, seed, epochs, args.test_samples)
+                    )
+                    row = {
+                        "benchmark": bench,
+                        "dataset": b["dataset"],
+                        "backend": "-" if mode == "classical" else b["backend"],
+                        "mode": mode,
+                        "seed": seed,
+                        "pick": pick,
+                        "architecture": arch,
+                        **base,
+                        **r,
+                    }
+                    runs.append(row)
+                    print(
+                        f"{bench} {mode:<13} seed {seed} {pick:<15} {arch:<36} test noisy {r['test_acc_noisy']:.3f} "
+                        f"ideal {r['test_acc_ideal']:.3f} ({base.get('evaluations', 0)} evaluated in "
+                        f"{base['search_seconds']:.0f} s)",
+                        flush=True,
+                    )
+                if args.out is not None:
+                    write(args.out, argv, doc, runs, complete=False)
     if args.out is not None:
-        write(args.out, argv, runs, total, complete=True)
+        write(args.out, argv, doc, runs, complete=True)
+    for c in comparisons(runs):
+        ci = "n/a" if c["diff_ci95"] is None else f"[{100 * c['diff_ci95'][0]:+.1f}, {100 * c['diff_ci95'][1]:+.1f}]"
+        print(f"{c['dataset']} {c['backend']} {c['pick']:<15} noisy - {c['b']:<13} {100 * c['diff_mean']:+.1f} {ci}")
 
 
 if __name__ == "__main__":

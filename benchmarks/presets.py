@@ -118,3 +118,42 @@ def pure_quantum_config(dataset: str, backend: str, mode: str, seed: int, data_d
             "compute": {"threads": 1},
         }
     )
+
+
+#: The two 4x4 encoders of the search-proof benchmarks (amplitude, the third pure-quantum embedding, is left out).
+ENCODERS_4X4 = ("4x4-ryzxy", "4x4-ryzxy-ru")
+
+
+def search_proof_config(
+    dataset: str, backend: str, qubits: list[int], accuracy: str, seed: int, data_dir: str | None, quick: bool
+) -> Any:
+    """The space where a search has room: both 4x4 encoders, ``qubits``, 1-4 layers, every rotation and entangler;
+    no front-end; val_error (``accuracy``: ``noisy`` or ``ideal``) and runtime_s; the package's default proxy; a
+    qubit budget as wide as the space (no cuts: the comparison is about accuracy under noise).  ``quick`` shrinks
+    every budget for a smoke run."""
+    from qnas_hw.config import config_from_dict
+
+    return config_from_dict(
+        {
+            "seed": seed,
+            "data": {
+                "dataset": dataset,
+                "data_dir": data_dir,
+                "val_fraction": 0.1,
+                "limit_train": 500 if quick else 3000,
+            },
+            "model": {"frontend": "none"},
+            "space": {"embeddings": list(ENCODERS_4X4), "qubits": list(qubits), "layers": [1, 2 if quick else 4]},
+            "supercircuit": {"epochs": 1, "batch_size": 64, "lr": 0.05},
+            "search": {
+                "pop_size": 4 if quick else 10,
+                "generations": 2,
+                "objectives": ["val_error", "runtime_s"],
+                "accuracy": accuracy,
+                "shots": 1024,
+                "val_samples": 64 if quick else 256,
+            },
+            "hardware": {"backend": backend, "qubit_budget": max(qubits)},
+            "compute": {"threads": 1},
+        }
+    )
