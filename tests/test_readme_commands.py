@@ -82,6 +82,9 @@ def rule_for(args: list[str]) -> Rule | None:
     needs_account = any(a.startswith(("ibm:", "braket:", "ray://")) for a in rest)
     if cmd == "devices":
         return Rule("once", {"": 0})
+    if cmd == "calibrate" and _has(rest, "--from-study"):
+        # no state holds device jobs (the tiny search scores under noise): refused, naming why, writing nothing
+        return Rule("study", dict.fromkeys(STATES, 1), writes_nothing=True)
     if cmd == "calibrate":
         return Rule("once", {"": 0})
     if cmd == "search" and _has(rest, "--resume"):

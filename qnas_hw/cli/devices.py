@@ -121,18 +121,54 @@ def calibrate(
     progress: Annotated[
         bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr (on a terminal).")
     ] = True,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the design (or of a refit's held-out split).")] = 0,
+    from_study: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--from-study",
+            help="Refit on the jobs this study already ran on the backend (repeat for several studies); runs no job.",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="With --from-study: show the refit and write nothing.")
+    ] = False,
     verbose: common.Verbose = False,
 ) -> None:
-    """Measure runtimes on a backend and fit its cost model (written as calibration JSON)."""
+    """Measure runtimes on a backend and fit its cost model (written as calibration JSON).
+
+    With --from-study, fit the same model on the jobs a device-mode search,
+    hw-eval or predict already ran (their reported usage, no new job).
+    """
     common._setup_logging(verbose)
     with common._cli_errors(verbose):
+        if from_study:
+            _refit(backend, from_study, out=out, seed=seed, force=force, dry_run=dry_run, quick=quick)
+            return
+        if dry_run:
+            common._fail(
+                "--dry-run shows a refit (--from-study STUDY); a measured calibration has nothing to show before its "
+                "jobs run"
+            )
         from qnas_hw.hardware.calibrate import run_calibration, summary_lines
 
         with _calibration_steps(backend, bar=use_bars(progress)) as on_step:
             report_ = run_calibration(backend, out_path=out, seed=seed, quick=quick, force=force, on_step=on_step)
         for line in summary_lines(report_):
             common.out_console.print(line, highlight=False)
+
+
+def _refit(
+    backend: str, studies: list[Path], *, out: Path | None, seed: int, force: bool, dry_run: bool, quick: bool
+) -> None:
+    """``calibrate --from-study``: the refit's figures against the file it replaces; writes nothing on --dry-run."""
+    if quick:
+        common._fail("--quick sizes a measured design; a refit (--from-study) uses the studies' jobs, drop --quick")
+    from qnas_hw.hardware.calibrate import refit_summary_lines
+    from qnas_hw.search.refit import refit_from_studies
+
+    report_ = refit_from_studies(backend, studies, out, seed=seed, force=force, dry_run=dry_run)
+    for line in refit_summary_lines(report_):
+        common.out_console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 @contextmanager

@@ -182,6 +182,18 @@ def _run_hw_eval(
                 r.mitigation,
             )
         common.out_console.print(table)
+        _print_costs(report_)
     if json_out is not None:
         json_out.write_text(json.dumps(report_.to_dict(), indent=1, default=str) + "\n")
     return report_
+
+
+def _print_costs(report_: HardwareEvalReport) -> None:
+    """The run's jobs, predicted against reported (the report's figure), and the Braket Tracker's spend."""
+    if not report_.costs:
+        common.out_console.print(
+            "cost model against the provider: no job of this run reported a figure to compare", highlight=False
+        )
+    for comparison in report_.costs:
+        line = f"cost model against the provider: {comparison.line()}"
+        common.out_console.print(line, highlight=False, markup=False, soft_wrap=True)

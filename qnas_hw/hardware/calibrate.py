@@ -462,7 +462,18 @@ def _quality(y: np.ndarray, pred: np.ndarray, train: np.ndarray, held: np.ndarra
 def _fit_wall(backend: Backend, measured: list) -> tuple[CostModel, FitQuality, np.ndarray]:
     X = np.stack([w.wall_features() for _, w, _, _ in measured])
     y = np.array([s for _, _, s, _ in measured])
-    train, held = _split(measured, X, y)
+    train, _ = _split(measured, X, y)
+    return _wall_fit(backend, X, y, train, "NNLS on local wall-clock timings of this backend's submit()")
+
+
+def _wall_fit(
+    backend: Backend, X: np.ndarray, y: np.ndarray, train: np.ndarray, source: str
+) -> tuple[CostModel, FitQuality, np.ndarray]:
+    """The wall-clock model fitted on the ``train`` rows of ``X``/``y``; judged on the others.
+
+    One function for a measured design and for a refit on a study's jobs, so
+    both write the same model (the device prior of a snapshot kept beside it).
+    """
     coef = fit_nnls(X[train], y[train])
     pred = X @ coef
     wall = dict(zip(WALL_FEATURES, map(float, coef), strict=True))
@@ -477,12 +488,9 @@ def _fit_wall(backend: Backend, measured: list) -> tuple[CostModel, FitQuality, 
         device=base.device,
         wall=wall,
         rep_delay_s=backend.rep_delay_s,
-        provenance={
-            **base.provenance,
-            "wall_model": {"fitted": True, "source": "NNLS on local wall-clock timings of this backend's submit()"},
-        },
+        provenance={**base.provenance, "wall_model": {"fitted": True, "source": source}},
     )
-    return model, _quality(y, pred, train, held), pred
+    return model, _quality(y, pred, train, ~train), pred
 
 
 def _fit_device(backend: Backend, measured: list) -> tuple[CostModel, FitQuality, np.ndarray]:
@@ -494,24 +502,38 @@ def _fit_device(backend: Backend, measured: list) -> tuple[CostModel, FitQuality
     """
     X = np.stack([w.device_features(backend.rep_delay_s) for _, w, _, _ in measured])
     y = np.array([s for _, _, s, _ in measured])
-    train, held = _split(measured, X, y)
+    train, _ = _split(measured, X, y)
+    source = (
+        "NNLS on the QPU usage seconds IBM reported for the calibration jobs (RuntimeJobV2.metrics()['usage'], the "
+        f"figure job.usage() returns), {DEVICE_FEATURES_TEXT}"
+    )
+    return _device_fit(backend.name, backend.rep_delay_s, X, y, train, source)
+
+
+#: What the device coefficients multiply, said in every device fit's provenance.
+DEVICE_FEATURES_TEXT = (
+    "on the features jobs, circuits and executions x (scheduled duration + rep_delay + reset/init duration)"
+)
+
+
+def _device_fit(
+    backend_name: str, rep_delay_s: float, X: np.ndarray, y: np.ndarray, train: np.ndarray, source: str
+) -> tuple[CostModel, FitQuality, np.ndarray]:
+    """The device model fitted on the ``train`` rows of ``X``/``y`` (device features); judged on the others.
+
+    Takes the backend's name and rep delay rather than the backend, so a refit
+    of a cloud QPU from a study's ledger needs no connection to the provider.
+    """
     coef = fit_nnls(X[train], y[train])
     pred = X @ coef
     model = CostModel(
-        backend=backend.name,
+        backend=backend_name,
         timing_source="device",
         device=dict(zip(DEVICE_COEFFS, map(float, coef), strict=True)),
-        rep_delay_s=backend.rep_delay_s,
-        provenance={
-            "device_model": {
-                "fitted": True,
-                "source": "NNLS on the QPU usage seconds IBM reported for the calibration jobs (RuntimeJobV2.metrics()"
-                "['usage'], the figure job.usage() returns), on the features jobs, circuits and executions x "
-                "(scheduled duration + rep_delay + reset/init duration)",
-            }
-        },
+        rep_delay_s=rep_delay_s,
+        provenance={"device_model": {"fitted": True, "source": source}},
     )
-    return model, _quality(y, pred, train, held), pred
+    return model, _quality(y, pred, train, ~train), pred
 
 
 def summary_lines(report: CalibrationReport) -> list[str]:
@@ -543,4 +565,300 @@ def _previous_line(report: CalibrationReport) -> str:
     line = f"{verb} {prev.path}: old {fit_figures(prev.fit)}; new {fit_figures(report.fit)}"
     if not prev.replaces and is_worse(report.fit, prev.fit):
         line += f". The new fit is worse: delete {report.path} to use the shipped one again"
+    return line
+
+
+# ------------------------------------------------------------ refit on a study's own jobs
+#: What a job's reported seconds are: provider QPU usage (IBM), billed execution time (Braket), our wall clock.
+REPORTED_UNITS = {
+    "qpu": "QPU seconds the provider reported (IBM usage)",
+    "billed": "billed execution seconds the provider reported (Braket)",
+    "wall": "local wall-clock seconds, submission to result (a local simulation, not QPU time)",
+}
+#: Fraction of a refit's jobs held out to judge it (as in the measured design).
+HELDOUT_FRACTION = 0.3
+
+
+@dataclass(frozen=True)
+class MeasuredJob:
+    """One finished job as a refit reads it: what it ran (one workload per PUB, as priced) and what was reported.
+
+    Plain data, filled from a ledger row by :mod:`qnas_hw.jobs.usage`; the fit
+    knows nothing of ledgers or studies.  ``unit`` is one of
+    :data:`REPORTED_UNITS`; ``predicted_s`` is what the cost model of the day
+    predicted in that unit, where it had one.
+    """
+
+    key: str
+    backend: str
+    workloads: tuple[Workload, ...]
+    seconds: float
+    unit: str
+    finished_at: str
+    study: str = ""
+    batch: str = ""
+    provider_job_id: str | None = None
+    predicted_s: float | None = None
+
+    def device_features(self) -> np.ndarray:
+        """The job's device features: its PUBs' summed (one job, every PUB's circuits and executions)."""
+        return np.sum([w.device_features() for w in self.workloads], axis=0)
+
+    def wall_features(self) -> np.ndarray:
+        return np.sum([w.wall_features() for w in self.workloads], axis=0)
+
+
+class RefitError(CostModelError):
+    """The studies' jobs cannot be refitted as asked (none, too few, another backend): nothing was written."""
+
+
+def refit_kind(backend: Backend) -> tuple[str, tuple[str, ...]]:
+    """Which model a refit of ``backend`` fits, and which reported units it fits on: ``calibrate``'s own choice.
+
+    A cloud QPU's device model is fitted on provider-reported seconds; a local
+    simulator's (or a snapshot's) wall model on the local wall clock.
+    """
+    if backend.is_simulator:
+        return "wall_model", ("wall",)
+    return "device_model", ("qpu", "billed")
+
+
+def min_jobs(fit_of: str) -> int:
+    """Jobs a refit needs: twice the coefficients plus two, so both the fit and the held-out check have rows."""
+    coefficients = len(DEVICE_COEFFS) if fit_of == "device_model" else len(WALL_FEATURES)
+    return 2 * coefficients + 2
+
+
+def refit_split(X: np.ndarray, seed: int) -> np.ndarray:
+    """Training mask: about 70% of the jobs, always with each feature's smallest and largest job.
+
+    Held-out jobs then lie inside the range the fit saw, as the measured
+    design's held-out points do (they are drawn from the same ranges), so the
+    held-out error measures interpolation to unseen jobs, not extrapolation
+    from a training set that happened to miss the one long job.
+    """
+    n = len(X)
+    extremes = {int(i) for k in range(X.shape[1]) if np.ptp(X[:, k]) > 0 for i in (X[:, k].argmin(), X[:, k].argmax())}
+    rest = [int(i) for i in np.random.default_rng(seed).permutation(n) if int(i) not in extremes]
+    n_held = min(max(2, round(HELDOUT_FRACTION * n)), len(rest))
+    if n_held < 2:  # nearly every job is an extreme of some feature: hold out at random instead
+        rest = [int(i) for i in np.random.default_rng(seed).permutation(n)]
+        n_held = max(2, round(HELDOUT_FRACTION * n))
+    train = np.ones(n, dtype=bool)
+    train[rest[:n_held]] = False
+    return train
+
+
+@dataclass(frozen=True)
+class RefitReport:
+    """A refit on studies' jobs: the model, its held-out quality, the file it replaces, and whether it was written."""
+
+    backend: str
+    path: Path
+    fit: FitQuality
+    model: CostModel
+    jobs: list[MeasuredJob]
+    predicted: list[float]
+    heldout: list[bool]
+    previous: PreviousFit | None
+    written: bool
+    would_refuse: bool = False
+
+    @property
+    def fit_of(self) -> str:
+        return str(self.model.provenance["calibration"]["fit_of"])
+
+
+def check_refit_jobs(backend_name: str, fit_of: str, units: tuple[str, ...], jobs: list[MeasuredJob]) -> None:
+    """Refuse rows of another backend or unit, and too few rows, before anything is fitted or written."""
+    foreign = sorted({j.backend for j in jobs if j.backend != backend_name})
+    if foreign:
+        n = sum(j.backend != backend_name for j in jobs)
+        raise RefitError(
+            f"{plural(n, 'job')} of the rows to refit {backend_name} ran on {', '.join(foreign)}; a cost model is "
+            f"fitted on its own backend's jobs only: pass --backend {foreign[0]} to refit that one"
+        )
+    wrong = sorted({j.unit for j in jobs if j.unit not in units})
+    if wrong:
+        wanted = " or ".join(REPORTED_UNITS[u] for u in units)
+        raise RefitError(
+            f"the {fit_of.replace('_', ' ')} of {backend_name} is fitted on {wanted}, but some rows report "
+            f"{', '.join(wrong)}: they cannot be fitted together"
+        )
+    needed = min_jobs(fit_of)
+    if len(jobs) < needed:
+        n_coef = len(DEVICE_COEFFS) if fit_of == "device_model" else len(WALL_FEATURES)
+        raise RefitError(
+            f"{plural(len(jobs), 'finished job')} on {backend_name} can be refitted; a refit of the "
+            f"{fit_of.replace('_', ' ')} ({n_coef} coefficients) needs at least {needed}: run more jobs (a longer "
+            f"search, hw-eval) or measure a design with `qnas-hw calibrate --backend {backend_name}`"
+        )
+
+
+def refit_from_jobs(
+    backend: Backend,
+    jobs: list[MeasuredJob],
+    target_path: Path,
+    *,
+    studies: list[str],
+    seed: int = 0,
+    force: bool = False,
+    dry_run: bool = False,
+) -> RefitReport:
+    """Fit the model ``calibrate`` fits for ``backend`` on jobs already run (no new job); write it unless ``dry_run``.
+
+    The same NNLS, features and held-out judgement as a measured calibration
+    (:class:`FitQuality`), the same refusal of a fit worse than the file it
+    replaces (unless ``force``; the new fit kept as ``<file>.rejected``), and
+    the studies, job count and date range in the file's provenance.  A dry run
+    fits and reports but writes nothing, not even the ``.rejected`` file.
+    """
+    fit_of, units = refit_kind(backend)
+    check_refit_jobs(backend.name, fit_of, units, jobs)
+    if not dry_run:
+        check_writable(target_path)
+    jobs = sorted(jobs, key=lambda j: (j.key, j.study))  # by content, not finishing order: a reproducible split
+    previous = previous_fit(target_path, backend.name, force)
+    if fit_of == "device_model":
+        X = np.stack([j.device_features() for j in jobs])
+    else:
+        X = np.stack([j.wall_features() for j in jobs])
+    y = np.array([j.seconds for j in jobs])
+    train = refit_split(X, seed)
+    source = (
+        f"NNLS on the {REPORTED_UNITS[jobs[0].unit]} of {plural(len(jobs), 'job')} already run by the studies "
+        f"{', '.join(studies)} (qnas-hw calibrate --from-study), "
+        + (DEVICE_FEATURES_TEXT if fit_of == "device_model" else "on the wall features of each job's PUBs")
+    )
+    if fit_of == "device_model":
+        model, fit, pred = _device_fit(backend.name, _rep_delay(jobs), X, y, train, source)
+    else:
+        model, fit, pred = _wall_fit(backend, X, y, train, source)
+    created = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    provenance = _refit_provenance(backend.name, fit_of, created, seed, studies, jobs, pred, train)
+    model = replace(model, fit=fit, created=created, provenance={**model.provenance, "calibration": provenance})
+    report = RefitReport(
+        backend=backend.name,
+        path=target_path,
+        fit=fit,
+        model=model,
+        jobs=jobs,
+        predicted=[float(p) for p in pred],
+        heldout=[bool(not t) for t in train],
+        previous=previous,
+        written=False,
+    )
+    if dry_run:
+        worse = previous is not None and previous.replaces and not force and is_worse(fit, previous.fit)
+        return replace(report, would_refuse=worse)
+    with WriterLock(target_path, f"qnas-hw calibrate --backend {backend.name} --from-study"):
+        _refuse_if_worse(model, fit, previous, force)
+        model.save(target_path)
+    return replace(report, written=True)
+
+
+def check_writable(path: Path) -> None:
+    """Refuse, before fitting, a calibration file that cannot be written (a read-only place, a mistyped --out)."""
+    place = path.parent
+    while not place.exists() and place != place.parent:
+        place = place.parent
+    if not os.access(place, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise RefitError(
+            f"cannot write the calibration file {path}: {place} is read-only. Nothing was written; pass --out with "
+            "a file in a writable directory (or --dry-run to see the fit)"
+        )
+
+
+def _rep_delay(jobs: list[MeasuredJob]) -> float:
+    """The rep delay the jobs ran with (recorded per PUB at submission), so a cloud QPU need not be asked."""
+    delays = [w.rep_delay_s for j in jobs for w in j.workloads if w.rep_delay_s]
+    return float(statistics.median(delays)) if delays else 0.0
+
+
+def _refit_provenance(
+    backend_name: str,
+    fit_of: str,
+    created: str,
+    seed: int,
+    studies: list[str],
+    jobs: list[MeasuredJob],
+    pred: np.ndarray,
+    train: np.ndarray,
+) -> dict[str, Any]:
+    """Where a refit's numbers come from: the studies (jobs and dates of each), every job, the package versions."""
+    per_study = []
+    for study in studies:
+        mine = [j for j in jobs if j.study == study]
+        per_study.append(
+            {
+                "study": study,
+                "jobs": len(mine),
+                "first": min((j.finished_at for j in mine), default=None),
+                "last": max((j.finished_at for j in mine), default=None),
+                "batches": sorted({j.batch for j in mine}),
+            }
+        )
+    return {
+        "fit_of": fit_of,
+        "backend": backend_name,
+        "created": created,
+        "source": "studies",
+        "from_studies": per_study,
+        "jobs": len(jobs),
+        "date_range": [min(j.finished_at for j in jobs), max(j.finished_at for j in jobs)],
+        "reported_unit": jobs[0].unit,
+        "heldout_split": {"seed": seed, "fraction": HELDOUT_FRACTION, "extremes_in_training": True},
+        "versions": _versions(),
+        "python": platform.python_version(),
+        "points": [
+            {
+                "key": j.key,
+                "provider_job_id": j.provider_job_id,
+                "study": j.study,
+                "batch": j.batch,
+                "finished_at": j.finished_at,
+                "heldout": bool(not t),
+                "measured_s": j.seconds,
+                "predicted_s": float(p),
+                "predicted_at_submission_s": j.predicted_s,
+                "workloads": [w.to_dict() for w in j.workloads],
+            }
+            for j, p, t in zip(jobs, pred, train, strict=True)
+        ],
+    }
+
+
+def refit_summary_lines(report: RefitReport) -> list[str]:
+    """What a refit fitted, how well, against the file it replaces, and what was (not) written."""
+    prov = report.model.provenance["calibration"]
+    studies = "; ".join(
+        f"{s['study']}: {plural(s['jobs'], 'job')} ({s['first']} .. {s['last']})" for s in prov["from_studies"]
+    )
+    unit = REPORTED_UNITS[prov["reported_unit"]]
+    coef = report.model.device if report.fit_of == "device_model" else report.model.wall
+    lines = [
+        f"backend {report.backend}: refit of the {report.fit_of.replace('_', ' ')} on {plural(prov['jobs'], 'job')} "
+        f"already run ({unit})",
+        f"from {studies}",
+        f"fit: {fit_figures(report.fit)}",
+        "coefficients: " + ", ".join(f"{k} {v:.6g}" for k, v in (coef or {}).items()),
+        _refit_previous_line(report),
+    ]
+    if report.written:
+        lines.append(f"wrote {report.path}")
+    elif report.would_refuse:
+        lines.append(f"dry run: nothing written; {report.path} would be kept (the new fit is worse; --force replaces)")
+    else:
+        lines.append(f"dry run: nothing written; would write {report.path}")
+    return lines
+
+
+def _refit_previous_line(report: RefitReport) -> str:
+    prev = report.previous
+    if prev is None:
+        return "previous fit: none (no file replaced or overridden)"
+    verb = "replaces" if prev.replaces else "overrides the shipped"
+    line = f"{verb} {prev.path}: old {fit_figures(prev.fit)}; new {fit_figures(report.fit)}"
+    if is_worse(report.fit, prev.fit):
+        line += " (the new fit is worse)"
     return line

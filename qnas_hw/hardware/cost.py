@@ -139,6 +139,19 @@ class Workload:
         """PUBs (distinct circuits) executed: one per provider task, else one per job."""
         return self.tasks if self.tasks is not None else self.jobs
 
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as plain JSON numbers (what a ledger row keeps of what its job was priced on)."""
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Workload:
+        """A workload read back from :meth:`to_dict`; unknown keys (a newer writer's) are ignored."""
+        names = cls.__dataclass_fields__
+        missing = [k for k in ("jobs", "circuits", "shots", "n_gates", "width") if k not in data]
+        if missing:
+            raise CostModelError(f"workload {data!r} lacks {missing}; it cannot be priced or fitted")
+        return cls(**{k: v for k, v in data.items() if k in names})
+
     def device_features(self, rep_delay_fallback: float = 0.0) -> np.ndarray:
         """``[jobs, circuits, executions x (duration + rep_delay + init)]``: what the device coefficients multiply.
 
@@ -482,29 +495,42 @@ def estimate_job_cost(
     if shots <= 0 or n_jobs <= 0:
         raise ValueError(f"shots and n_jobs must be positive, got shots={shots}, n_jobs={n_jobs}")
     model = cost_model or CostModel.for_backend(backend)
-    init_s = init_duration_s(backend)
-    seconds = 0.0
-    total_shots = 0
-    for k, item in enumerate(transpiled_circuits):
-        circ = item.circuit if isinstance(item, SamplerPub) else item
-        item_shots = item.shots_or(shots) if isinstance(item, SamplerPub) else shots
-        rows = item.rows if isinstance(item, SamplerPub) else 1
-        n1, n2 = gate_counts(circ)
-        work = Workload(
-            jobs=1 if k < n_jobs else 0,
-            circuits=rows,
-            tasks=1,  # each item is one PUB
-            shots=item_shots,
-            n_gates=n1 + n2,
-            width=len(active_qubits(circ)),
-            duration_s=backend.scheduled_duration(circ),
-            rep_delay_s=backend.rep_delay_s,
-            init_s=init_s,
-        )
-        seconds += model.predict(work)
-        total_shots += rows * item_shots
+    works = pub_workloads(backend, transpiled_circuits, shots, n_jobs)
+    seconds = sum(model.predict(w) for w in works)
+    total_shots = sum(w.shots_total for w in works)
     tasks = len(transpiled_circuits)
     return CostEstimate(seconds, dollars_for(backend, tasks, total_shots), total_shots, model.timing_source)
+
+
+def pub_workloads(
+    backend: Backend, transpiled_circuits: Sequence[QuantumCircuit | SamplerPub], shots: int, n_jobs: int = 1
+) -> list[Workload]:
+    """One :class:`Workload` per PUB, as the cost model prices it: the first ``n_jobs`` PUBs carry a job each.
+
+    Kept apart from :func:`estimate_job_cost` so the ledger can store exactly
+    what a job was priced on (``Workload.to_dict`` per PUB), and a refit on
+    reported usage (``qnas-hw calibrate --from-study``) sees the same features
+    the prediction used.
+    """
+    init_s = init_duration_s(backend)
+    works = []
+    for k, item in enumerate(transpiled_circuits):
+        circ = item.circuit if isinstance(item, SamplerPub) else item
+        n1, n2 = gate_counts(circ)
+        works.append(
+            Workload(
+                jobs=1 if k < n_jobs else 0,
+                circuits=item.rows if isinstance(item, SamplerPub) else 1,
+                tasks=1,  # each item is one PUB
+                shots=item.shots_or(shots) if isinstance(item, SamplerPub) else shots,
+                n_gates=n1 + n2,
+                width=len(active_qubits(circ)),
+                duration_s=backend.scheduled_duration(circ),
+                rep_delay_s=backend.rep_delay_s,
+                init_s=init_s,
+            )
+        )
+    return works
 
 
 # ------------------------------------------------------------ objective

@@ -56,6 +56,7 @@ from tenacity import (
 
 from qnas_hw.hardware.backends.base import Backend, BackendError, JobHandle, JobState, JobTiming, SamplerPub
 from qnas_hw.jobs.ledger import JobLedger, JobRecord, LedgerError, LedgerState, idempotency_key
+from qnas_hw.jobs.usage import reported_cost
 
 log = logging.getLogger(__name__)
 
@@ -368,12 +369,13 @@ class RetryPolicy:
     poll_interval_s: float = 0.05
     timeout_s: float = 600.0  # per job, from submission (or re-attach) to result
     call_timeout_s: float = 120.0  # one blocking provider call
+    usage_wait_s: float = 120.0  # a paid job's usage still "pending" at the provider: ask again for this long
 
     def __post_init__(self) -> None:
         for name in ("max_attempts", "call_attempts"):
             if getattr(self, name) < 1:
                 raise ValueError(f"RetryPolicy.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("backoff_s", "backoff_max_s", "poll_interval_s", "timeout_s", "call_timeout_s"):
+        for name in ("backoff_s", "backoff_max_s", "poll_interval_s", "timeout_s", "call_timeout_s", "usage_wait_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"RetryPolicy.{name} must be >= 0, got {getattr(self, name)}")
 
@@ -677,7 +679,7 @@ class AsyncExecutor:
         try:
             await self._wait(handle, spec, key)
             counts = await self._call(handle.counts, what="result")
-            timing = await self._call(handle.timing, what="timing")
+            timing = await self._final_usage(handle, await self._call(handle.timing, what="timing"))
         except (JobFailedAtProvider, JobTimedOut) as exc:
             rec = self.ledger.get(key)
             self.ledger.mark_job_error(key, rec.submissions if rec else 0, job_id, describe_error(exc))
@@ -701,7 +703,13 @@ class AsyncExecutor:
         _check_counts(counts, spec, job_id)
         rec = self.ledger.get(key)
         submissions = rec.submissions if rec else 0
-        result = {"counts": counts, "timing": _timing_dict(timing), "provider_job_id": job_id}
+        result = {
+            "counts": counts,
+            "timing": _timing_dict(timing),
+            "provider_job_id": job_id,
+            # the provider's own figure, marked with what it is, beside the prediction in the row's meta
+            "reported": reported_cost(timing, simulator=self.backend.is_simulator),
+        }
         self.ledger.mark_done(key, result)
         return JobOutcome(
             key=key,
@@ -713,6 +721,24 @@ class AsyncExecutor:
             quantum_seconds=timing.quantum_seconds,
             wall_seconds=timing.wall_seconds,
         )
+
+    async def _final_usage(self, handle: JobHandle, timing: JobTiming) -> JobTiming:
+        """A paid job's timing once the provider's usage is final: IBM computes it after the job ends (``pending``).
+
+        Asked again every poll interval for at most ``usage_wait_s``, so the
+        ledger keeps the figure the job is billed at rather than none; past
+        that the row is stored without it (the counts are never held back).
+        """
+        deadline = time.monotonic() + self.policy.usage_wait_s
+        while (
+            not self.backend.is_simulator
+            and timing.quantum_seconds is None
+            and timing.extra.get("usage_source") == "pending"
+            and time.monotonic() < deadline
+        ):
+            await asyncio.sleep(self.policy.poll_interval_s)
+            timing = await self._call(handle.timing, what="timing")
+        return timing
 
     async def _wait(self, handle: JobHandle, spec: JobSpec, key: str | None = None) -> None:
         """Poll until the job is final; a timeout on a paid backend leaves the job to ``--resume``."""

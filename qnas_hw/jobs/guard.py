@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from qnas_hw.hardware.backends.base import Backend
-from qnas_hw.hardware.cost import CostModel, dollars_for, estimate_job_cost
+from qnas_hw.hardware.cost import CostModel, dollars_for, estimate_job_cost, pub_workloads
 from qnas_hw.jobs.executor import JobSpec
 from qnas_hw.text import plural
 
@@ -160,13 +160,31 @@ def _device_usd(backend: Backend, tasks: int, shots: int, seconds: float, timing
     return None
 
 
-def price_job(backend: Backend, spec: JobSpec, cost_model: CostModel | None = None) -> dict[str, float]:
-    """One job's predicted seconds, billed dollars and shots (stored in its ledger meta: what it spends)."""
+def price_job(backend: Backend, spec: JobSpec, cost_model: CostModel | None = None) -> dict[str, Any]:
+    """One job's predicted seconds, billed dollars and shots (stored in its ledger meta: what it spends).
+
+    ``cost`` keeps what the prediction was made from: each PUB's workload
+    (circuits, shots, scheduled duration, rep delay, reset) and the model's
+    seconds in both currencies it has (device QPU seconds, local wall
+    seconds), so the job's reported usage can later be set against it and
+    refitted on (``qnas-hw calibrate --from-study``) without re-transpiling.
+    """
     model = cost_model or CostModel.for_backend(backend)
-    est = estimate_job_cost(backend, list(spec.pubs), spec.shots, n_jobs=1, cost_model=model)
-    device_usd = _device_usd(backend, len(spec.pubs), est.shots, est.seconds, model.timing_source)
+    works = pub_workloads(backend, list(spec.pubs), spec.shots, n_jobs=1)  # what estimate_job_cost prices
+    seconds = float(sum(model.predict(w) for w in works))
+    shots = sum(w.shots_total for w in works)
+    device_usd = _device_usd(backend, len(spec.pubs), shots, seconds, model.timing_source)
     billed = (device_usd or 0.0) if not backend.is_simulator else 0.0
-    return {"pred_seconds": float(est.seconds), "pred_usd": float(billed), "pred_shots": float(est.shots)}
+    cost = {
+        "workloads": [w.to_dict() for w in works],
+        "timing_source": model.timing_source,
+        "model": model.key(),
+        "fitted_file": model.path.name if model.path else None,
+        "pred_device_s": float(sum(map(model.predict_device, works))) if model.device is not None else None,
+        "pred_wall_s": float(sum(map(model.predict_wall, works))) if model.wall is not None else None,
+        "pred_device_usd": device_usd,
+    }
+    return {"pred_seconds": seconds, "pred_usd": float(billed), "pred_shots": float(shots), "cost": cost}
 
 
 def plan_spend(

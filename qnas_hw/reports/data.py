@@ -43,6 +43,8 @@ from typing import Any
 
 import numpy as np
 
+from qnas_hw.jobs.ledger import JobLedger
+from qnas_hw.jobs.usage import CostComparison, compare_costs, job_costs
 from qnas_hw.model.space import Architecture
 from qnas_hw.search.fronts import latest_per_arch, preference, study_front
 from qnas_hw.search.pareto import (
@@ -119,6 +121,9 @@ class ReportData:
     #: how the SuperCircuit trained (``proxy``, ``trained``, ``epochs``, ``final_loss``, ``chance_loss``); empty
     #: for studies that did not record it
     supercircuit: dict[str, Any] = field(default_factory=dict)
+    #: the study's device jobs, predicted against reported (per backend and unit; Braket Tracker dollars), see
+    #: :func:`study_job_costs`; empty for a study that ran no device job
+    job_costs: list[CostComparison] = field(default_factory=list)
 
     @property
     def proxy(self) -> str:
@@ -727,7 +732,21 @@ def study_report_data(study: Study) -> ReportData:
         box=HypervolumeBox.from_dict(stored) if stored is not None else None,
     )
     data.supercircuit = dict((study.meta_json("supercircuit") or {}).get("training") or {})
+    data.job_costs = study_job_costs(study)
     return data
+
+
+def study_job_costs(study: Study) -> list[CostComparison]:
+    """Every finished device job of the study (search, hw-eval, predict), predicted against reported.
+
+    Read-only, as the hardware results are: a study that never ran a job
+    reads as an empty ledger, and reporting adds no table to it.
+    """
+    ledger = JobLedger(study, read_only=True)
+    try:
+        return compare_costs(job_costs(ledger))
+    finally:
+        ledger.close()
 
 
 def val_error_se(c: CandidateRecord) -> float | None:

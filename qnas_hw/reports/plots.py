@@ -326,6 +326,81 @@ def _draw_hypervolume(fig: Any, data: ReportData) -> None:
     ax.grid(alpha=0.3)
 
 
+#: File name of the predicted-against-reported plot (report.json's ``job_costs``, summary.md's section).
+JOB_COST_PNG = "job_cost_predicted_vs_reported.png"
+#: Colour per origin of a job (the ledger batch's first word), so search and hw-eval jobs are told apart.
+_ORIGIN_COLOURS = {"search": "tab:blue", "hw-eval": "tab:orange", "predict": "tab:green"}
+
+
+def job_cost_figure(data: ReportData) -> Any:
+    """Per job: the cost model's prediction (x) against the provider's figure (y), one panel per backend and unit.
+
+    Points on the dashed diagonal were predicted exactly; above it the bill
+    was higher than predicted.  The dotted lines mark +-25%, the panel title
+    gives the jobs' MAPE, and the colours the job's origin (search, hw-eval,
+    predict).  Axes are logarithmic when a panel's figures span over 20x.
+    """
+    n = len(data.job_costs)
+    fig, _ = _pyplot().subplots(1, n, figsize=(max(SIZE_2D[0], 5.2 * n), SIZE_2D[1]), dpi=DPI, squeeze=False)
+    return _built(_draw_job_costs, fig, data)
+
+
+def _draw_job_costs(fig: Any, data: ReportData) -> None:
+    for ax, c in zip(fig.axes, data.job_costs, strict=True):
+        pred, rep = c.predicted, c.reported
+        origins = [j.batch.split("|", 1)[0] for j in c.jobs]
+        for origin in sorted(set(origins)):
+            mask = np.array([o == origin for o in origins])
+            colour = _ORIGIN_COLOURS.get(origin, "tab:gray")
+            ax.scatter(pred[mask], rep[mask], s=28, c=colour, alpha=0.75, edgecolors="black", linewidths=0.4,
+                       label=f"{origin} jobs ({int(mask.sum())})", zorder=3)  # fmt: skip
+        both = np.concatenate([pred[pred > 0], rep[rep > 0]])
+        low, high = float(both.min()), float(both.max())
+        log = high / low > 20
+        lo, hi = (low / 1.5, high * 1.5) if log else (0.0, high * 1.1)
+        line = np.array([max(lo, 1e-12), hi])
+        ax.plot(line, line, "k--", lw=1.2, label="reported = predicted", zorder=2)
+        for f, label in ((1.25, "+-25%"), (0.75, None)):
+            ax.plot(line, f * line, color="gray", ls=":", lw=1.0, label=label, zorder=1)
+        if log:
+            _plain_log_axes(ax)
+        ax.set_xlim(lo if not log else line[0], hi)
+        ax.set_ylim(lo if not log else line[0], hi)
+        money = c.unit == "usd"
+        unit = "USD (Braket Tracker)" if money else _UNIT_AXIS[c.unit]
+        ax.set_xlabel(f"predicted by the cost model at submission, {unit}")
+        ax.set_ylabel(f"reported for the job, {unit}")
+        ratio = float(np.median(rep / pred))
+        ax.set_title(
+            f"{c.backend}: {plural(len(c.jobs), 'job')}, MAPE {100 * c.mape:.1f}%; reported = {ratio:.2g} x predicted "
+            "(median)",
+            fontsize=10,
+        )
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(loc="best", fontsize=8, framealpha=0.9)
+    # the panels name their backends: a study's jobs may have run on another backend than its search (hw-eval)
+    fig.suptitle("Job cost: the cost model's prediction against the provider's figure, per job")
+
+
+def _plain_log_axes(ax: Any) -> None:
+    """Log scales labelled 3, 10, 40 rather than 3x10^0, 10^1, 4x10^1: seconds and dollars read at a glance."""
+    from matplotlib.ticker import FuncFormatter
+
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    for axis, scale in ((ax.xaxis, ax.set_xscale), (ax.yaxis, ax.set_yscale)):
+        scale("log")
+        axis.set_major_formatter(plain)
+        axis.set_minor_formatter(plain)
+
+
+#: Axis units of the predicted-against-reported plot, per reported unit.
+_UNIT_AXIS = {
+    "qpu": "QPU seconds (provider usage)",
+    "billed": "billed seconds (provider)",
+    "wall": "wall seconds (local run, not QPU time)",
+}
+
+
 def _built(draw: Any, fig: Any, *args: Any) -> Any:
     """Run ``draw(fig, *args)``; a drawing error closes the figure instead of leaking it into pyplot's registry."""
     try:
@@ -362,4 +437,6 @@ def write_plots(data: ReportData, out: Path) -> list[Path]:
             plots.append(_save(front_figure_3d(data), out / "front_3d.png"))
     if data.hypervolumes:
         plots.append(_save(hypervolume_figure(data), out / "hypervolume.png"))
+    if data.job_costs:
+        plots.append(_save(job_cost_figure(data), out / JOB_COST_PNG))
     return plots

@@ -24,9 +24,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich import box
 from rich.table import Table
 
+from qnas_hw.jobs.usage import UNIT_TEXT
 from qnas_hw.model.circuits import PRODUCT_STATE
 from qnas_hw.model.space import GENES
 from qnas_hw.reports.data import (
@@ -274,6 +276,7 @@ def report_json(data: ReportData) -> dict[str, Any]:
         "constraint_violations": data.violations,
         "hypervolume": [{"generation": generation_number(g), "hypervolume": hv} for g, hv in data.hypervolumes],
         "hardware_backends": data.hw_backends,
+        "job_costs": [c.to_dict() for c in data.job_costs],
         "knee": pick(data.knee),
         "most_accurate": pick(data.most_accurate),
         "front": [_json_candidate(data, i) for i in data.front],
@@ -327,6 +330,37 @@ def _hardware_section(data: ReportData) -> list[str]:
                 f"| `{_md_cell(arch)}` | {on_front} | {backend} | {r.get('n_samples', '-')} "
                 f"| {pct(r.get('simulator_accuracy'))} | {pct(r.get('accuracy'))} | {r.get('shots', '-')} | {secs} |"
             )
+    return lines
+
+
+def _job_cost_section(data: ReportData) -> list[str]:
+    """Each backend's jobs, cost model against the provider's figure (the plot's numbers); none: no section."""
+    if not data.job_costs:
+        return []
+    lines = [
+        "",
+        "## Job cost: predicted against reported",
+        "",
+        "Each device job's cost as the cost model predicted it at submission against what the provider reported "
+        "when it ended: QPU usage seconds (IBM), billed seconds and the Braket Tracker's dollars (Braket), or the "
+        "local wall clock for simulators and fake backends run locally. MAPE: mean absolute percentage error per "
+        "job. Every job is listed in report.json (`job_costs`); `qnas-hw calibrate --backend B --from-study "
+        "<this study>` refits the model on them.",
+        "",
+        "| backend | reported | jobs | predicted total | reported total | MAPE | worst job |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    for c in data.job_costs:
+        money = c.unit == "usd"
+        fmt = (lambda v: f"${v:.2f}") if money else (lambda v: f"{v:.2f} s")
+        errors = np.abs(c.predicted - c.reported) / c.reported
+        worst = c.jobs[int(np.argmax(errors))]
+        missing = f" (+{c.missing} without both)" if c.missing else ""
+        lines.append(
+            f"| {c.backend} | {'Braket Tracker spend' if money else UNIT_TEXT[c.unit]} | {len(c.jobs)}{missing} "
+            f"| {fmt(float(c.predicted.sum()))} | {fmt(float(c.reported.sum()))} | {100 * c.mape:.1f}% "
+            f"| `{_md_cell(worst.label or worst.key[:12])}` {100 * float(errors.max()):.0f}% off |"
+        )
     return lines
 
 
@@ -449,6 +483,7 @@ def summary_markdown(data: ReportData, files: Sequence[Path] = ()) -> str:
     else:
         lines.append("no generations recorded")
     lines += _hardware_section(data)
+    lines += _job_cost_section(data)
     lines += ["", "## Study configuration", "", "```json", json.dumps(data.config, indent=2, default=str), "```"]
     if files:
         lines += ["", "## Files", ""] + [f"- `{p.name}`" for p in files]

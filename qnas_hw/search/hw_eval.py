@@ -36,8 +36,9 @@ from qnas_hw.hardware.cost import CostModel
 from qnas_hw.hardware.execution import ProgramBuilder, z_from_distributions
 from qnas_hw.hardware.transpilation import Transpiler
 from qnas_hw.jobs.executor import AsyncExecutor, JobProgress, JobSpec, RetryPolicy, StopRequest
-from qnas_hw.jobs.guard import Budget, BudgetExceeded, SpendPlan, check_budget, plan_spend
+from qnas_hw.jobs.guard import Budget, BudgetExceeded, SpendPlan, check_budget, plan_spend, price_job
 from qnas_hw.jobs.ledger import JobLedger, LedgerState
+from qnas_hw.jobs.usage import CostComparison, compare_costs, job_costs
 from qnas_hw.model.space import Architecture
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,8 @@ class HardwareEvalReport:
     results: list[CandidateHardwareResult]
     dry_run: bool
     refusal: str | None = None  # dry run: what the guard would refuse, if anything
+    #: the batch's jobs, predicted against reported (seconds per unit, Braket Tracker dollars): see jobs.usage
+    costs: list[CostComparison] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -135,6 +138,7 @@ class HardwareEvalReport:
             "refusal": self.refusal,
             "plan": self.plan.to_dict(),
             "results": [r.to_dict() for r in self.results],
+            "job_costs": [c.to_dict() for c in self.costs],
         }
 
 
@@ -281,6 +285,9 @@ def evaluate_on_backend(
     check_budget(plan)
     executor = command_executor(backend, ledger, settings, batch, on_progress=on_progress, stop=stop)
     all_specs = [s for specs in groups.values() for s in specs]
+    model = cost_model or CostModel.for_backend(backend)
+    for spec in all_specs:  # what each job is predicted to cost, and on what, kept with it in the ledger
+        spec.meta.update(price_job(backend, spec, model))
     outcomes = {o.key: o for o in executor.run_sync(all_specs)}
     # per-candidate predictions cover all its jobs (the plan above only prices what is left to run)
     full = plan_spend(backend, groups, cost_model=cost_model) if done else plan
@@ -291,7 +298,8 @@ def evaluate_on_backend(
         acc, details = scorer.finish(p, outcomes, mitigators)
         results.append(_result(p, acc, details, X_t, y_np, plan_by_label[p.arch.canonical()], plan, backend))
     store_results(ledger, batch, results)
-    return HardwareEvalReport(backend.name, batch, plan, results, dry_run=False)
+    costs = compare_costs(job_costs(ledger, backend.name, [batch]))
+    return HardwareEvalReport(backend.name, batch, plan, results, dry_run=False, costs=costs)
 
 
 def _result(

@@ -21,8 +21,9 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -388,6 +389,37 @@ def tracker_usd(tracker: Any) -> float | None:
         return None
 
 
+#: key of ``JobTiming.extra`` holding the billed execution seconds Braket reported for the job's tasks (simulator
+#: tasks only: QPU tasks are billed per task and per shot, and report none)
+BILLED_SECONDS = "billed_seconds"
+
+
+def tracker_billed_seconds(tracker: Any) -> float | None:
+    """Billed execution seconds of the tasks ``tracker`` heard complete, or None when none reported a duration."""
+    if tracker is None:
+        return None
+    try:
+        stats = tracker.quantum_tasks_statistics()
+    except Exception as exc:  # a stand-in or an SDK without statistics: the counts do not depend on it
+        log.debug("braket Tracker has no task statistics: %s", exc)
+        return None
+    billed = [s["billed_execution_duration"] for s in stats.values() if "billed_execution_duration" in s]
+    return float(sum(d.total_seconds() for d in billed)) if billed else None
+
+
+@contextmanager
+def _hearing(tracker: Any) -> Iterator[None]:
+    """The tracker registered while results download: Braket announces a task's (billed) duration only then."""
+    if tracker is None:
+        yield
+        return
+    tracker.start()
+    try:
+        yield
+    finally:
+        tracker.stop()
+
+
 class BraketCloudJob(JobHandle):
     """One AwsQuantumTask (program set) per PUB; the job id is the comma-joined task ARNs.
 
@@ -421,7 +453,8 @@ class BraketCloudJob(JobHandle):
                 "a re-attached Braket job cannot map bits back to qiskit clbits without its circuits; "
                 "re-attach through the ledger, which stores the submitted PUBs"
             )
-        return [_counts_from_result(t.result(), p) for t, p in zip(self._tasks, self._programs, strict=True)]
+        with _hearing(self._tracker):
+            return [_counts_from_result(t.result(), p) for t, p in zip(self._tasks, self._programs, strict=True)]
 
     def timing(self) -> JobTiming:
         extra: dict[str, Any] = {}
@@ -429,6 +462,7 @@ class BraketCloudJob(JobHandle):
             meta = t.metadata()
             extra[t.id] = {k: str(meta.get(k)) for k in ("createdAt", "endedAt", "shots", "status")}
         extra[TRACKER_USD] = tracker_usd(self._tracker)
+        extra[BILLED_SECONDS] = tracker_billed_seconds(self._tracker)
         return JobTiming(quantum_seconds=None, wall_seconds=None, extra=extra)
 
     def cancel(self) -> None:
