@@ -369,12 +369,15 @@ def main() -> None:
                 else:
                     found = search(config, mode, work / f"{bench}-{mode}-{seed}", args.search_seconds, cap)
                 base = {k: v for k, v in found.items() if k not in ("picks", "box", "embeddings_on_front")}
+                tested: dict[str, dict[str, Any]] = {}  # picks of one search are often one architecture: test it once
                 for pick, arch in found["picks"].items():
-                    r = (
-                        classical_ablation(config, seed, epochs, args.test_samples)
-                        if mode == "classical"
-                        else retrain_and_test(config, arch, seed, epochs, args.test_samples)
-                    )
+                    if arch not in tested:
+                        tested[arch] = (
+                            classical_ablation(config, seed, epochs, args.test_samples)
+                            if mode == "classical"
+                            else retrain_and_test(config, arch, seed, epochs, args.test_samples)
+                        )
+                    r = tested[arch]
                     row = {
                         "benchmark": bench,
                         "dataset": b["dataset"],
