@@ -43,22 +43,68 @@ def _pct(mean: float, ci: float | None) -> str:
     return f"{100 * mean:.1f} ± {100 * ci:.1f}"
 
 
+def _pts_ci(mean: float, ci: list[float] | None) -> str:
+    """A paired difference in points with its interval, bold when the interval excludes 0."""
+    if ci is None:
+        return f"{100 * mean:+.1f} (one seed)"
+    text = f"{100 * mean:+.1f} [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]"
+    return f"**{text}**" if ci[0] > 0 or ci[1] < 0 else text
+
+
 def noise_aware(doc: dict[str, Any]) -> str:
+    """Each search's picks tested once under noise; paired comparisons and hypervolume where the run has them."""
     lines = [
-        "| data set | device | search | pick | test acc. under noise (%) | ideal (%) | seeds | qubits | 2q gates "
-        "| search s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| data set | device | search | pick | test acc. under noise (%) | ideal (%) | seeds | product states "
+        "| qubits | 2q gates | search s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in doc["rows"]:
+        product = r.get("product_states")
+        product_cell = "–" if product is None or r["mode"] == "classical" else f"{product} of {len(r['seeds'])}"
         lines.append(
             f"| {r['dataset']} | {r['backend']} | {r['mode']} | {r['pick']} | "
             f"{_pct(r['test_acc_noisy_mean'], r['test_acc_noisy_ci95'])} | "
             f"{_pct(r['test_acc_ideal_mean'], r['test_acc_ideal_ci95'])} | {len(r['seeds'])} | "
+            f"{product_cell} | "
             f"{', '.join(str(q) for q in r['qubits'])} | {', '.join(str(g) for g in r['n_2q'])} | "
             f"{r['search_seconds']:.0f} |"
         )
-    state = "complete" if doc.get("complete", True) else "stopped before the end: the rows above are what it measured"
+    comparisons = doc.get("comparisons") or []
+    if comparisons:
+        lines += [
+            "",
+            "| data set | device | pick | noisy − other (points of noisy test accuracy), paired by seed | seeds |",
+            "|---|---|---|---|---|",
+        ]
+        for c in comparisons:
+            lines.append(
+                f"| {c['dataset']} | {c['backend']} | {c['pick']} | noisy − {c['b']}: "
+                f"{_pts_ci(c['diff_mean'], c['diff_ci95'])} | {len(c['seeds'])} |"
+            )
+    hv = doc.get("hypervolume") or []
+    if hv:
+        lines += [
+            "",
+            "| benchmark | search | hypervolume (the study's fixed box), mean ± 95% CI | seeds |",
+            "|---|---|---|---|",
+        ]
+        for h in hv:
+            ci = h["hypervolume_ci95"]
+            lines.append(
+                f"| {h['benchmark']} | {h['mode']} | {h['hypervolume_mean']:.4f}"
+                f"{'' if ci is None or math.isnan(ci) else f' ± {ci:.4f}'} | {h['seeds']} |"
+            )
+    budget = doc.get("budget") or {}
     lines.append("")
+    if budget:
+        parts = [
+            f"{name}: {b['space_size']:,} architectures, at most {b['max_evaluations']} evaluated per search, "
+            f"{b['cpu_seconds']:.0f} CPU s per search"
+            for name, b in budget.items()
+        ]
+        lines.append("Budget, the same for every search method: " + "; ".join(parts) + ".")
+        lines.append("")
+    state = "complete" if doc.get("complete", True) else "stopped before the end: the rows above are what it measured"
     lines.append(f"Run: `{doc['command']}` at `{doc['commit'][:7]}`, {doc['seconds'] / 60:.0f} min, {state}.")
     return "\n".join(lines)
 
@@ -281,15 +327,16 @@ def proxy_quality(doc: dict[str, Any]) -> str:
 def supercircuit_quality(doc: dict[str, Any]) -> str:
     """SuperCircuit training variants: final loss against chance, the largest subcircuit, and ranking."""
     lines = [
-        "| set | what varies | sharing | sampling | epochs | final loss / ln C | largest: inherited vs alone | "
-        "inherited tau | inherited+1 tau |",
+        "| set | what varies | sharing | sampling | epochs (batch, steps) | final loss / ln C | "
+        "largest: inherited vs alone | inherited tau | inherited+1 tau |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in doc["rows"]:
         tau = f"{r['inherited_tau']:+.2f}" if "inherited_tau" in r else "–"
         tau1 = f"{r['inherited+1_tau']:+.2f}" if "inherited+1_tau" in r else "–"
+        steps = f" ({r['batch_size']}, {r['steps']:,})" if "steps" in r else ""
         lines.append(
-            f"| {r['set']} | {r['varies']} | {r['sharing']} | {r['sampling']} | {r['epochs']} | "
+            f"| {r['set']} | {r['varies']} | {r['sharing']} | {r['sampling']} | {r['epochs']}{steps} | "
             f"{r['final_loss']:.3f} / {r['chance_loss']:.3f} = {r['loss_ratio']:.2f} | "
             f"{100 * r['largest_inherited_acc']:.1f}% vs {100 * r['largest_alone_acc']:.1f}% | {tau} | {tau1} |"
         )
@@ -568,7 +615,12 @@ def recorded_load(doc: dict[str, Any]) -> tuple[float | None, int | None]:
 def load_note(doc: dict[str, Any]) -> str:
     """The sentence a table's timings get when they were taken on a loaded machine (load above the cores)."""
     load, cores = recorded_load(doc)
-    if load is None or cores is None or load <= cores:
+    if load is None:
+        return (
+            "\n\nThe load before timing was not recorded (a run older than that record): its seconds may include "
+            "other jobs' contention."
+        )
+    if cores is None or load <= cores:
         return ""
     return (
         f"\n\nTimed on a loaded machine (load average {load:.1f} on {cores} cores before timing): its seconds are "
@@ -585,6 +637,7 @@ TABLES: dict[str, Callable[[dict[str, Any]], str]] = {
     "proxy_quality": proxy_quality,
     "supercircuit_quality": supercircuit_quality,
     "noise_aware": noise_aware,
+    "noise_aware_inherited": noise_aware,  # the earlier campaign (inherited proxy), kept beside the current one
     "noise_aware_fashion4": noise_aware,
     "search_quality": search_quality,
     "default_job": default_job,
@@ -618,7 +671,9 @@ def loaded_tables(readme: str) -> list[str]:
         path = RESULTS / f"{name}.json"
         if f"<!-- table:{name} -->" in readme and path.is_file():
             load, cores = recorded_load(json.loads(path.read_text()))
-            if load is not None and cores is not None and load > cores:
+            if load is None:
+                out.append(f"warning: {name} recorded no load before timing (labelled as unknown)")
+            elif cores is not None and load > cores:
                 out.append(f"warning: {name} was timed at load {load:.1f} on {cores} cores (labelled as loaded)")
     return out
 

@@ -163,6 +163,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--narrow", default="everything", help=f"comma-separated, of {', '.join(NARROW)}")
     p.add_argument("--epochs", type=int, default=None, help="SuperCircuit epochs (default: the set's config)")
     p.add_argument("--lr", type=float, default=None)
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="SuperCircuit batch (default: the set's); more steps per epoch"
+    )
     p.add_argument("--ranking", action="store_true", help="also rank proxy_quality.json's architectures")
     p.add_argument("--truth", default="benchmarks/results/proxy_quality.json")
     p.add_argument("--data-dir", default=None)
@@ -194,6 +197,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     wb = Workbench(args.set, cfg, 1000)
     epochs = args.epochs if args.epochs is not None else cfg.supercircuit.epochs
     lr = args.lr if args.lr is not None else float(cfg.supercircuit.lr)
+    if args.batch_size is not None:
+        wb.batch = int(args.batch_size)  # the SuperCircuit's, the alone baseline's and inherited+1's fine-tune
     records = json.loads(Path(args.truth).read_text())["sets"][args.set]["records"] if args.ranking else []
     for narrow in args.narrow.split(","):
         space = _space(cfg, NARROW[narrow])
@@ -211,6 +216,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 "sampling": sampling + ("+noise" if noise_aware else ""),
                 "epochs": epochs,
                 "lr": lr,
+                "batch_size": wb.batch,
+                "steps": result.steps,
                 "final_loss": result.history[-1]["loss"],
                 "chance_loss": math.log(wb.splits.n_classes),
                 "largest": largest.canonical(),
