@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from presets import search_proof_config
 from provenance import git_head, load_before_timing, uncommitted_files
-from search_quality import CpuDeadline, measure, run_nsga2_until, run_optuna, run_random
+from search_quality import cpu_deadline, measure, run_nsga2_until, run_optuna, run_random
 
 ROOT = Path(__file__).resolve().parents[1]
 #: name -> data set, target, qubit range (the space's other genes are :func:`presets.search_proof_config`'s)
@@ -303,7 +303,7 @@ def write(out: Path, argv: list[str], doc: dict[str, Any], runs: list[dict[str, 
 
 def search(config: Any, mode: str, out: Path, seconds: float | None, cap: int) -> dict[str, Any]:
     """One budgeted search; its picks, hypervolume, evaluations and its wall and CPU seconds."""
-    deadline = CpuDeadline(seconds)
+    deadline = cpu_deadline(seconds)
     t0, c0 = time.perf_counter(), time.process_time()
     study = RUNNERS[mode](config, out, deadline=deadline, cap=cap)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
