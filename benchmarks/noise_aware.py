@@ -316,6 +316,20 @@ def search(config: Any, mode: str, out: Path, seconds: float | None, cap: int) -
     return {**found, "search_seconds": wall, "search_cpu_seconds": cpu}
 
 
+def merged_runs(paths: list[Path], have: set[tuple[str, str, int]]) -> list[dict[str, Any]]:
+    """The searches of other results files (a campaign split over processes by seed) that ``have`` lacks; each row
+    keeps the command and commit that measured it."""
+    out: list[dict[str, Any]] = []
+    for path in paths:
+        theirs = json.loads(path.read_text())
+        for r in theirs.get("runs", []):
+            key = (r["benchmark"], r["mode"], r["seed"])
+            if key not in have:
+                out.append({**r, "measured_by": {"command": theirs.get("command"), "commit": theirs.get("commit")}})
+        have |= {(r["benchmark"], r["mode"], r["seed"]) for r in out}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data-dir", default="../shared/datasets")
@@ -328,6 +342,13 @@ def main() -> None:
     ap.add_argument("--test-samples", type=int, default=1000, help="stratified test subset (same for every method)")
     ap.add_argument("--quick", action="store_true", help="tiny settings (a smoke test, not a result)")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument(
+        "--merge",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="results files of runs side by side (other seeds): their searches are folded into --out, then it goes on",
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     argv = sys.argv[1:]
@@ -336,6 +357,7 @@ def main() -> None:
         raise SystemExit(f"modes from {METHODS + ('classical',)}, benchmarks from {tuple(BENCHMARKS)}")
     doc: dict[str, Any] = json.loads(args.out.read_text()) if args.out is not None and args.out.is_file() else {}
     runs: list[dict[str, Any]] = doc.get("runs", [])
+    runs += merged_runs(args.merge, {(r["benchmark"], r["mode"], r["seed"]) for r in runs})
     done = {(r["benchmark"], r["mode"], r["seed"]) for r in runs}
     doc.update({"load_before_timing": load_before_timing(), "search_seconds": args.search_seconds})
     doc.setdefault("budget", {})
