@@ -87,7 +87,14 @@ def _inside(space: Any, text: str) -> bool:
 
 
 def train_variant(
-    wb: Workbench, space: Any, sharing: str, sampling: str, epochs: int, lr: float, noise_aware: bool = False
+    wb: Workbench,
+    space: Any,
+    sharing: str,
+    sampling: str,
+    epochs: int,
+    lr: float,
+    noise_aware: bool = False,
+    distill: bool = False,
 ) -> tuple[Any, Any]:
     """Train one SuperCircuit variant as the search would (``noise_aware``: under the target's dominant noise on each
     sampled architecture's placement, QuantumNAS's noise-adaptive training)."""
@@ -115,6 +122,7 @@ def train_variant(
         seed=wb.cfg.seed,
         noise=noise,
         noise_key=noise.key() if noise is not None else "",
+        distill=distill,
     )
     return sc, train_supercircuit(sc, wb.splits, cfg)
 
@@ -158,7 +166,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--variants",
         default="prefix:sandwich,experts:sandwich,experts:uniform",
-        help="comma-separated SHARING:SAMPLING (SAMPLING+noise: noise-aware training)",
+        help="comma-separated SHARING:SAMPLING (SAMPLING+noise: noise-aware training; sandwich+distill: in-place "
+        "distillation from the largest subnet)",
     )
     p.add_argument("--narrow", default="everything", help=f"comma-separated, of {', '.join(NARROW)}")
     p.add_argument("--epochs", type=int, default=None, help="SuperCircuit epochs (default: the set's config)")
@@ -204,16 +213,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         space = _space(cfg, NARROW[narrow])
         for variant in args.variants.split(","):
             sharing, _, sampling = variant.rpartition(":")
+            distill = sampling.endswith("+distill")
+            sampling = sampling.removesuffix("+distill")
             noise_aware = sampling.endswith("+noise")
             sampling = sampling.removesuffix("+noise")
             t0 = time.perf_counter()
-            sc, result = train_variant(wb, space, sharing, sampling, epochs, lr, noise_aware)
+            sc, result = train_variant(wb, space, sharing, sampling, epochs, lr, noise_aware, distill)
             largest = space.largest()
             row: dict[str, Any] = {
                 "set": args.set,
                 "varies": narrow,
                 "sharing": sharing,
-                "sampling": sampling + ("+noise" if noise_aware else ""),
+                "sampling": sampling + ("+noise" if noise_aware else "") + ("+distill" if distill else ""),
                 "epochs": epochs,
                 "lr": lr,
                 "batch_size": wb.batch,

@@ -243,3 +243,40 @@ def test_cached_templates_stay_bounded(iris):
         sc(x, arch)
         assert len(sc._templates) <= 3
     assert torch.equal(sc(x, ARCHS[0]), first)  # rebuilt after eviction, same numbers
+
+
+def test_in_place_distillation_teaches_the_small_subnets_the_largest_s_predictions(iris):
+    """``distill``: in a sandwich step the largest subnet learns from the labels and the others from its detached
+    softmax. Checked against a hand-computed step: the shared tensors' gradient equals that of CE(largest, labels)
+    plus the soft cross-entropy of the other two against the largest's probabilities."""
+    space = SearchSpace(qubits=(2, 3), layers=(1, 2))
+    cfg = SuperTrainConfig(epochs=1, batch_size=len(iris.train), sampling="sandwich", seed=3, distill=True, lr=0.1)
+    with pytest.raises(ValueError, match="sandwich"):
+        SuperTrainConfig(sampling="uniform", distill=True)
+    trained = SuperCircuit(space, iris.input_shape, iris.n_classes, seed=4)
+    manual = SuperCircuit(space, iris.input_shape, iris.n_classes, seed=4)
+    sampler = ArchSampler(space, "sandwich", 1, np.random.default_rng(3))
+    archs = sampler.step()  # the one step's draws (the generator is seeded alike)
+    X, y = iris.train.tensors
+    perm = torch.randperm(len(X), generator=torch.Generator().manual_seed(3))
+    xb, yb = X[perm], y[perm]
+    opt = torch.optim.Adam(manual.parameters(), lr=0.1)
+    opt.zero_grad()
+    big = manual(xb, archs[0])
+    teacher = torch.softmax(big.detach(), dim=1)
+    loss = torch.nn.functional.cross_entropy(big, yb)
+    label_losses = [float(loss.detach())]
+    for arch in archs[1:]:
+        logits = manual(xb, arch)
+        label_losses.append(float(torch.nn.functional.cross_entropy(logits, yb)))
+        loss = loss - (teacher * torch.log_softmax(logits, dim=1)).sum(dim=1).mean()
+    loss.backward()
+    opt.step()
+    result = train_supercircuit(trained, iris, cfg)
+    for (name, a), b in zip(trained.state_dict().items(), manual.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6), name
+    plain = SuperCircuit(space, iris.input_shape, iris.n_classes, seed=4)
+    train_supercircuit(plain, iris, SuperTrainConfig(**{**cfg.__dict__, "distill": False}))
+    assert plain.fingerprint() != trained.fingerprint()  # the soft targets changed the step
+    # the reported loss is every subnet's cross-entropy against the labels, distilled or not
+    assert result.history[0]["loss"] == pytest.approx(sum(label_losses) / 3, rel=1e-5)

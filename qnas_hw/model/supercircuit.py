@@ -364,6 +364,9 @@ class SuperTrainConfig:
     #: noise-aware training: arch -> GateNoise of its placement on the target (None: exact)
     noise: Any = field(default=None, compare=False, repr=False)
     noise_key: str = ""  # what identifies the noise (target and its calibration), for the checkpoint signature
+    #: in-place distillation (BigNAS / Once-for-All): with ``sandwich`` sampling the largest subnet learns from the
+    #: labels and every other subnet of the step from the largest's (detached) predictions
+    distill: bool = False
 
     def __post_init__(self) -> None:
         if self.sampling not in SAMPLING_MODES:
@@ -376,6 +379,10 @@ class SuperTrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not 1 <= self.restricted_genes <= len(GENES):
             raise ValueError(f"restricted_genes must be in 1..{len(GENES)}, got {self.restricted_genes}")
+        if self.distill and self.sampling != "sandwich":
+            raise ValueError(
+                f"distill needs sampling='sandwich' (the largest subnet is the teacher), got {self.sampling!r}"
+            )
 
 
 @dataclass
@@ -447,6 +454,8 @@ def _train_signature(sc: SuperCircuit, splits: Any, cfg: SuperTrainConfig) -> di
     extends a finished training, and an interrupted one resumes identically.
     """
     config = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name not in ("epochs", "noise")}
+    if not cfg.distill:  # trainings from before the option existed keep their signature (and their checkpoints)
+        config.pop("distill")
     return {
         **sc._identity(),
         "config": config,
@@ -529,13 +538,20 @@ def train_supercircuit(
             xb, yb = X[idx].to(device), y[idx].to(device)
             opt.zero_grad(set_to_none=True)
             archs = sampler.step()
+            teacher = None
             for arch in archs:
                 if cfg.noise is not None:
                     sc.set_noise(arch, cfg.noise(arch))
                 logits = sc(xb, arch)
-                loss = loss_fn(logits, yb)
+                label_loss = loss_fn(logits, yb)
+                if teacher is None:
+                    loss = label_loss
+                    if cfg.distill:  # the first of a sandwich is the largest subnet
+                        teacher = torch.softmax(logits.detach(), dim=1)
+                else:
+                    loss = -(teacher * torch.log_softmax(logits, dim=1)).sum(dim=1).mean()
                 loss.backward()
-                total += float(loss.detach()) * len(idx)
+                total += float(label_loss.detach()) * len(idx)  # reported against the labels, distilled or not
                 correct += int((logits.detach().argmax(dim=1) == yb).sum())
                 count += len(idx)
                 archs_seen.add(arch.canonical())
