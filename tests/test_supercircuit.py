@@ -268,7 +268,7 @@ def test_in_place_distillation_teaches_the_small_subnets_the_largest_s_predictio
     label_losses = [float(loss.detach())]
     for arch in archs[1:]:
         logits = manual(xb, arch)
-        label_losses.append(float(torch.nn.functional.cross_entropy(logits, yb)))
+        label_losses.append(float(torch.nn.functional.cross_entropy(logits, yb).detach()))
         loss = loss - (teacher * torch.log_softmax(logits, dim=1)).sum(dim=1).mean()
     loss.backward()
     opt.step()
