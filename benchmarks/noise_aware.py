@@ -384,7 +384,8 @@ def main() -> None:
                     args.quick,
                 )
                 size = config.search_space().size
-                cap = max(config.search.pop_size, math.floor(args.space_fraction * size))
+                pop = config.search.pop_size  # whole populations, so NSGA-II's generations spend exactly the cap
+                cap = pop * max(1, math.floor(args.space_fraction * size / pop))
                 doc["budget"][bench] = {"space_size": size, "max_evaluations": cap, "cpu_seconds": args.search_seconds}
                 if mode == "classical":
                     found = {"picks": {"no-circuit": "linear-16-5-4"}, "search_seconds": 0.0}
