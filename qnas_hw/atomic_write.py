@@ -76,3 +76,13 @@ def read_torch(path: Path | str, what: str) -> object:
         raise DamagedFileError(f"{what} {path} is damaged and cannot be read ({type(exc).__name__}: {exc})") from None
     except Exception as exc:  # the unpickler fails in many ways on garbage (IndexError, KeyError, RuntimeError...)
         raise DamagedFileError(f"{what} {path} is damaged and cannot be read ({type(exc).__name__}: {exc})") from None
+
+
+def nearest_existing(path: Path | str) -> Path:
+    """``path`` or its nearest ancestor that exists: the directory whose permissions decide whether a file can be
+    created there (``atomic_write`` creates the missing folders below it).  Checked before expensive work, so a
+    read-only place is refused in one line rather than after a training or a fit."""
+    place = Path(path)
+    while not place.exists() and place != place.parent:
+        place = place.parent
+    return place

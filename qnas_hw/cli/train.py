@@ -138,9 +138,9 @@ def train(
 
 def _check_writable(directory: Path) -> None:
     """Refuse a result directory that cannot be written, naming the fix, before anything is trained."""
-    existing = directory
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    from qnas_hw.atomic_write import nearest_existing
+
+    existing = nearest_existing(directory)
     if not (existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)):
         common._fail(
             f"cannot write the trained model to {directory} ({existing} is not a writable directory); pass --out DIR "

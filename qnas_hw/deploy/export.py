@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from qnas_hw.atomic_write import nearest_existing
 from qnas_hw.deploy.bundle import (
     CIRCUIT_QASM3,
     CIRCUIT_QPY,
@@ -384,9 +385,7 @@ def export_pick(
 
 def _check_target(out: Path, force: bool) -> None:
     """Refuse an ``--out`` that cannot take a bundle before the study's model is loaded (seconds to minutes)."""
-    existing = out.parent
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    existing = nearest_existing(out.parent)
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ExportError(f"cannot write the bundle to {out} ({existing} is not writable); pass another --out")
     if not out.exists():

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from qnas_hw.atomic_write import nearest_existing
 from qnas_hw.hardware.backends import get_backend
 from qnas_hw.hardware.backends.base import Backend, JobHandle, SamplerPub, calibration_dir, user_calibration_dir
 from qnas_hw.hardware.cost import (
@@ -759,9 +760,7 @@ def refit_from_jobs(
 
 def check_writable(path: Path) -> None:
     """Refuse, before fitting, a calibration file that cannot be written (a read-only place, a mistyped --out)."""
-    place = path.parent
-    while not place.exists() and place != place.parent:
-        place = place.parent
+    place = nearest_existing(path.parent)
     if not os.access(place, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise RefitError(
             f"cannot write the calibration file {path}: {place} is read-only. Nothing was written; pass --out with "

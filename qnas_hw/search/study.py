@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qnas_hw.atomic_write import atomic_write_text
+from qnas_hw.atomic_write import atomic_write_text, nearest_existing
 from qnas_hw.locking import LockedError, WriterLock, is_held
 from qnas_hw.model.space import Architecture
 from qnas_hw.text import plural
@@ -249,9 +249,7 @@ def _dumps(obj: Any) -> str:
 
 def _check_writable(path: Path) -> None:
     """A writer needs the study file (when it exists) and its directory writable; say so before any work."""
-    place = path.parent
-    while not place.exists() and place != place.parent:
-        place = place.parent
+    place = nearest_existing(path.parent)
     for target, what in ((path, "study file"), (place, "directory")):
         if target.exists() and not os.access(target, os.W_OK):
             raise StudyStorageError(
