@@ -276,9 +276,14 @@ def write(out: Path, argv: list[str], doc: dict[str, Any], runs: list[dict[str, 
     import qiskit_aer
 
     out.parent.mkdir(parents=True, exist_ok=True)
+    command = "python benchmarks/noise_aware.py " + " ".join(argv)
+    # every run whose searches the file holds (processes side by side, continued runs)
+    commands = doc.setdefault("commands", [doc["command"]] if "command" in doc else [])
+    if command not in commands:
+        commands.append(command)
     doc.update(
         {
-            "command": "python benchmarks/noise_aware.py " + " ".join(argv),
+            "command": command,
             "commit": git_head(),
             "uncommitted_changes": uncommitted_files(),
             "complete": complete,
@@ -330,6 +335,15 @@ def merged_runs(paths: list[Path], have: set[tuple[str, str, int]]) -> list[dict
     return out
 
 
+def _complete(runs: list[dict[str, Any]], target: set[tuple[str, str, int]]) -> bool:
+    """Every (benchmark, method, seed) of the campaign measured (the classical ablation: once per data set)."""
+    have = {(r["benchmark"], r["mode"], r["seed"]) for r in runs}
+    classical = {(r["dataset"], r["seed"]) for r in runs if r["mode"] == "classical"}
+    return all(
+        (BENCHMARKS[b]["dataset"], s) in classical if m == "classical" else (b, m, s) in have for b, m, s in target
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data-dir", default="../shared/datasets")
@@ -342,6 +356,10 @@ def main() -> None:
     ap.add_argument("--test-samples", type=int, default=1000, help="stratified test subset (same for every method)")
     ap.add_argument("--quick", action="store_true", help="tiny settings (a smoke test, not a result)")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument(
+        "--target-seeds", default="0,1,2,3,4", help="the campaign's seeds: the file is complete when all are measured"
+    )
+    ap.add_argument("--summarise-only", action="store_true", help="merge and rewrite the file; run nothing")
     ap.add_argument(
         "--merge",
         type=Path,
@@ -358,12 +376,24 @@ def main() -> None:
     doc: dict[str, Any] = json.loads(args.out.read_text()) if args.out is not None and args.out.is_file() else {}
     runs: list[dict[str, Any]] = doc.get("runs", [])
     runs += merged_runs(args.merge, {(r["benchmark"], r["mode"], r["seed"]) for r in runs})
+    for other in args.merge:  # the merged files' runs are part of this file's provenance
+        theirs = json.loads(other.read_text())
+        for command in theirs.get("commands") or [theirs.get("command")]:
+            if command and command not in doc.setdefault("commands", []):
+                doc["commands"].append(command)
     done = {(r["benchmark"], r["mode"], r["seed"]) for r in runs}
     doc.update({"load_before_timing": load_before_timing(), "search_seconds": args.search_seconds})
     doc.setdefault("budget", {})
     work = Path(tempfile.mkdtemp(prefix="qnas-noise-aware-"))
     epochs = 2 if args.quick else args.retrain_epochs
-    for seed in (int(s) for s in args.seeds.split(",")):
+    seeds = [] if args.summarise_only else [int(s) for s in args.seeds.split(",")]
+    target = {
+        (bench, mode, int(seed))
+        for bench in args.benchmarks.split(",")
+        for mode in (*METHODS, "classical")
+        for seed in args.target_seeds.split(",")
+    }
+    for seed in seeds:
         for bench in args.benchmarks.split(","):
             b = BENCHMARKS[bench]
             for mode in args.modes.split(","):
@@ -422,7 +452,7 @@ def main() -> None:
                 if args.out is not None:
                     write(args.out, argv, doc, runs, complete=False)
     if args.out is not None:
-        write(args.out, argv, doc, runs, complete=True)
+        write(args.out, argv, doc, runs, complete=_complete(runs, target))
     for c in comparisons(runs):
         ci = "n/a" if c["diff_ci95"] is None else f"[{100 * c['diff_ci95'][0]:+.1f}, {100 * c['diff_ci95'][1]:+.1f}]"
         print(f"{c['dataset']} {c['backend']} {c['pick']:<15} noisy - {c['b']:<13} {100 * c['diff_mean']:+.1f} {ci}")

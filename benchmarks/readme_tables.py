@@ -105,7 +105,12 @@ def noise_aware(doc: dict[str, Any]) -> str:
         lines.append("Budget, the same for every search method: " + "; ".join(parts) + ".")
         lines.append("")
     state = "complete" if doc.get("complete", True) else "stopped before the end: the rows above are what it measured"
-    lines.append(f"Run: `{doc['command']}` at `{doc['commit'][:7]}`, {doc['seconds'] / 60:.0f} min, {state}.")
+    commands = doc.get("commands") or [doc["command"]]
+    runs = "; ".join(f"`{c}`" for c in commands)
+    lines.append(
+        f"Run{'s' if len(commands) > 1 else ''}: {runs} (last at `{doc['commit'][:7]}`), "
+        f"{doc['seconds'] / 60:.0f} min of searches and retraining, {state}."
+    )
     return "\n".join(lines)
 
 
@@ -565,6 +570,8 @@ def _commands(node: Any) -> list[str]:
         for key, value in node.items():
             if (key == "command" or key.endswith("_command")) and isinstance(value, str):
                 found.append(value)
+            elif key.endswith("commands") and isinstance(value, list):
+                found.extend(v for v in value if isinstance(v, str))
             else:
                 found.extend(_commands(value))
     elif isinstance(node, list):
