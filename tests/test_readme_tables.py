@@ -140,6 +140,9 @@ def test_an_absolute_path_inside_a_results_files_rows_is_refused(tmp_path: Path,
     (tmp_path / "bad.json").write_text(json.dumps(inner))
     found = rt.absolute_paths_in_commands()
     assert len(found) == 1 and found[0].startswith("bad.json: /tmp/qnas-x/inputs.npz")
+    (tmp_path / "bad.json").write_text(json.dumps({"commands": ["python b.py --out /work/x.json", "python b.py"]}))
+    found = rt.absolute_paths_in_commands()  # a campaign's list of contributing commands too
+    assert len(found) == 1 and found[0].startswith("bad.json: /work/x.json")
 
 
 def test_a_timing_taken_on_a_loaded_machine_is_labelled_and_a_quiet_one_is_not() -> None:
