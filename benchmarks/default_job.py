@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from provenance import git_head, load_before_timing
+from provenance import git_head, load_before_timing, uncommitted_files
 
 
 def main() -> None:
@@ -30,6 +30,7 @@ def main() -> None:
     args = ap.parse_args()
     run = Path(tempfile.mkdtemp(prefix="qnas-default-job-")) / "run"
     cli = Path(sys.executable).with_name("qnas-hw")
+    load = load_before_timing()  # before the run, as every benchmark records it
     t0 = time.perf_counter()
     subprocess.run([str(cli), "search", "--out", str(run), "--no-progress"], check=True)
     seconds = time.perf_counter() - t0
@@ -53,7 +54,8 @@ def main() -> None:
         "command": "python benchmarks/default_job.py " + " ".join(sys.argv[1:]),
         "runs": "qnas-hw search --out DIR --no-progress",
         "commit": git_head(),
-        "load_before_timing": load_before_timing(),
+        "uncommitted_changes": uncommitted_files(),
+        "load_before_timing": load,
         "machine": {"cores": os.cpu_count(), "platform": platform.platform()},
         "wall_seconds": seconds,
         "candidates": n,
