@@ -1036,9 +1036,8 @@ def _applied(data: dict[str, Any], overrides: dict[str, Any], check: bool = Fals
         node[leaf] = value
     if check:
         probe = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
-        probe["hardware"]["qubit_budget"] = (
-            None if "hardware.qubit_budget" not in overrides else probe["hardware"]["qubit_budget"]
-        )
+        if overrides.get("hardware.qubit_budget") is None:  # the budget the device gives is not asked for here
+            probe["hardware"]["qubit_budget"] = None
         config_from_dict(probe, source="configuration with command-line overrides", defer_budget=True)
     return data
 

@@ -208,7 +208,12 @@ def test_a_bad_override_is_refused_before_any_device_is_asked_for_its_size(tmp_p
 
     config = tmp_path / "c.toml"
     config.write_text('[hardware]\nbackend = "fake_quito"\n')
-    for overrides in ({"search.generations": 0}, {"search.shots": 0}, {"hardware.backend": "fake_quito", "seed": -1}):
+    unset_flags = {"hardware.qubit_budget": None, "hardware.backend": None}  # what the CLI passes for flags left out
+    for overrides in (
+        {"search.generations": 0},
+        {"search.shots": 0, **unset_flags},
+        {"hardware.backend": "fake_quito", "seed": -1},
+    ):
         device_qubits.cache_clear()
         with pytest.raises(ConfigError, match="command-line overrides"):
             _resolve_config(config, overrides=overrides)
