@@ -42,7 +42,9 @@ finetune_epochs = 1
 objectives = ["val_error", "runtime_s"]
 accuracy = "device"
 shots = 32
-val_samples = 12
+# 48 samples: a generation's device jobs take longer than the 5 s between progress lines, so a line shows them
+# running before they finish (with 12 the local jobs often all finished within the first 5 s and the test failed)
+val_samples = 48
 [hardware]
 backend = "fake_kolkata"
 qubit_budget = 2
