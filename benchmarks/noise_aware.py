@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from presets import search_proof_config
 from provenance import git_head, load_before_timing, uncommitted_files
-from search_quality import cpu_deadline, measure, run_nsga2_until, run_optuna, run_random
+from search_quality import CpuDeadline, measure, run_nsga2_until, run_optuna, run_random
 
 ROOT = Path(__file__).resolve().parents[1]
 #: name -> data set, target, qubit range (the space's other genes are :func:`presets.search_proof_config`'s)
@@ -77,13 +77,6 @@ def picks(study: Any) -> dict[str, str]:
     return out
 
 
-def _splits(config: Any) -> Any:
-    from qnas_hw.data import load_dataset
-
-    d = config.data
-    return load_dataset(d.dataset, d.data_dir, val_fraction=d.val_fraction, seed=config.seed, limit_train=d.limit_train)
-
-
 def _test_subset(splits: Any, samples: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """A stratified subset of the test split (the same for every method of a seed: a paired comparison)."""
     from qnas_hw.data import stratified_subset
@@ -101,11 +94,11 @@ def retrain_and_test(config: Any, arch_text: str, seed: int, epochs: int, test_s
     from qnas_hw.model.hqnn import HQNN
     from qnas_hw.model.space import Architecture
     from qnas_hw.model.training import TrainConfig, train_model
-    from qnas_hw.search.building import make_hardware
+    from qnas_hw.search.building import load_splits, make_hardware
     from qnas_hw.search.scoring import NoisyScorer
 
     arch = Architecture.parse(arch_text)
-    splits = _splits(config)
+    splits = load_splits(config)
     hw = make_hardware(config)
     simulator = NoisySimulator(hw.backend)
     model = HQNN(arch, tuple(splits.input_shape), splits.n_classes, frontend="none", seed=seed)
@@ -148,8 +141,9 @@ def classical_ablation(config: Any, seed: int, epochs: int, test_samples: int | 
     from qnas_hw.model.hqnn import HQNN
     from qnas_hw.model.space import Architecture
     from qnas_hw.model.training import TrainConfig, train_model
+    from qnas_hw.search.building import load_splits
 
-    splits = _splits(config)
+    splits = load_splits(config)
     arch = Architecture.parse(f"4x4-ryzxy|q{width}|l1|ry|none|z")
     model = HQNN(arch, tuple(splits.input_shape), splits.n_classes, frontend="linear", quantum="identity", seed=seed)
     t0 = time.perf_counter()
@@ -308,7 +302,7 @@ def write(out: Path, argv: list[str], doc: dict[str, Any], runs: list[dict[str, 
 
 def search(config: Any, mode: str, out: Path, seconds: float | None, cap: int) -> dict[str, Any]:
     """One budgeted search; its picks, hypervolume, evaluations and its wall and CPU seconds."""
-    deadline = cpu_deadline(seconds)
+    deadline = CpuDeadline(seconds)
     t0, c0 = time.perf_counter(), time.process_time()
     study = RUNNERS[mode](config, out, deadline=deadline, cap=cap)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0

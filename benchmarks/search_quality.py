@@ -38,6 +38,8 @@ import numpy as np
 import torch
 from provenance import git_head, load_before_timing, uncommitted_files
 
+from qnas_hw.jobs import StopRequest
+
 METHODS = ("nsga2", "optuna-nsga2", "random")
 
 
@@ -52,29 +54,25 @@ def budget_of(config: Any) -> int:
     return config.search.pop_size * config.search.generations
 
 
-def cpu_deadline(seconds: float | None) -> Any:
+class CpuDeadline(StopRequest):
     """A :class:`qnas_hw.jobs.StopRequest` that also turns on after ``seconds`` of this process's CPU time: the
-    equal budget of every method of a comparison.
+    equal budget of every method of a comparison (None: only an explicit request stops it).
 
     CPU time rather than wall-clock: on a shared machine another job's load would shrink whichever method ran
     while it did; on a quiet machine (one torch thread) the two agree.  NSGA-II reads it after each generation,
     random search and Optuna after each population-sized batch, so every method may finish the batch it began.
     """
-    from qnas_hw.jobs import StopRequest
 
-    class CpuDeadline(StopRequest):
-        def __init__(self) -> None:
-            super().__init__()
-            self.end = None if seconds is None else time.process_time() + float(seconds)
+    def __init__(self, seconds: float | None) -> None:
+        super().__init__()
+        self.end = None if seconds is None else time.process_time() + float(seconds)
 
-        @property
-        def stopping(self) -> bool:
-            return super().stopping or (self.end is not None and time.process_time() >= self.end)
-
-    return CpuDeadline()
+    @property
+    def stopping(self) -> bool:
+        return super().stopping or (self.end is not None and time.process_time() >= self.end)
 
 
-def run_random(config: Any, out: Path, deadline: Any | None = None, cap: int | None = None) -> Any:
+def run_random(config: Any, out: Path, deadline: CpuDeadline | None = None, cap: int | None = None) -> Any:
     """Distinct uniformly drawn architectures, a population-sized batch at a time, until ``cap`` (default
     pop_size x generations) or the ``deadline``."""
     from qnas_hw.search.nsga import prepare_search
@@ -97,7 +95,7 @@ def run_random(config: Any, out: Path, deadline: Any | None = None, cap: int | N
     return run.study
 
 
-def run_optuna(config: Any, out: Path, deadline: Any | None = None, cap: int | None = None) -> Any:
+def run_optuna(config: Any, out: Path, deadline: CpuDeadline | None = None, cap: int | None = None) -> Any:
     """Optuna's NSGA-II asking for architectures one trial at a time; repeats are told the stored values.
 
     Stops at ``cap`` distinct architectures (default pop_size x generations), or at the ``deadline`` once a
@@ -137,7 +135,7 @@ def run_optuna(config: Any, out: Path, deadline: Any | None = None, cap: int | N
     return run.study
 
 
-def run_nsga2_until(config: Any, out: Path, deadline: Any | None = None, cap: int | None = None) -> Any:
+def run_nsga2_until(config: Any, out: Path, deadline: CpuDeadline | None = None, cap: int | None = None) -> Any:
     """``qnas-hw search`` for ``ceil(cap / pop_size)`` generations, stopped after the generation in which the
     ``deadline`` passed (the study keeps every committed generation)."""
     from qnas_hw.config import with_overrides
