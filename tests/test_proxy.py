@@ -8,6 +8,7 @@ screens' ideal sides and fidelities.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -239,10 +240,27 @@ def test_repcap_matches_fidelities_computed_by_qiskit(splits: object) -> None:
     assert got == pytest.approx(float(np.mean(want)), abs=1e-5)
 
 
+def _noisy_objectives(cfg: object, hw: object) -> Callable[[ProxySpec], ValidationErrorObjective]:
+    """``proxy -> ValidationErrorObjective`` scoring under ``cfg``'s noise on 32 samples, each with its own scorer
+    and an identically seeded SuperCircuit: objectives that differ only in their proxy."""
+    from qnas_hw.search.building import load_splits, make_scorer
+
+    data = load_splits(cfg)
+
+    def objective(proxy: ProxySpec) -> ValidationErrorObjective:
+        scorer = make_scorer(cfg, hw.backend, hw.transpiler, hw.planner)
+        sc = SuperCircuit(cfg.search_space(), data.input_shape, data.n_classes, seed=2)
+        return ValidationErrorObjective(
+            sc, data, lr=0.05, batch_size=16, seed=2, scorer=scorer, val_samples=32, proxy=proxy
+        )
+
+    return objective
+
+
 def test_an_esp_first_stage_trains_only_the_most_reliable_placements() -> None:
     """Halving with ``screen = "esp"``: the kept third are the highest-ESP placements, scored exactly as ``scratch-1``
     scores them; the rest are stored unscored at rung 0 and are infeasible."""
-    from qnas_hw.search.building import load_splits, make_hardware, make_scorer
+    from qnas_hw.search.building import make_hardware
 
     cfg = _config(
         accuracy="noisy",
@@ -252,14 +270,7 @@ def test_an_esp_first_stage_trains_only_the_most_reliable_placements() -> None:
         halving={"rungs": [1.0], "keep": 0.34, "screen": "esp"},
     )
     hw = make_hardware(cfg)
-    data = load_splits(cfg)
-
-    def objective(proxy: ProxySpec) -> ValidationErrorObjective:
-        scorer = make_scorer(cfg, hw.backend, hw.transpiler, hw.planner)
-        sc = SuperCircuit(cfg.search_space(), data.input_shape, data.n_classes, seed=2)
-        return ValidationErrorObjective(
-            sc, data, lr=0.05, batch_size=16, seed=2, scorer=scorer, val_samples=32, proxy=proxy
-        )
+    objective = _noisy_objectives(cfg, hw)
 
     archs = [
         Architecture("angle-y", 2, 1, "ry", "linear"),
@@ -311,7 +322,7 @@ def test_halving_scores_its_lower_rungs_on_a_nested_subset_and_the_top_rung_on_a
     """``low_rung_samples``: a candidate dropped at rung 1 carries the noisy score of its rung-1 model on the smaller
     subset (checked against the scorer run on those samples directly); a survivor's stored value is exactly
     ``scratch-1`` on all ``val_samples``, so the cheaper first rung changes who goes on, never a stored top value."""
-    from qnas_hw.search.building import load_splits, make_hardware, make_scorer
+    from qnas_hw.search.building import make_hardware
 
     cfg = _config(
         accuracy="noisy",
@@ -321,14 +332,7 @@ def test_halving_scores_its_lower_rungs_on_a_nested_subset_and_the_top_rung_on_a
         halving={"rungs": [0.25, 1.0], "keep": 0.5, "low_rung_samples": 12},
     )
     hw = make_hardware(cfg)
-    data = load_splits(cfg)
-
-    def objective(proxy: ProxySpec) -> ValidationErrorObjective:
-        scorer = make_scorer(cfg, hw.backend, hw.transpiler, hw.planner)
-        sc = SuperCircuit(cfg.search_space(), data.input_shape, data.n_classes, seed=2)
-        return ValidationErrorObjective(
-            sc, data, lr=0.05, batch_size=16, seed=2, scorer=scorer, val_samples=32, proxy=proxy
-        )
+    objective = _noisy_objectives(cfg, hw)
 
     halving = objective(ProxySpec.from_config(cfg.search))
     assert halving.proxy.name == "halving[0.25@12,1:0.5]"
