@@ -557,14 +557,20 @@ def summary_lines(report: CalibrationReport) -> list[str]:
     return lines
 
 
-def _previous_line(report: CalibrationReport) -> str:
-    """Old vs new fit, so a replaced or overridden file's quality is never lost silently."""
-    prev = report.previous
+def _old_and_new(prev: PreviousFit | None, fit: FitQuality, replaced: str) -> str:
+    """The previous fit beside the new one (``replaced``: the verb for a replaced file, past or future), so a
+    replaced or overridden file's quality is never lost silently; what to do about it is the caller's sentence."""
     if prev is None:
         return "previous fit: none (no file replaced or overridden)"
-    verb = "replaced" if prev.replaces else "overrides the shipped"
-    line = f"{verb} {prev.path}: old {fit_figures(prev.fit)}; new {fit_figures(report.fit)}"
-    if not prev.replaces and is_worse(report.fit, prev.fit):
+    verb = replaced if prev.replaces else "overrides the shipped"
+    return f"{verb} {prev.path}: old {fit_figures(prev.fit)}; new {fit_figures(fit)}"
+
+
+def _previous_line(report: CalibrationReport) -> str:
+    """Old vs new fit of a measured design; an overriding fit that is worse says how to go back."""
+    prev = report.previous
+    line = _old_and_new(prev, report.fit, "replaced")
+    if prev is not None and not prev.replaces and is_worse(report.fit, prev.fit):
         line += f". The new fit is worse: delete {report.path} to use the shipped one again"
     return line
 
@@ -853,11 +859,9 @@ def refit_summary_lines(report: RefitReport) -> list[str]:
 
 
 def _refit_previous_line(report: RefitReport) -> str:
+    """Old vs new fit of a refit (shown before anything is written, so in the future tense)."""
     prev = report.previous
-    if prev is None:
-        return "previous fit: none (no file replaced or overridden)"
-    verb = "replaces" if prev.replaces else "overrides the shipped"
-    line = f"{verb} {prev.path}: old {fit_figures(prev.fit)}; new {fit_figures(report.fit)}"
-    if is_worse(report.fit, prev.fit):
+    line = _old_and_new(prev, report.fit, "replaces")
+    if prev is not None and is_worse(report.fit, prev.fit):
         line += " (the new fit is worse)"
     return line
