@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from make_ibm_usage_replay import NOISE, NOISE_SEED, QUEUE_S, SNAPSHOT, TRUTH
+from make_ibm_usage_replay import NOISE, NOISE_SEED, SNAPSHOT, TRUTH, usage_metrics
 from qiskit import QuantumCircuit
 
 from qnas_hw.hardware.backends import SamplerPub, get_backend
@@ -104,10 +104,6 @@ def study_jobs(backend: Backend) -> list[dict[str, Any]]:
     return out
 
 
-def _stamp(t: dt.datetime) -> str:
-    return t.isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
 def main() -> None:
     backend = get_backend(SNAPSHOT)
     rng = np.random.default_rng(NOISE_SEED + 1)  # not the calibration replay's draws
@@ -120,8 +116,7 @@ def main() -> None:
         exact = TRUTH["per_job_s"] + TRUTH["per_circuit_s"] * sum(w.circuits for w in works)
         exact += TRUTH["duration_scale"] * shot_time
         noisy = exact * (1.0 + NOISE * rng.standard_normal())
-        running = created + dt.timedelta(seconds=QUEUE_S)
-        finished = running + dt.timedelta(seconds=noisy)
+        metrics, finished = usage_metrics(created, noisy)
         records.append(
             {
                 "job_id": f"study{k:02d}d4k2sherbrooke",
@@ -145,14 +140,7 @@ def main() -> None:
                 },
                 "usage_exact_s": exact,
                 "usage_noisy_s": noisy,
-                "metrics": {
-                    "timestamps": {
-                        "created": _stamp(created),
-                        "running": _stamp(running),
-                        "finished": _stamp(finished),
-                    },
-                    "usage": {"qpu_charge_time_seconds": round(noisy), "status": "complete"},
-                },
+                "metrics": metrics,
             }
         )
         created = finished + dt.timedelta(seconds=20)

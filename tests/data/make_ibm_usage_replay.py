@@ -64,6 +64,18 @@ def _stamp(t: dt.datetime) -> str:
     return t.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+def usage_metrics(created: dt.datetime, seconds: float) -> tuple[dict, dt.datetime]:
+    """The ``metrics()`` payload of a job created at ``created`` that used ``seconds`` of QPU time (after the
+    queue wait ``QUEUE_S``; usage rounded to whole seconds as the API gives it), and when the job finished."""
+    running = created + dt.timedelta(seconds=QUEUE_S)
+    finished = running + dt.timedelta(seconds=seconds)
+    metrics = {
+        "timestamps": {"created": _stamp(created), "running": _stamp(running), "finished": _stamp(finished)},
+        "usage": {"qpu_charge_time_seconds": round(seconds), "status": "complete"},
+    }
+    return metrics, finished
+
+
 def main() -> None:
     backend = get_backend(SNAPSHOT)
     transpiler = Transpiler(backend, optimization_level=1, seed=DESIGN_SEED)  # as _calibrate builds it
@@ -81,8 +93,7 @@ def main() -> None:
             + TRUTH["duration_scale"] * w.shots_total * per_shot
         )
         noisy = exact * (1.0 + NOISE * rng.standard_normal())
-        running = created + dt.timedelta(seconds=QUEUE_S)
-        finished = running + dt.timedelta(seconds=noisy)
+        metrics, finished = usage_metrics(created, noisy)
         jobs.append(
             {
                 "job_id": f"replay{k:02d}d4k2sherbrooke",
@@ -98,14 +109,7 @@ def main() -> None:
                 },
                 "usage_exact_s": exact,
                 "usage_noisy_s": noisy,
-                "metrics": {
-                    "timestamps": {
-                        "created": _stamp(created),
-                        "running": _stamp(running),
-                        "finished": _stamp(finished),
-                    },
-                    "usage": {"qpu_charge_time_seconds": round(noisy), "status": "complete"},
-                },
+                "metrics": metrics,
             }
         )
         created = finished + dt.timedelta(seconds=30)
