@@ -200,14 +200,21 @@ def ground_truth(wb: Workbench, arch: Any, seed: int, epochs: int) -> dict[str, 
     }
 
 
-def scratch_rungs(wb: Workbench, arch: Any, rungs: Sequence[float]) -> list[dict[str, Any]]:
-    """One from-scratch run seeded as the search seeds a candidate, scored under noise at every rung."""
-    from qnas_hw.model.training import StagedTrainer, evaluate
+def _search_seeded_run(wb: Workbench, arch: Any) -> tuple[Any, Any]:
+    """A fresh model of ``arch`` and its staged trainer, seeded as the search seeds the candidate."""
+    from qnas_hw.model.training import StagedTrainer
     from qnas_hw.search.evaluation import derive_seed
 
     seed = derive_seed(wb.cfg.seed, arch)
     model = wb.model(arch, seed)
-    trainer = StagedTrainer(model, wb.splits.train, wb.lr, wb.batch, seed)
+    return model, StagedTrainer(model, wb.splits.train, wb.lr, wb.batch, seed)
+
+
+def scratch_rungs(wb: Workbench, arch: Any, rungs: Sequence[float]) -> list[dict[str, Any]]:
+    """One from-scratch run seeded as the search seeds a candidate, scored under noise at every rung."""
+    from qnas_hw.model.training import evaluate
+
+    model, trainer = _search_seeded_run(wb, arch)
     out = []
     for r in rungs:
         t0 = time.perf_counter()
@@ -226,14 +233,11 @@ def cheap_rungs(wb: Workbench, arch: Any, rungs: Sequence[float], samples: int) 
     """The same run as :func:`scratch_rungs` (same seed, same batches: the same weights at every rung), scored at
     ``rungs`` on only ``samples`` of the proxy's validation samples: the cheap lower rungs of a halving whose
     scoring, not its training, is most of its cost.  The subset is the search's own nested one."""
-    from qnas_hw.model.training import StagedTrainer
-    from qnas_hw.search.evaluation import derive_seed, nested_subset
+    from qnas_hw.search.evaluation import nested_subset
 
     y = wb.splits.val.tensors[1].numpy()
     idx = nested_subset(wb.proxy_idx, y, samples, wb.cfg.seed)
-    seed = derive_seed(wb.cfg.seed, arch)
-    model = wb.model(arch, seed)
-    trainer = StagedTrainer(model, wb.splits.train, wb.lr, wb.batch, seed)
+    model, trainer = _search_seeded_run(wb, arch)
     # untimed warm-up: the placement and circuit caches that the recorded run had from the ground truth's scoring
     # (and that a search has from its runtime objective), so the rungs' costs compare with the recorded ones
     wb.noisy(arch, model, idx[:1])
