@@ -9,6 +9,9 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
+from scipy import stats
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "readme_tables.py"
 
@@ -174,3 +177,53 @@ def test_the_examples_readme_figures_are_generated_too() -> None:
     tampered = re.sub(r"\*\*\d+\.\d+ ± ", "**99.99 ± ", examples, count=1)  # the hybrid's mean, hand-edited
     assert tampered != examples and rt.render(tampered) == examples
     assert "98.60%" not in examples and "pilot" not in examples
+
+
+def _row(dataset: str, backend: str, mode: str, pick: str, accs: list[float], product: int = 0) -> dict[str, object]:
+    na = _benchmark_module("noise_aware")
+    return {
+        "dataset": dataset,
+        "backend": backend,
+        "mode": mode,
+        "pick": pick,
+        "test_acc_noisy_mean": sum(accs) / len(accs),
+        "test_acc_noisy_ci95": na.ci95(accs),
+        "seeds": list(range(len(accs))),
+        "product_states": product,
+        "n_2q": [3] * len(accs),
+    }
+
+
+def test_noise_aware_goals_judge_each_goal_on_the_whole_interval_and_the_seed_count() -> None:
+    rt, na = _benchmark_module("readme_tables"), _benchmark_module("noise_aware")
+    assert rt._verdict([0.001, 0.05], 5, 5) == "met"
+    assert rt._verdict([-0.001, 0.05], 5, 5) == "not met"
+    assert rt._verdict([0.01, 0.05], 3, 5) == "met so far (3 of 5 seeds)"
+    assert rt._verdict(None, 1, 5) == "no interval (one seed)"
+    # noisy beats random on every one of 5 seeds (a positive interval); quito at 86% with a narrow interval
+    noisy, random = [0.86, 0.87, 0.86, 0.85, 0.86], [0.84, 0.845, 0.85, 0.835, 0.84]
+    runs = []
+    for seed in range(5):
+        for mode, acc in (("noisy", noisy[seed]), ("random-noisy", random[seed])):
+            base = {"dataset": "mnist4", "backend": "fake_kolkata", "mode": mode, "seed": seed}
+            runs.append({**base, "pick": "most-accurate", "test_acc_noisy": acc})
+    quito = [0.86, 0.855, 0.865, 0.86, 0.862]
+    doc = {
+        "rows": [
+            _row("mnist4", "fake_kolkata", "noisy", "most-accurate", noisy, product=4),
+            _row("mnist4", "fake_kolkata", "noisy", "best-entangling", [0.8, 0.82, 0.78, 0.8, 0.8]),
+            _row("mnist4", "-", "classical", "no-circuit", [0.9, 0.89, 0.91, 0.9, 0.9]),
+            _row("mnist4", "fake_quito", "noisy", "most-accurate", quito),
+        ],
+        "comparisons": na.comparisons(runs),
+        "complete": True,
+    }
+    text = rt.noise_aware_goals(doc)
+    diffs = [a - b for a, b in zip(noisy, random, strict=True)]
+    lo, hi = stats.t.interval(0.95, 4, loc=np.mean(diffs), scale=stats.sem(diffs))  # the independent reference
+    assert f"| most-accurate | **+{100 * np.mean(diffs):.1f} [+{100 * lo:.1f}, +{100 * hi:.1f}]** | 5 | met |" in text
+    assert "| MNIST-4 / fake_kolkata | 86.0 ± 0.9 | 4 of 5 seeds | 80.0 ± 1.8 | 3, 3, 3, 3, 3 | 90.0 ± 0.9 |" in text
+    assert "| MNIST-4 / fake_quito | most-accurate | 86.0 ± 0.5 | 5 | met |" in text
+    assert "not complete" not in text
+    doc["rows"][-1] = _row("mnist4", "fake_quito", "noisy", "most-accurate", [0.80, 0.9, 0.86, 0.84, 0.88])
+    assert "| 5 | not met |" in rt.noise_aware_goals(doc)  # a half-width above 3 points misses
