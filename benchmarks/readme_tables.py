@@ -195,6 +195,21 @@ def _goal_rows(doc: dict[str, Any], target: int) -> list[str]:
     return lines
 
 
+def _evaluations(doc: dict[str, Any]) -> list[str]:
+    """How many architectures each method scored in its budget (a search's picks share one count), per benchmark."""
+    per: dict[str, dict[str, list[int]]] = {}
+    for r in doc.get("runs") or []:
+        if r["mode"] != "classical" and r["pick"] == "knee":
+            per.setdefault(r["benchmark"], {}).setdefault(r["mode"], []).append(r["evaluations"])
+    parts = [
+        f"{bench}: " + ", ".join(f"{mode} {sum(n) / len(n):.0f}" for mode, n in sorted(modes.items()))
+        for bench, modes in per.items()
+    ]
+    if not parts:
+        return []
+    return ["", "Architectures scored per search, mean over seeds (the same CPU budget): " + "; ".join(parts) + "."]
+
+
 def noise_aware_goals(doc: dict[str, Any]) -> str:
     """The campaign's headline per benchmark and its goals, each judged from the same file as the tables above."""
     target = 5  # the issue's "at least 5 paired seeds"
@@ -203,6 +218,7 @@ def noise_aware_goals(doc: dict[str, Any]) -> str:
         _headline_rows(doc)
         + [""]
         + _goal_rows(doc, target)
+        + _evaluations(doc)
         + [
             "",
             f"Intervals: Student t over paired seeds, one per comparison (no correction for the several picks).{state}",
