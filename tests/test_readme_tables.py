@@ -227,3 +227,18 @@ def test_noise_aware_goals_judge_each_goal_on_the_whole_interval_and_the_seed_co
     assert "not complete" not in text
     doc["rows"][-1] = _row("mnist4", "fake_quito", "noisy", "most-accurate", [0.80, 0.9, 0.86, 0.84, 0.88])
     assert "| 5 | not met |" in rt.noise_aware_goals(doc)  # a half-width above 3 points misses
+
+
+def test_search_quality_pairs_hypervolume_by_seed() -> None:
+    rt = _benchmark_module("readme_tables")
+    ours, theirs = [1.25, 1.26, 1.24, 1.27], [1.24, 1.24, 1.235, 1.25]
+    rows = [{"method": "nsga2", "seed": s, "hypervolume": h} for s, h in enumerate(ours)]
+    rows += [{"method": "random", "seed": s, "hypervolume": h} for s, h in enumerate(theirs)]
+    rows.append({"method": "random", "seed": 9, "hypervolume": 2.0})  # no partner: not paired
+    ci = stats.ttest_rel(ours, theirs).confidence_interval(0.95)  # the independent reference
+    mean = float(np.mean(np.subtract(ours, theirs)))
+    line = rt._paired_hypervolume(rows, "nsga2")[0]
+    assert (
+        line
+        == f"Paired by seed, hypervolume nsga2 − random: **{mean:+.4f} [{ci.low:+.4f}, {ci.high:+.4f}]** (4 seeds)."
+    )
