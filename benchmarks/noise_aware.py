@@ -376,7 +376,12 @@ def main() -> None:
             if command and command not in doc.setdefault("commands", []):
                 doc["commands"].append(command)
     done = {(r["benchmark"], r["mode"], r["seed"]) for r in runs}
-    doc.update({"load_before_timing": load_before_timing(), "search_seconds": args.search_seconds})
+    loads = [doc.get("load_before_timing")] + [json.loads(m.read_text()).get("load_before_timing") for m in args.merge]
+    # a summary times nothing: it keeps the highest load its searches were timed at, so a loaded run stays labelled
+    load = max((x for x in loads if x), key=lambda x: x["load_average"][0], default=None)
+    if not args.summarise_only or load is None:
+        load = load_before_timing()
+    doc.update({"load_before_timing": load, "search_seconds": args.search_seconds})
     doc.setdefault("budget", {})
     work = Path(tempfile.mkdtemp(prefix="qnas-noise-aware-"))
     epochs = 2 if args.quick else args.retrain_epochs
