@@ -315,12 +315,11 @@ def search(config: Any, mode: str, out: Path, seconds: float | None, cap: int) -
     return {**found, "search_seconds": wall, "search_cpu_seconds": cpu}
 
 
-def merged_runs(paths: list[Path], have: set[tuple[str, str, int]]) -> list[dict[str, Any]]:
+def merged_runs(docs: list[dict[str, Any]], have: set[tuple[str, str, int]]) -> list[dict[str, Any]]:
     """The searches of other results files (a campaign split over processes by seed) that ``have`` lacks; each row
     keeps the command and commit that measured it."""
     out: list[dict[str, Any]] = []
-    for path in paths:
-        theirs = json.loads(path.read_text())
+    for theirs in docs:
         for r in theirs.get("runs", []):
             key = (r["benchmark"], r["mode"], r["seed"])
             if key not in have:
@@ -369,14 +368,14 @@ def main() -> None:
         raise SystemExit(f"modes from {METHODS + ('classical',)}, benchmarks from {tuple(BENCHMARKS)}")
     doc: dict[str, Any] = json.loads(args.out.read_text()) if args.out is not None and args.out.is_file() else {}
     runs: list[dict[str, Any]] = doc.get("runs", [])
-    runs += merged_runs(args.merge, {(r["benchmark"], r["mode"], r["seed"]) for r in runs})
-    for other in args.merge:  # the merged files' runs are part of this file's provenance
-        theirs = json.loads(other.read_text())
+    merged = [json.loads(path.read_text()) for path in args.merge]
+    runs += merged_runs(merged, {(r["benchmark"], r["mode"], r["seed"]) for r in runs})
+    for theirs in merged:  # the merged files' runs are part of this file's provenance
         for command in theirs.get("commands") or [theirs.get("command")]:
             if command and command not in doc.setdefault("commands", []):
                 doc["commands"].append(command)
     done = {(r["benchmark"], r["mode"], r["seed"]) for r in runs}
-    loads = [doc.get("load_before_timing")] + [json.loads(m.read_text()).get("load_before_timing") for m in args.merge]
+    loads = [doc.get("load_before_timing")] + [theirs.get("load_before_timing") for theirs in merged]
     # a summary times nothing: it keeps the highest load its searches were timed at, so a loaded run stays labelled
     load = max((x for x in loads if x), key=lambda x: x["load_average"][0], default=None)
     if not args.summarise_only or load is None:

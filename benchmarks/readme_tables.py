@@ -127,14 +127,23 @@ def _verdict(ci: list[float] | None, seeds: int, target: int) -> str:
     """Met only when the whole interval is above 0; short of the target seeds the verdict is provisional."""
     if ci is None:
         return "no interval (one seed)"
-    word = "met" if ci[0] > 0 else "not met"
+    return _so_far("met" if ci[0] > 0 else "not met", seeds, target)
+
+
+def _so_far(word: str, seeds: int, target: int) -> str:
+    """A verdict on fewer seeds than the campaign's target is marked as provisional."""
     return word if seeds >= target else f"{word} so far ({seeds} of {target} seeds)"
+
+
+def _rows_by_key(doc: dict[str, Any]) -> dict[tuple[str, str, str, str], dict[str, Any]]:
+    """The summary rows by (data set, device, search, pick)."""
+    return {(r["dataset"], r["backend"], r["mode"], r["pick"]): r for r in doc["rows"]}
 
 
 def _headline_rows(doc: dict[str, Any]) -> list[str]:
     """Per benchmark: the noisy search's most-accurate pick (is it a product state?) beside its best entangling pick
     and the classical ablation of the same data set."""
-    rows = {(r["dataset"], r["backend"], r["mode"], r["pick"]): r for r in doc["rows"]}
+    rows = _rows_by_key(doc)
     lines = [
         "| benchmark | `noisy` most-accurate pick (%) | a product state in | best entangling pick (%) | its 2q gates "
         "| classical ablation (%) |",
@@ -176,18 +185,11 @@ def _goal_rows(doc: dict[str, Any], target: int) -> list[str]:
                     f"| {goal} | {name} | {pick} | {_pts_ci(c['diff_mean'], c['diff_ci95'])} | {len(c['seeds'])} "
                     f"| {verdict} |"
                 )
-    quito = next(
-        (
-            r
-            for r in doc["rows"]
-            if (r["dataset"], r["backend"], r["mode"], r["pick"]) == ("mnist4", "fake_quito", "noisy", "most-accurate")
-        ),
-        None,
-    )
+    quito = _rows_by_key(doc).get(("mnist4", "fake_quito", "noisy", "most-accurate"))
     if quito is not None:
         mean, half, n = quito["test_acc_noisy_mean"], quito["test_acc_noisy_ci95"], len(quito["seeds"])
         ok = half is not None and not math.isnan(half) and mean >= 0.85 and half <= 0.03
-        verdict = ("met" if ok else "not met") + ("" if n >= target else f" so far ({n} of {target} seeds)")
+        verdict = _so_far("met" if ok else "not met", n, target)
         lines.append(
             f"| mean >= 85% with a half-width <= 3 points | MNIST-4 / fake_quito | most-accurate | "
             f"{_pct(mean, half)} | {n} | {verdict if n > 1 else 'no interval (one seed)'} |"
